@@ -1,0 +1,3 @@
+//! Sources: everything that talks to the outside to read leads.
+
+pub mod files;

@@ -1,0 +1,498 @@
+//! Pipeline configuration: YAML into typed structs, `${VAR}` secrets, and
+//! every problem reported at once with file, line and key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use leadflow_connectors::files::{FileDrop, FilesSourceConfig};
+use leadflow_sinks::WarehouseConfig;
+use leadflow_transforms::dedupe::DedupeConfig;
+use leadflow_transforms::mapping::{Defaults, Mapper, MappingConfig};
+use leadflow_transforms::normalise::country::CountryResolver;
+use leadflow_transforms::normalise::phone::parse_region;
+use leadflow_transforms::validate::{ValidateConfig, Validator};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+/// A leadflow config file: a warehouse and the pipelines that fill it.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the Delta tables live.
+    #[serde(default)]
+    pub warehouse: WarehouseConfig,
+    /// The pipelines; `leadflow run` runs them all in order, or one with `--pipeline`.
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// One pipeline: sources -> map -> normalise -> sql -> validate -> dedupe -> warehouse.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Unique name: letters, digits, `-` and `_`. Used in metrics and run ids.
+    pub name: String,
+    /// What this pipeline is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Values for rows that have none (project, phone region, ...).
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Where the leads come from.
+    pub sources: Vec<SourceConfig>,
+    /// Source columns onto lead fields.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+    /// Normaliser settings.
+    #[serde(default)]
+    pub normalise: NormaliseConfig,
+    /// Your own SQL stages, run in order after normalising. Each is a SELECT
+    /// over the table `leads` that must keep every column (`SELECT *, ...` or
+    /// `SELECT * FROM leads WHERE ...`); the normaliser UDFs are available.
+    #[serde(default)]
+    pub sql: Vec<String>,
+    /// Validation rules; failing rows go to `rejects` with every reason.
+    #[serde(default)]
+    pub validate: ValidateConfig,
+    /// Exact dedupe settings.
+    #[serde(default)]
+    pub dedupe: DedupeConfig,
+}
+
+/// A source. Set exactly one kind (only `files` exists so far).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique within the pipeline; part of every record's key, so do not
+    /// rename a source that already fed the warehouse.
+    pub name: String,
+    /// CSV/XLSX/ODS files in a local folder or object-store prefix.
+    #[serde(default)]
+    pub files: Option<FilesSourceConfig>,
+}
+
+/// Normaliser settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormaliseConfig {
+    /// Extra country spellings: `{"Blighty": GB}` (values are ISO alpha-2).
+    pub countries: BTreeMap<String, String>,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem of a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "{}: {n} problem{} in the config:", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            let at = match p.line {
+                Some(l) => format!("{}:{l}", self.file.display()),
+                None => self.file.display().to_string(),
+            };
+            let key = if p.key.is_empty() { String::new() } else { format!(" {}:", p.key) };
+            writeln!(f, "  {at}:{key} {}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A loaded, checked config and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+    /// Folder relative paths in the config resolve against.
+    pub base: PathBuf,
+}
+
+impl LoadedConfig {
+    pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
+        self.config.pipelines.iter().find(|p| p.name == name)
+    }
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` from the environment; `$${` is a
+/// literal `${`. Missing variables are problems (their values never appear
+/// in messages or logs).
+pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String, Vec<ConfigProblem>) {
+    let re = regex::Regex::new(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}").expect("valid regex");
+    let mut problems = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let mut last = 0;
+        for caps in re.captures_iter(line) {
+            let m = caps.get(0).expect("match");
+            out.push_str(&line[last..m.start()]);
+            last = m.end();
+            if m.as_str() == "$${" {
+                out.push_str("${");
+                continue;
+            }
+            let name = &caps[1];
+            match (env(name), caps.get(2)) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d.as_str()),
+                (None, None) => {
+                    problems.push(ConfigProblem {
+                        line: Some(lineno + 1),
+                        key: String::new(),
+                        message: format!("environment variable {name} is not set (referenced as ${{{name}}})"),
+                    });
+                }
+            }
+        }
+        out.push_str(&line[last..]);
+    }
+    (out, problems)
+}
+
+/// Find the line of a key path (`pipelines`, `0`, `validate`, ...) in YAML
+/// text, by indentation. Good enough for block-style configs; None when the
+/// path is written in flow style.
+pub fn locate(text: &str, path: &[String]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0usize;
+    let mut min_indent: i64 = -1;
+    let mut found = None;
+    for seg in path {
+        if let Ok(idx) = seg.parse::<usize>() {
+            // The idx-th "- " item deeper than the current key.
+            let mut count = 0usize;
+            let mut item_indent = None;
+            let mut hit = None;
+            for (i, l) in lines.iter().enumerate().skip(start) {
+                let t = l.trim_start();
+                if t.is_empty() || t.starts_with('#') {
+                    continue;
+                }
+                let ind = (l.len() - t.len()) as i64;
+                if ind <= min_indent && !t.starts_with("- ") {
+                    break;
+                }
+                if t.starts_with("- ") || t == "-" {
+                    if item_indent.is_none() {
+                        item_indent = Some(ind);
+                    }
+                    if Some(ind) == item_indent {
+                        if count == idx {
+                            hit = Some((i, ind));
+                            break;
+                        }
+                        count += 1;
+                    }
+                }
+            }
+            let (i, ind) = hit?;
+            found = Some(i + 1);
+            start = i;
+            min_indent = ind;
+            // Keys of this item sit at ind + 2 (first one on the dash line).
+            continue;
+        }
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(start) {
+            let t = l.trim_start().trim_start_matches("- ");
+            let ind = (l.len() - l.trim_start().len()) as i64;
+            if l.trim().is_empty() || l.trim_start().starts_with('#') {
+                continue;
+            }
+            if i > start && ind <= min_indent && found.is_some() {
+                break;
+            }
+            let key = t.split(':').next().unwrap_or("").trim().trim_matches('"').trim_matches('\'');
+            if key == seg && t.contains(':') {
+                hit = Some((i, ind));
+                break;
+            }
+        }
+        let (i, ind) = hit?;
+        found = Some(i + 1);
+        start = i + 1;
+        min_indent = ind;
+    }
+    found
+}
+
+fn section<T: DeserializeOwned>(
+    value: &serde_norway::Value,
+    path: &[String],
+    text: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut full: Vec<String> = path.to_vec();
+            for seg in e.path().iter() {
+                let s = seg.to_string();
+                if s != "?" && !s.is_empty() && s != "." {
+                    full.extend(s.split('.').filter(|x| !x.is_empty()).map(|x| x.trim_matches(|c| c == '[' || c == ']').to_string()));
+                }
+            }
+            let message = e.into_inner().to_string();
+            // serde_norway appends its own (meaningless here) position.
+            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            problems.push(ConfigProblem { line: locate(text, &full).or_else(|| locate(text, path)), key: full.join("."), message });
+            None
+        }
+    }
+}
+
+/// Read, interpolate, parse and check a config file.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    load_with_env(path, &|k| std::env::var(k).ok())
+}
+
+pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
+    let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(vec![ConfigProblem { line: None, key: String::new(), message: format!("cannot read: {e}") }]))?;
+    let (text, mut problems) = interpolate(&text, env);
+    let value: serde_norway::Value = match serde_norway::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(ConfigProblem {
+                line: e.location().map(|l| l.line()),
+                key: String::new(),
+                message: format!("not valid YAML: {e}"),
+            });
+            return Err(fail(problems));
+        }
+    };
+    let config = parse_sections(&value, &text, &mut problems);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    if let Some(config) = &config {
+        check(config, &text, &base, &mut problems);
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(LoadedConfig { config, path: path.to_path_buf(), base }),
+        _ => Err(fail(problems)),
+    }
+}
+
+/// Deserialize section by section so one mistake does not hide the others.
+fn parse_sections(value: &serde_norway::Value, text: &str, problems: &mut Vec<ConfigProblem>) -> Option<Config> {
+    let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let Some(map) = value.as_mapping() else {
+        problems.push(ConfigProblem { line: Some(1), key: String::new(), message: "the config must be a mapping with `pipelines:`".into() });
+        return None;
+    };
+    for k in map.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if k != "warehouse" && k != "pipelines" {
+            problems.push(ConfigProblem {
+                line: locate(text, &p(&[k])),
+                key: k.into(),
+                message: format!("unknown key `{k}`, expected `warehouse` or `pipelines`"),
+            });
+        }
+    }
+    let warehouse = match map.get("warehouse") {
+        Some(v) => section::<WarehouseConfig>(v, &p(&["warehouse"]), text, problems),
+        None => Some(WarehouseConfig::default()),
+    };
+    let Some(list) = map.get("pipelines") else {
+        problems.push(ConfigProblem { line: None, key: "pipelines".into(), message: "missing: at least one pipeline is needed".into() });
+        return None;
+    };
+    let Some(list) = list.as_sequence() else {
+        problems.push(ConfigProblem { line: locate(text, &p(&["pipelines"])), key: "pipelines".into(), message: "must be a list".into() });
+        return None;
+    };
+    let mut pipelines = Vec::new();
+    let mut ok = true;
+    for (i, item) in list.iter().enumerate() {
+        let base = vec!["pipelines".to_string(), i.to_string()];
+        let Some(pm) = item.as_mapping() else {
+            problems.push(ConfigProblem { line: locate(text, &base), key: base.join("."), message: "a pipeline must be a mapping".into() });
+            ok = false;
+            continue;
+        };
+        // Each sub-section alone first, so all their errors surface together.
+        let mut section_ok = true;
+        for (k, v) in pm {
+            let key = k.as_str().unwrap_or("?").to_string();
+            let mut path = base.clone();
+            path.push(key.clone());
+            let good = match key.as_str() {
+                "defaults" => section::<Defaults>(v, &path, text, problems).is_some(),
+                "mapping" => section::<MappingConfig>(v, &path, text, problems).is_some(),
+                "normalise" => section::<NormaliseConfig>(v, &path, text, problems).is_some(),
+                "validate" => section::<ValidateConfig>(v, &path, text, problems).is_some(),
+                "dedupe" => section::<DedupeConfig>(v, &path, text, problems).is_some(),
+                "sql" => section::<Vec<String>>(v, &path, text, problems).is_some(),
+                "sources" => match v.as_sequence() {
+                    Some(srcs) => {
+                        let mut all = true;
+                        for (j, s) in srcs.iter().enumerate() {
+                            let mut sp = path.clone();
+                            sp.push(j.to_string());
+                            all &= section::<SourceConfig>(s, &sp, text, problems).is_some();
+                        }
+                        all
+                    }
+                    None => section::<Vec<SourceConfig>>(v, &path, text, problems).is_some(),
+                },
+                "name" | "description" => true,
+                other => {
+                    problems.push(ConfigProblem {
+                        line: locate(text, &path),
+                        key: path.join("."),
+                        message: format!(
+                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe"
+                        ),
+                    });
+                    false
+                }
+            };
+            section_ok &= good;
+        }
+        if section_ok {
+            match section::<PipelineConfig>(item, &base, text, problems) {
+                Some(pc) => pipelines.push(pc),
+                None => ok = false,
+            }
+        } else {
+            ok = false;
+        }
+    }
+    if ok && let Some(warehouse) = warehouse {
+        return Some(Config { warehouse, pipelines });
+    }
+    None
+}
+
+/// Checks serde cannot do: names, references, compiled mappings and rules.
+fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProblem>) {
+    let at = |path: &[String]| locate(text, path);
+    let path = |parts: &[&dyn fmt::Display]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
+    if config.pipelines.is_empty() {
+        problems.push(ConfigProblem { line: at(&path(&[&"pipelines"])), key: "pipelines".into(), message: "no pipelines defined".into() });
+    }
+    if let Err(e) = leadflow_sinks::Warehouse::resolve(&config.warehouse.uri, base) {
+        problems.push(ConfigProblem { line: at(&path(&[&"warehouse", &"uri"])), key: "warehouse.uri".into(), message: e.to_string() });
+    }
+    let name_re = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex");
+    let mut names = BTreeSet::new();
+    for (i, p) in config.pipelines.iter().enumerate() {
+        let mut push = |key: Vec<String>, message: String| {
+            problems.push(ConfigProblem { line: at(&key).or_else(|| at(&path(&[&"pipelines", &i]))), key: key.join("."), message });
+        };
+        if !name_re.is_match(&p.name) {
+            push(path(&[&"pipelines", &i, &"name"]), format!("pipeline name {:?} may hold only letters, digits, `-` and `_`", p.name));
+        }
+        if !names.insert(p.name.clone()) {
+            push(path(&[&"pipelines", &i, &"name"]), format!("pipeline name `{}` is used twice", p.name));
+        }
+        if p.sources.is_empty() {
+            push(path(&[&"pipelines", &i, &"sources"]), "a pipeline needs at least one source".into());
+        }
+        let mut source_names = BTreeSet::new();
+        for (j, s) in p.sources.iter().enumerate() {
+            let sp = |k: &str| path(&[&"pipelines", &i, &"sources", &j, &k]);
+            if !name_re.is_match(&s.name) {
+                push(sp("name"), format!("source name {:?} may hold only letters, digits, `-` and `_`", s.name));
+            }
+            if !source_names.insert(s.name.clone()) {
+                push(sp("name"), format!("source name `{}` is used twice in this pipeline", s.name));
+            }
+            match &s.files {
+                Some(files) => {
+                    let files = resolve_files(files, base);
+                    if let Err(e) = FileDrop::new(&s.name, &files) {
+                        push(sp("files"), e.to_string());
+                    }
+                }
+                None => push(path(&[&"pipelines", &i, &"sources", &j]), "set a source kind: `files:`".into()),
+            }
+        }
+        if let Some(r) = &p.defaults.phone_region
+            && parse_region(r).is_none()
+        {
+            push(path(&[&"pipelines", &i, &"defaults", &"phone_region"]), format!("`{r}` is not an ISO 3166-1 alpha-2 region with phone numbers"));
+        }
+        if let Err(errs) = Mapper::new(&p.mapping, &p.defaults) {
+            for e in errs {
+                push(path(&[&"pipelines", &i, &"mapping"]), e.to_string());
+            }
+        }
+        if let Err(errs) = Validator::new(&p.validate) {
+            for e in errs {
+                push(path(&[&"pipelines", &i, &"validate"]), e.to_string());
+            }
+        }
+        if let Err(e) = CountryResolver::new(&p.normalise.countries) {
+            push(path(&[&"pipelines", &i, &"normalise", &"countries"]), e.to_string());
+        }
+        if p.dedupe.keys.is_empty() {
+            push(path(&[&"pipelines", &i, &"dedupe", &"keys"]), "at least one match key is needed (phone, email)".into());
+        }
+        if !(0.0..=1.0).contains(&p.dedupe.name_similarity) {
+            push(path(&[&"pipelines", &i, &"dedupe", &"name_similarity"]), "must be between 0 and 1".into());
+        }
+        for (k, stmt) in p.sql.iter().enumerate() {
+            if let Err(e) = crate::stages::check_sql(stmt) {
+                push(path(&[&"pipelines", &i, &"sql", &k]), e);
+            }
+        }
+    }
+}
+
+/// Relative local folders in a files source resolve against the config's folder.
+pub fn resolve_files(files: &FilesSourceConfig, base: &Path) -> FilesSourceConfig {
+    let mut f = files.clone();
+    let p = Path::new(&files.path);
+    if !files.path.contains("://") && p.is_relative() {
+        f.path = base.join(p).to_string_lossy().into_owned();
+    }
+    f
+}
+
+/// The JSON Schema of the config file, for editors.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_and_reports_missing_vars_by_line() {
+        let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
+        let (out, problems) = interpolate("a: ${TOKEN}\nb: ${MISSING}\nc: ${OTHER:-x}\nd: $${LITERAL}\n", &env);
+        assert_eq!(out, "a: s3cret\nb: \nc: x\nd: ${LITERAL}\n");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(2));
+        assert!(problems[0].message.contains("MISSING"));
+    }
+
+    #[test]
+    fn locates_nested_keys() {
+        let text = "warehouse:\n  uri: x\npipelines:\n  - name: a\n    validate:\n      required: [x]\n  - name: b\n    mapping:\n      columns:\n        A: phone\n";
+        let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(locate(text, &p(&["warehouse", "uri"])), Some(2));
+        assert_eq!(locate(text, &p(&["pipelines", "0", "validate", "required"])), Some(6));
+        assert_eq!(locate(text, &p(&["pipelines", "1", "name"])), Some(7));
+        assert_eq!(locate(text, &p(&["pipelines", "1", "mapping", "columns"])), Some(9));
+    }
+}

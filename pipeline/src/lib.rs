@@ -1,0 +1,30 @@
+//! leadflow: YAML pipelines that take lead files through normalise, validate
+//! and dedupe into a Delta Lake warehouse. This crate wires the connectors,
+//! transforms and sinks crates together; `run::run_pipeline` is the whole run.
+
+pub mod config;
+pub mod generate;
+pub mod progress;
+pub mod run;
+pub mod show;
+pub mod stages;
+
+use leadflow_sinks::{TableSpec, Warehouse, WarehouseError};
+
+/// The warehouse tables as the sinks crate needs them.
+pub fn table_specs() -> Vec<TableSpec> {
+    leadflow_transforms::schema::warehouse_tables()
+        .into_iter()
+        .map(|(name, schema, keys)| TableSpec { name, schema, keys })
+        .collect()
+}
+
+/// Open (creating if needed) the warehouse of a loaded config.
+pub async fn open_warehouse(loaded: &config::LoadedConfig) -> Result<Warehouse, WarehouseError> {
+    Warehouse::open(&loaded.config.warehouse, &loaded.base, table_specs()).await
+}
+
+/// TLS for object stores: one process-wide rustls provider (ring).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

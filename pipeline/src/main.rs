@@ -1,0 +1,235 @@
+//! The `leadflow` command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use leadflow::config::{self, LoadedConfig};
+use leadflow::run::{RunOptions, RunReport, run_pipeline};
+use leadflow::show::{Lookup, show};
+use tracing_subscriber::EnvFilter;
+
+/// leadflow: lead files in, one golden master per person out.
+#[derive(Parser)]
+#[command(name = "leadflow", version, about)]
+struct Cli {
+    /// Log format: `auto` is text on a terminal and JSON otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "LEADFLOW_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipelines of CONFIG once (all, or one with --pipeline).
+    Run {
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check CONFIG and list every problem; runs nothing.
+    Validate { config: PathBuf },
+    /// Print the JSON Schema of config files (for editors).
+    Schema,
+    /// Show a master by phone, e-mail or id.
+    Show {
+        config: PathBuf,
+        #[arg(long, group = "what")]
+        phone: Option<String>,
+        #[arg(long, group = "what")]
+        email: Option<String>,
+        #[arg(long, group = "what")]
+        id: Option<String>,
+        /// Pipeline whose default phone region reads --phone.
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
+    /// Write a CSV of generated messy leads with planted duplicates (and a truth file beside it).
+    Generate {
+        /// Output CSV path.
+        out: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Share of rows that repeat an earlier person.
+        #[arg(long, default_value_t = 0.3)]
+        duplicate_rate: f64,
+    },
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=off,deltalake_core=error,deltalake=error,datafusion=warn"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.with_target(false).compact().init();
+    }
+}
+
+fn load(path: &PathBuf) -> Result<LoadedConfig, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    leadflow::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        match cli.command {
+            Command::Schema => {
+                print!("{}", config::json_schema());
+                ExitCode::SUCCESS
+            }
+            Command::Validate { config } => match load(&config) {
+                Ok(c) => {
+                    println!("{}: ok ({} pipeline(s): {})", config.display(), c.config.pipelines.len(), c.config.pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            Command::Run { config, pipeline, json } => {
+                let loaded = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let selected: Vec<_> = match &pipeline {
+                    Some(name) => match loaded.pipeline(name) {
+                        Some(p) => vec![p.clone()],
+                        None => {
+                            eprintln!("{}: no pipeline named `{name}` (have: {})", config.display(), loaded.config.pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    },
+                    None => loaded.config.pipelines.clone(),
+                };
+                let warehouse = match leadflow::open_warehouse(&loaded).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        eprintln!("warehouse: {e}");
+                        return ExitCode::from(EXIT_FAILED);
+                    }
+                };
+                let opts = RunOptions {
+                    trigger: "cli".into(),
+                    progress: std::io::stderr().is_terminal() && !json,
+                    fault_after_table: std::env::var("LEADFLOW_FAULT_AFTER_TABLE").ok(),
+                };
+                let mut reports = Vec::new();
+                for p in &selected {
+                    reports.push(run_pipeline(&loaded, p, &warehouse, &opts).await);
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&reports).expect("report serialises"));
+                } else {
+                    for r in &reports {
+                        print_summary(r, &warehouse.root().display().to_string());
+                    }
+                }
+                if reports.iter().all(RunReport::succeeded) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+            }
+            Command::Show { config, phone, email, id, pipeline } => {
+                let loaded = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let lookup = match (phone, email, id) {
+                    (Some(p), _, _) => Lookup::Phone(p),
+                    (_, Some(e), _) => Lookup::Email(e),
+                    (_, _, Some(i)) => Lookup::Id(i),
+                    _ => {
+                        eprintln!("say what to show: --phone, --email or --id");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                };
+                let p = pipeline.as_deref().and_then(|n| loaded.pipeline(n)).or(loaded.config.pipelines.first());
+                let region = p.and_then(|p| p.defaults.phone_region.clone());
+                let warehouse = match leadflow::open_warehouse(&loaded).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        eprintln!("warehouse: {e}");
+                        return ExitCode::from(EXIT_FAILED);
+                    }
+                };
+                match show(&warehouse, &lookup, region.as_deref()).await {
+                    Ok(Some(text)) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Ok(None) => {
+                        eprintln!("no master found");
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                }
+            }
+            Command::Generate { out, rows, seed, duplicate_rate } => {
+                let opts = leadflow::generate::GenerateOptions { rows, seed, duplicate_rate, ..Default::default() };
+                match leadflow::generate::generate_csv(&out, &opts) {
+                    Ok(s) => {
+                        println!("wrote {} rows ({} people) to {} and truth to {}", s.rows, s.people, out.display(), s.truth_path.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {e}", out.display());
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn print_summary(r: &RunReport, warehouse: &str) {
+    println!("pipeline {}  run {}  {}  in {:.2}s", r.pipeline, r.run_id, r.status.to_uppercase(), r.duration_seconds);
+    if let Some(rec) = &r.recovered_run {
+        println!("  finished the interrupted commit of run {rec} first");
+    }
+    println!(
+        "  files   {} seen, {} imported, {} unchanged, {} quarantined",
+        r.files_seen, r.files_imported, r.files_unchanged, r.files_quarantined
+    );
+    for f in r.files.iter().filter(|f| f.status == "quarantined") {
+        println!("          quarantined {}: {}", f.path, f.reason.as_deref().unwrap_or(""));
+    }
+    println!("  rows    {} read, {} rejected, {} written", r.rows_read, r.rows_rejected, r.records_written);
+    for (reason, n) in &r.rejected_by_reason {
+        println!("          {n:>6} {reason}");
+    }
+    println!(
+        "  people  {} new masters, {} matched existing, {} merged within the run, {} already known, {} conflicts kept apart",
+        r.masters_new, r.matched_existing, r.merged_in_batch, r.records_known, r.conflicts
+    );
+    if let Some(e) = &r.error {
+        println!("  error   {e}");
+    }
+    println!("  warehouse {warehouse}");
+}

@@ -1,0 +1,623 @@
+//! One pipeline run, start to finish:
+//! recover -> read sources -> map -> normalise -> sql -> validate -> link ->
+//! stage -> commit (txn-guarded) -> archive.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
+use chrono::{DateTime, Utc};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use leadflow_connectors::files::{FileDrop, FileEntry, parse_file};
+use leadflow_sinks::{StagedCommit, StagedTable, Warehouse, WriteMode};
+use leadflow_transforms::dedupe::{self, RunStamp};
+use leadflow_transforms::mapping::Mapper;
+use leadflow_transforms::normalise::NormaliseOptions;
+use leadflow_transforms::schema::{self as lschema, RECORDS_SCHEMA, REJECTS_SCHEMA, RUNS_SCHEMA, SOURCE_FILES_SCHEMA};
+use leadflow_transforms::validate::Validator;
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::config::{LoadedConfig, PipelineConfig, resolve_files};
+use crate::progress::Progress;
+use crate::stages;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("source `{source_name}`: {message}")]
+    Source { source_name: String, message: String },
+    #[error(transparent)]
+    Warehouse(#[from] leadflow_sinks::WarehouseError),
+    #[error(transparent)]
+    Stage(#[from] stages::StageError),
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How a run was started and what it may do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `cli`, `schedule`, `api`, ...
+    pub trigger: String,
+    /// Show a progress bar (a terminal is attached).
+    pub progress: bool,
+    /// Testing aid: abort the process right after committing this table, as
+    /// a crash would. Set with LEADFLOW_FAULT_AFTER_TABLE.
+    pub fault_after_table: Option<String>,
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub source: String,
+    pub path: String,
+    pub status: String,
+    pub rows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The outcome of a run, for the CLI summary, `--json` and the `runs` table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: String,
+    pub trigger: String,
+    pub sequence: Option<i64>,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub files_seen: u64,
+    pub files_imported: u64,
+    pub files_unchanged: u64,
+    pub files_quarantined: u64,
+    pub rows_read: u64,
+    pub rows_rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    pub masters_new: u64,
+    pub matched_existing: u64,
+    pub merged_in_batch: u64,
+    pub records_known: u64,
+    pub conflicts: u64,
+    pub records_written: u64,
+    pub recovered_run: Option<String>,
+    pub files: Vec<FileReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        self.status == "succeeded"
+    }
+}
+
+/// A run id: time-ordered and unique enough for one warehouse.
+pub fn new_run_id(pipeline: &str, at: DateTime<Utc>) -> String {
+    let salt = xxh3_128(format!("{pipeline}{}{}", at.timestamp_nanos_opt().unwrap_or(0), std::process::id()).as_bytes());
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), salt as u32)
+}
+
+/// Run one pipeline. Never panics on bad data: failures end up in the
+/// report (and in the `runs` table when the warehouse is reachable).
+pub async fn run_pipeline(loaded: &LoadedConfig, pipeline: &PipelineConfig, warehouse: &Warehouse, opts: &RunOptions) -> RunReport {
+    let started = Utc::now();
+    let run_id = new_run_id(&pipeline.name, started);
+    let span = info_span!("run", run_id = %run_id, pipeline = %pipeline.name);
+    let clock = Instant::now();
+    let mut report = RunReport {
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        status: "running".into(),
+        trigger: opts.trigger.clone(),
+        started_at: started.to_rfc3339(),
+        ..Default::default()
+    };
+    let outcome = execute(loaded, pipeline, warehouse, opts, started, &mut report).instrument(span.clone()).await;
+    report.duration_seconds = clock.elapsed().as_secs_f64();
+    let _g = span.enter();
+    match outcome {
+        Ok(()) => {
+            report.status = "succeeded".into();
+            info!(
+                rows_read = report.rows_read,
+                rows_rejected = report.rows_rejected,
+                masters_new = report.masters_new,
+                matched_existing = report.matched_existing,
+                seconds = report.duration_seconds,
+                "run succeeded"
+            );
+        }
+        Err(e) => {
+            report.status = "failed".into();
+            report.error = Some(e.to_string());
+            warn!(error = %e, "run failed");
+            // Best effort: the failure itself is worth a row in `runs`.
+            let row = runs_row(&report, started, Utc::now());
+            if let Ok(row) = row {
+                let t = StagedTable { table: "runs".into(), mode: WriteMode::Upsert, batches: vec![row] };
+                if let Err(e2) = warehouse.apply(&t, &format!("leadflow-failed:{}", pipeline.name), started.timestamp_micros()).await {
+                    warn!(error = %e2, "could not record the failed run");
+                }
+            }
+        }
+    }
+    report
+}
+
+struct ParsedInput {
+    entry: FileEntry,
+    source: String,
+    drop: Arc<FileDrop>,
+}
+
+async fn execute(
+    loaded: &LoadedConfig,
+    pipeline: &PipelineConfig,
+    warehouse: &Warehouse,
+    opts: &RunOptions,
+    started: DateTime<Utc>,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let stamp = RunStamp { run_id: report.run_id.clone(), now_us: started.timestamp_micros() };
+    let app_id = format!("leadflow:{}", pipeline.name);
+    if let Some(done) = warehouse.recover(&pipeline.name).await? {
+        report.recovered_run = Some(done.run_id);
+    }
+    let version = warehouse.last_txn_version(&app_id).await?.unwrap_or(0) + 1;
+    report.sequence = Some(version);
+
+    let norm = NormaliseOptions { default_region: pipeline.defaults.phone_region.clone(), country_overrides: pipeline.normalise.countries.clone() };
+    let ctx = stages::session(&norm)?;
+    warehouse.register(&ctx, &["source_files", "masters", "records", "project_links"]).await?;
+    let mapper = Mapper::new(&pipeline.mapping, &pipeline.defaults)
+        .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+    let validator = Validator::new(&pipeline.validate)
+        .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
+
+    // ---- read sources ------------------------------------------------------
+    let mut raw_batches: Vec<RecordBatch> = Vec::new();
+    let mut mapped: Vec<RecordBatch> = Vec::new();
+    let mut rejects = RejectRows::default();
+    let mut ledger_rows = LedgerRows::default();
+    let mut imported: Vec<ParsedInput> = Vec::new();
+    for source in &pipeline.sources {
+        let Some(files) = &source.files else { continue };
+        let files = resolve_files(files, &loaded.base);
+        let src_err = |e: &dyn std::fmt::Display| RunError::Source { source_name: source.name.clone(), message: e.to_string() };
+        let drop = Arc::new(FileDrop::new(&source.name, &files).map_err(|e| src_err(&e))?);
+        let entries = drop.list().await.map_err(|e| src_err(&e))?;
+        let ledger = load_ledger(&ctx, &source.name).await?;
+        let progress = Progress::new(opts.progress, entries.len() as u64, &source.name);
+        for entry in entries {
+            report.files_seen += 1;
+            progress.file(&entry.relative);
+            let quick = ledger.by_stat.contains(&(entry.relative.clone(), entry.size as i64, entry.last_modified.timestamp_micros()));
+            if quick {
+                report.files_unchanged += 1;
+                continue;
+            }
+            let fetched = drop.fetch(&entry).await.map_err(|e| src_err(&e))?;
+            if ledger.by_hash.contains(&(entry.relative.clone(), fetched.content_hash.clone())) {
+                report.files_unchanged += 1;
+                continue;
+            }
+            let hash = fetched.content_hash.clone();
+            let cfg = files.clone();
+            let name = source.name.clone();
+            let parsed = tokio::task::spawn_blocking(move || parse_file(&name, &fetched, &cfg))
+                .await
+                .map_err(|e| RunError::Other(format!("parser task failed: {e}")))?;
+            let parsed = parsed.map_err(|e| e.to_string()).and_then(|p| match mapper.for_headers(&p.headers) {
+                Ok(fm) => Ok((p, fm)),
+                Err(e) => Err(format!("{}: {e}", entry.display)),
+            });
+            match parsed {
+                Err(reason) => {
+                    warn!(file = %entry.relative, reason = %reason, "file quarantined");
+                    drop.quarantine(&entry, &reason).await.map_err(|e| src_err(&e))?;
+                    report.files_quarantined += 1;
+                    ledger_rows.push(&source.name, &entry, &hash, "quarantined", Some(&reason), None, 0, &stamp);
+                    report.files.push(FileReport { source: source.name.clone(), path: entry.relative.clone(), status: "quarantined".into(), rows: 0, reason: Some(reason) });
+                }
+                Ok((parsed, mut fm)) => {
+                    report.files_imported += 1;
+                    report.rows_read += parsed.rows;
+                    progress.rows(parsed.rows);
+                    info!(file = %entry.relative, rows = parsed.rows, format = parsed.format, bad_rows = parsed.bad_rows.len(), "file read");
+                    for b in &parsed.batches {
+                        let raw_index = u32::try_from(raw_batches.len()).map_err(|_| RunError::Other("too many batches in one run".into()))?;
+                        mapped.push(fm.apply(b, raw_index, &entry.relative).map_err(|e| RunError::Other(e.to_string()))?);
+                        raw_batches.push(b.clone());
+                    }
+                    for bad in &parsed.bad_rows {
+                        let raw = serde_json::to_string(&parsed.headers.iter().zip(&bad.values).map(|(h, v)| (h.clone(), v.clone())).collect::<BTreeMap<_, _>>())
+                            .unwrap_or_default();
+                        let raw = if bad.values.len() > parsed.headers.len() { serde_json::to_string(&bad.values).unwrap_or(raw) } else { raw };
+                        let id = format!("{:032x}-bad", xxh3_128(format!("{}\u{1f}{}", entry.relative, bad.values.join("\u{1f}")).as_bytes()));
+                        rejects.push(&source.name, &id, &parsed.file, bad.row as i64, &raw, &[("ragged_row".to_string(), bad.reason.clone())]);
+                    }
+                    ledger_rows.push(&source.name, &entry, &hash, "imported", None, Some(parsed.format), parsed.rows as i64, &stamp);
+                    report.files.push(FileReport { source: source.name.clone(), path: entry.relative.clone(), status: "imported".into(), rows: parsed.rows, reason: None });
+                    imported.push(ParsedInput { entry, source: source.name.clone(), drop: drop.clone() });
+                }
+            }
+        }
+        progress.finish();
+    }
+
+    // ---- normalise, sql, validate -----------------------------------------
+    let normalised = stages::normalise(&ctx, mapped).await?;
+    let normalised = stages::user_stages(&ctx, normalised, &pipeline.sql).await?;
+    let mut good: Vec<RecordBatch> = Vec::new();
+    for b in &normalised {
+        let v = validator.validate(b).map_err(|e| RunError::Other(e.to_string()))?;
+        if !v.failures.is_empty() {
+            let source = b.column_by_name("source").expect("normalised").as_string::<i32>();
+            let rid = b.column_by_name("source_record_id").expect("normalised").as_string::<i32>();
+            let file = b.column_by_name("source_file").expect("normalised").as_string::<i32>();
+            let row = b.column_by_name("source_row").expect("normalised").as_primitive::<arrow::datatypes::Int64Type>();
+            let pos = b.column_by_name(lschema::RAW_POS).expect("normalised").as_primitive::<arrow::datatypes::UInt64Type>();
+            for (i, reasons) in &v.failures {
+                let p = pos.value(*i);
+                let raw = raw_json(&raw_batches[(p >> 32) as usize], (p & 0xffff_ffff) as usize);
+                let rs: Vec<(String, String)> = reasons.iter().map(|r| (r.code.clone(), r.message.clone())).collect();
+                rejects.push(source.value(*i), rid.value(*i), file.value(*i), row.value(*i), &raw, &rs);
+            }
+        }
+        if v.failures.len() < b.num_rows() {
+            good.push(filter_record_batch(b, &v.keep)?);
+        }
+    }
+    report.rows_rejected = rejects.len as u64;
+    report.rejected_by_reason = rejects.by_reason.clone();
+
+    // ---- link --------------------------------------------------------------
+    let mut tables: Vec<StagedTable> = vec![StagedTable { table: "rejects".into(), mode: WriteMode::Upsert, batches: vec![rejects.finish(&stamp)?] }];
+    if let Some(schema) = good.first().map(|b| b.schema()) {
+        let leads = concat_batches(&schema, &good)?;
+        drop(good);
+        let (candidates, known) = candidates(&ctx, &leads).await?;
+        let outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp).map_err(|e| RunError::Other(e.to_string()))?;
+        let s = &outcome.stats;
+        report.masters_new = s.masters_new;
+        report.matched_existing = s.matched_existing;
+        report.merged_in_batch = s.merged_in_batch;
+        report.records_known = s.records_known;
+        report.conflicts = s.conflicts;
+        let known_flags: Vec<bool> = outcome.match_rule.iter().map(|r| r == Some("known_record")).collect();
+        let existing_links = existing_links(&ctx, &outcome.master_id).await?;
+        let links_mode = if existing_links.num_rows() == 0 { WriteMode::Append } else { WriteMode::Upsert };
+        let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
+        let links = dedupe::project_links(&leads, &outcome.master_id, &known_flags, &existing_links, &default_status, &stamp)
+            .map_err(|e| RunError::Other(e.to_string()))?;
+        let records = records_batch(&leads, &outcome, &stamp)?;
+        report.records_written = records.num_rows() as u64;
+        tables.push(StagedTable { table: "records".into(), mode: if s.records_known > 0 { WriteMode::Upsert } else { WriteMode::Append }, batches: vec![records] });
+        tables.push(StagedTable { table: "masters".into(), mode: if s.masters_updated > 0 { WriteMode::Upsert } else { WriteMode::Append }, batches: vec![outcome.masters] });
+        tables.push(StagedTable { table: "project_links".into(), mode: links_mode, batches: vec![links] });
+        tables.push(StagedTable { table: "merges".into(), mode: WriteMode::Upsert, batches: vec![outcome.merges] });
+    }
+    tables.push(StagedTable { table: "source_files".into(), mode: WriteMode::Upsert, batches: vec![ledger_rows.finish()?] });
+    report.status = "succeeded".into();
+    let finished = Utc::now();
+    report.duration_seconds = (finished - started).as_seconds_f64();
+    tables.push(StagedTable { table: "runs".into(), mode: WriteMode::Upsert, batches: vec![runs_row(report, started, finished)?] });
+
+    // ---- commit ------------------------------------------------------------
+    // Tables with nothing to write are left alone: a run over unchanged
+    // input changes no table but `runs`.
+    tables.retain(|t| t.table == "runs" || t.batches.iter().any(|b| b.num_rows() > 0));
+    let commit = StagedCommit { pipeline: pipeline.name.clone(), run_id: report.run_id.clone(), app_id, version, tables };
+    let fault = opts.fault_after_table.clone();
+    warehouse
+        .commit(&commit, |table| {
+            if fault.as_deref() == Some(table) {
+                eprintln!("LEADFLOW_FAULT_AFTER_TABLE={table}: aborting as a crash would");
+                std::process::abort();
+            }
+        })
+        .await?;
+
+    // Only after the commit: a crash before this re-reads, never loses.
+    for f in &imported {
+        if let Err(e) = f.drop.archive(&f.entry).await {
+            warn!(source = %f.source, file = %f.entry.relative, error = %e, "could not archive file");
+        }
+    }
+    Ok(())
+}
+
+/// Raw values of one source row as a JSON object (header -> value).
+fn raw_json(batch: &RecordBatch, row: usize) -> String {
+    let mut map = serde_json::Map::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.name().starts_with("_source") {
+            continue;
+        }
+        let s = c.as_string::<i32>();
+        let v = if s.is_null(row) { serde_json::Value::Null } else { serde_json::Value::String(s.value(row).to_string()) };
+        map.insert(f.name().clone(), v);
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// A text column read back from Delta, as Utf8 (scans may hand back views).
+pub fn utf8(a: &ArrayRef) -> Result<StringArray, RunError> {
+    Ok(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+struct Ledger {
+    by_stat: HashSet<(String, i64, i64)>,
+    by_hash: HashSet<(String, String)>,
+}
+
+/// Files this source already imported (or quarantined).
+async fn load_ledger(ctx: &SessionContext, source: &str) -> Result<Ledger, RunError> {
+    let sql = format!("SELECT path, content_hash, size, modified_at FROM source_files WHERE source = '{}'", source.replace('\'', "''"));
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut l = Ledger { by_stat: HashSet::new(), by_hash: HashSet::new() };
+    for b in batches {
+        let path = utf8(b.column(0))?;
+        let hash = utf8(b.column(1))?;
+        let size = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+        let modified = b.column(3).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            l.by_hash.insert((path.value(i).to_string(), hash.value(i).to_string()));
+            if !size.is_null(i) && !modified.is_null(i) {
+                l.by_stat.insert((path.value(i).to_string(), size.value(i), modified.value(i)));
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// Existing masters sharing a key with the run's leads, and records the
+/// warehouse already holds.
+async fn candidates(ctx: &SessionContext, leads: &RecordBatch) -> Result<(RecordBatch, HashMap<(String, String), String>), RunError> {
+    let mut keys = StringBuilder::new();
+    for name in ["phone", "email_key"] {
+        let a = leads.column_by_name(name).expect("normalised").as_string::<i32>();
+        for v in a.iter().flatten() {
+            keys.append_value(v);
+        }
+    }
+    let keys = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)])), vec![Arc::new(keys.finish()) as ArrayRef])?;
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("source", DataType::Utf8, false), Field::new("source_record_id", DataType::Utf8, false)])),
+        vec![leads.column_by_name("source").expect("normalised").clone(), leads.column_by_name("source_record_id").expect("normalised").clone()],
+    )?;
+    ctx.register_table("run_keys", Arc::new(MemTable::try_new(keys.schema(), vec![vec![keys]])?))?;
+    ctx.register_table("run_records", Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?))?;
+    let known_batches = ctx
+        .sql("SELECT r.source, r.source_record_id, r.master_id FROM records r JOIN run_records q ON r.source = q.source AND r.source_record_id = q.source_record_id")
+        .await?
+        .collect()
+        .await?;
+    let mut known = HashMap::new();
+    for b in &known_batches {
+        let (s, r, m) = (utf8(b.column(0))?, utf8(b.column(1))?, utf8(b.column(2))?);
+        for i in 0..b.num_rows() {
+            known.insert((s.value(i).to_string(), r.value(i).to_string()), m.value(i).to_string());
+        }
+    }
+    let sql = "SELECT * FROM masters WHERE master_id IN (
+            SELECT mk.master_id FROM (
+                SELECT master_id, unnest(phones) AS k FROM masters
+                UNION ALL SELECT master_id, unnest(email_keys) AS k FROM masters
+            ) mk JOIN (SELECT DISTINCT key FROM run_keys) rk ON mk.k = rk.key
+            UNION SELECT r.master_id FROM records r JOIN run_records q ON r.source = q.source AND r.source_record_id = q.source_record_id
+        ) ORDER BY master_id";
+    let batches = ctx.sql(sql).await?.collect().await?;
+    ctx.deregister_table("run_keys")?;
+    ctx.deregister_table("run_records")?;
+    let masters = if batches.is_empty() {
+        RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone())
+    } else {
+        let b = concat_batches(&batches[0].schema(), &batches)?;
+        conform(&b, &lschema::MASTERS_SCHEMA)?
+    };
+    Ok((masters, known))
+}
+
+/// Cast a batch read back from Delta to the schema the code expects (Delta
+/// may hand back views or other field names for the same data).
+fn conform(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch, RunError> {
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let c = b.column_by_name(f.name()).ok_or_else(|| RunError::Other(format!("warehouse table lacks column {}", f.name())))?;
+            Ok(arrow::compute::cast(c, f.data_type())?)
+        })
+        .collect::<Result<Vec<_>, RunError>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Existing project links of the masters the run touched.
+async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Result<RecordBatch, RunError> {
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, false)])),
+        vec![Arc::new(master_ids.clone()) as ArrayRef],
+    )?;
+    ctx.register_table("run_masters", Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?))?;
+    let batches = ctx
+        .sql("SELECT * FROM project_links WHERE master_id IN (SELECT DISTINCT master_id FROM run_masters)")
+        .await?
+        .collect()
+        .await?;
+    ctx.deregister_table("run_masters")?;
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(lschema::PROJECT_LINKS_SCHEMA.clone()));
+    }
+    let b = concat_batches(&batches[0].schema(), &batches)?;
+    conform(&b, &lschema::PROJECT_LINKS_SCHEMA)
+}
+
+/// The `records` rows of the run's valid leads.
+fn records_batch(leads: &RecordBatch, outcome: &dedupe::LinkOutcome, stamp: &RunStamp) -> Result<RecordBatch, RunError> {
+    let n = leads.num_rows();
+    let cols = RECORDS_SCHEMA
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef, RunError> {
+            Ok(match f.name().as_str() {
+                "master_id" => Arc::new(outcome.master_id.clone()),
+                "match_rule" => Arc::new(outcome.match_rule.clone()),
+                "match_score" => Arc::new(outcome.match_score.clone()),
+                "run_id" => Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
+                "ingested_at" => Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC")),
+                name => {
+                    let c = leads.column_by_name(name).ok_or_else(|| RunError::Other(format!("normalised leads lack column {name}")))?;
+                    arrow::compute::cast(c, f.data_type())?
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(RECORDS_SCHEMA.clone(), cols)?)
+}
+
+#[derive(Default)]
+struct RejectRows {
+    source: StringBuilder,
+    id: StringBuilder,
+    file: StringBuilder,
+    row: Vec<i64>,
+    raw: StringBuilder,
+    reasons: Vec<Vec<String>>,
+    codes: Vec<Vec<String>>,
+    by_reason: BTreeMap<String, u64>,
+    len: usize,
+}
+
+impl RejectRows {
+    fn push(&mut self, source: &str, id: &str, file: &str, row: i64, raw: &str, reasons: &[(String, String)]) {
+        self.source.append_value(source);
+        self.id.append_value(id);
+        self.file.append_value(file);
+        self.row.push(row);
+        self.raw.append_value(raw);
+        self.reasons.push(reasons.iter().map(|(c, m)| format!("{c}: {m}")).collect());
+        self.codes.push(reasons.iter().map(|(c, _)| c.clone()).collect());
+        for (c, _) in reasons {
+            *self.by_reason.entry(c.clone()).or_default() += 1;
+        }
+        self.len += 1;
+    }
+
+    fn finish(&mut self, stamp: &RunStamp) -> Result<RecordBatch, RunError> {
+        let list = |v: &[Vec<String>]| {
+            let mut b = lschema::list_builder();
+            for items in v {
+                for s in items {
+                    b.values().append_value(s);
+                }
+                b.append(true);
+            }
+            Arc::new(b.finish()) as ArrayRef
+        };
+        let n = self.len;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.source.finish()),
+            Arc::new(self.id.finish()),
+            Arc::new(self.file.finish()),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.row))),
+            Arc::new(self.raw.finish()),
+            list(&self.reasons),
+            list(&self.codes),
+            Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC")),
+        ];
+        Ok(RecordBatch::try_new(REJECTS_SCHEMA.clone(), cols)?)
+    }
+}
+
+#[derive(Default)]
+struct LedgerRows {
+    source: StringBuilder,
+    path: StringBuilder,
+    hash: StringBuilder,
+    size: Vec<i64>,
+    modified: Vec<i64>,
+    status: StringBuilder,
+    reason: StringBuilder,
+    format: StringBuilder,
+    rows: Vec<i64>,
+    run_id: StringBuilder,
+    at: Vec<i64>,
+}
+
+impl LedgerRows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, source: &str, e: &FileEntry, hash: &str, status: &str, reason: Option<&str>, format: Option<&str>, rows: i64, stamp: &RunStamp) {
+        self.source.append_value(source);
+        self.path.append_value(&e.relative);
+        self.hash.append_value(hash);
+        self.size.push(e.size as i64);
+        self.modified.push(e.last_modified.timestamp_micros());
+        self.status.append_value(status);
+        self.reason.append_option(reason);
+        self.format.append_option(format);
+        self.rows.push(rows);
+        self.run_id.append_value(&stamp.run_id);
+        self.at.push(stamp.now_us);
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, RunError> {
+        let ts = |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.source.finish()),
+            Arc::new(self.path.finish()),
+            Arc::new(self.hash.finish()),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.size))),
+            ts(std::mem::take(&mut self.modified)),
+            Arc::new(self.status.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.format.finish()),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.rows))),
+            Arc::new(self.run_id.finish()),
+            ts(std::mem::take(&mut self.at)),
+        ];
+        Ok(RecordBatch::try_new(SOURCE_FILES_SCHEMA.clone(), cols)?)
+    }
+}
+
+/// The run's row in `runs`.
+fn runs_row(r: &RunReport, started: DateTime<Utc>, finished: DateTime<Utc>) -> Result<RecordBatch, RunError> {
+    let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let i = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
+    let ts = |t: DateTime<Utc>| Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC")) as ArrayRef;
+    let cols: Vec<ArrayRef> = vec![
+        s(&r.run_id),
+        s(&r.pipeline),
+        Arc::new(Int64Array::from(vec![r.sequence])),
+        s(&r.trigger),
+        s(&r.status),
+        ts(started),
+        ts(finished),
+        i(r.files_seen),
+        i(r.files_imported),
+        i(r.files_unchanged),
+        i(r.files_quarantined),
+        i(r.rows_read),
+        i(r.rows_rejected),
+        s(&serde_json::to_string(&r.rejected_by_reason).unwrap_or_default()),
+        i(r.masters_new),
+        i(r.matched_existing),
+        i(r.merged_in_batch),
+        i(r.records_known),
+        i(r.conflicts),
+        i(r.records_written),
+        Arc::new(StringArray::from(vec![r.error.as_deref()])),
+    ];
+    Ok(RecordBatch::try_new(RUNS_SCHEMA.clone(), cols)?)
+}

@@ -1,0 +1,7 @@
+//! Sinks: the warehouse (Delta Lake tables) and, later, event outputs.
+
+pub mod warehouse;
+
+pub use warehouse::{
+    StagedCommit, StagedTable, TableSpec, Warehouse, WarehouseConfig, WarehouseError, WriteMode,
+};

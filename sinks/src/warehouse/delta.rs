@@ -1,0 +1,302 @@
+//! Delta tables: open or create, query through DataFusion, write with
+//! transaction ids.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::prelude::{SessionContext, col};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+use tracing::{debug, info};
+use url::Url;
+
+use super::config::WarehouseConfig;
+use super::staging::{StagedCommit, StagedTable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("warehouse uri `{uri}`: {reason}")]
+    Uri { uri: String, reason: String },
+    #[error("warehouse table `{table}`: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("warehouse table `{table}`: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("unknown warehouse table `{0}`")]
+    UnknownTable(String),
+    #[error("staging area {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("staging area {path}: {reason}")]
+    StagingFormat { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// A table of the warehouse: its name, Arrow schema and key columns.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: &'static str,
+    pub schema: SchemaRef,
+    pub keys: &'static [&'static str],
+}
+
+/// How a staged table is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// MERGE on the key columns: update matched rows, insert the others.
+    Upsert,
+    /// Plain append: the caller knows none of the keys exist yet.
+    Append,
+}
+
+/// A folder of Delta tables.
+pub struct Warehouse {
+    root: PathBuf,
+    specs: HashMap<&'static str, TableSpec>,
+}
+
+fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
+    Url::from_directory_path(dir).map_err(|()| WarehouseError::Uri {
+        uri: dir.display().to_string(),
+        reason: "not an absolute local path".into(),
+    })
+}
+
+impl Warehouse {
+    /// Open the warehouse at `config.uri` (relative paths resolve against
+    /// `base`), creating any missing table.
+    pub async fn open(config: &WarehouseConfig, base: &Path, specs: Vec<TableSpec>) -> Result<Self, WarehouseError> {
+        let root = Self::resolve(&config.uri, base)?;
+        std::fs::create_dir_all(&root).map_err(|source| WarehouseError::Staging { path: root.clone(), source })?;
+        let root = root.canonicalize().map_err(|source| WarehouseError::Staging { path: root.clone(), source })?;
+        let wh = Self { root, specs: specs.into_iter().map(|s| (s.name, s)).collect() };
+        let mut names: Vec<&str> = wh.specs.keys().copied().collect();
+        names.sort();
+        for name in names {
+            wh.ensure(name).await?;
+        }
+        Ok(wh)
+    }
+
+    /// The local folder a warehouse uri names.
+    pub fn resolve(uri: &str, base: &Path) -> Result<PathBuf, WarehouseError> {
+        if let Some(rest) = uri.strip_prefix("file://") {
+            return Ok(PathBuf::from(rest));
+        }
+        if uri.contains("://") {
+            return Err(WarehouseError::Uri {
+                uri: uri.into(),
+                reason: "only local folders and file:// are supported for the warehouse so far".into(),
+            });
+        }
+        let p = Path::new(uri);
+        Ok(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn spec(&self, name: &str) -> Result<&TableSpec, WarehouseError> {
+        self.specs.get(name).ok_or_else(|| WarehouseError::UnknownTable(name.into()))
+    }
+
+    fn delta_err(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> WarehouseError + '_ {
+        move |source| WarehouseError::Delta { table: table.to_string(), source }
+    }
+
+    /// Load a table at its latest version.
+    pub async fn table(&self, name: &str) -> Result<DeltaTable, WarehouseError> {
+        self.spec(name)?;
+        let url = table_url(&self.root.join(name))?;
+        DeltaTable::try_from_url(url).await.map_err(Self::delta_err(name))
+    }
+
+    async fn ensure(&self, name: &str) -> Result<(), WarehouseError> {
+        let spec = self.spec(name)?;
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Staging { path: dir.clone(), source })?;
+        let table = self.table(name).await?;
+        if table.version().is_some() {
+            return Ok(());
+        }
+        let schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| WarehouseError::Delta {
+            table: name.into(),
+            source: deltalake::DeltaTableError::from(e),
+        })?;
+        info!(table = name, "creating warehouse table");
+        table
+            .create()
+            .with_columns(schema.fields().cloned())
+            .with_table_name(name)
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(Self::delta_err(name))?;
+        Ok(())
+    }
+
+    /// Is the warehouse there and readable? (for readiness checks)
+    pub async fn test(&self) -> Result<(), WarehouseError> {
+        self.table("runs").await.map(|_| ())
+    }
+
+    /// Register tables in a DataFusion session under their names.
+    pub async fn register(&self, ctx: &SessionContext, names: &[&str]) -> Result<(), WarehouseError> {
+        for name in names {
+            let table = self.table(name).await?;
+            let provider = table.table_provider().await.map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
+            ctx.deregister_table(*name).map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
+            ctx.register_table(*name, provider).map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
+        }
+        Ok(())
+    }
+
+    /// The last version committed to `table` by `app_id`, if any.
+    pub async fn txn_version(&self, table: &str, app_id: &str) -> Result<Option<i64>, WarehouseError> {
+        let t = self.table(table).await?;
+        let state = t.snapshot().map_err(Self::delta_err(table))?;
+        state.transaction_version(t.log_store().as_ref(), app_id).await.map_err(Self::delta_err(table))
+    }
+
+    /// The highest version `app_id` committed to any table.
+    pub async fn last_txn_version(&self, app_id: &str) -> Result<Option<i64>, WarehouseError> {
+        let mut max = None;
+        let mut names: Vec<&str> = self.specs.keys().copied().collect();
+        names.sort();
+        for name in names {
+            max = max.max(self.txn_version(name, app_id).await?);
+        }
+        Ok(max)
+    }
+
+    /// Apply one staged table unless this app id already committed this
+    /// version (or a later one) to it. Returns whether it wrote.
+    pub async fn apply(&self, staged: &StagedTable, app_id: &str, version: i64) -> Result<bool, WarehouseError> {
+        let name = staged.table.as_str();
+        let spec = self.spec(name)?.clone();
+        if let Some(done) = self.txn_version(name, app_id).await?
+            && done >= version
+        {
+            debug!(table = name, version, "already committed, skipping");
+            return Ok(false);
+        }
+        let props = CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let table = self.table(name).await?;
+        let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
+        match staged.mode {
+            // An empty write still commits, to record the txn version.
+            WriteMode::Append => {
+                table
+                    .write(staged.batches.clone())
+                    .with_save_mode(SaveMode::Append)
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(Self::delta_err(name))?;
+            }
+            WriteMode::Upsert if rows == 0 => {
+                table
+                    .write(Vec::<RecordBatch>::new())
+                    .with_save_mode(SaveMode::Append)
+                    .with_commit_properties(props)
+                    .await
+                    .map_err(Self::delta_err(name))?;
+            }
+            WriteMode::Upsert => {
+                let ctx = SessionContext::new();
+                let source = ctx
+                    .read_batches(staged.batches.clone())
+                    .map_err(|source| WarehouseError::Query { table: name.into(), source })?;
+                let mut predicate = None;
+                for k in spec.keys {
+                    let e = col(format!("target.{k}")).eq(col(format!("source.{k}")));
+                    predicate = Some(match predicate {
+                        None => e,
+                        Some(p) => datafusion::prelude::Expr::and(p, e),
+                    });
+                }
+                let predicate = predicate.expect("tables have keys");
+                let columns: Vec<String> = spec.schema.fields().iter().map(|f| f.name().clone()).collect();
+                let (_, metrics) = table
+                    .merge(source, predicate)
+                    .with_source_alias("source")
+                    .with_target_alias("target")
+                    .with_commit_properties(props)
+                    .when_matched_update(|u| {
+                        columns.iter().fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
+                    })
+                    .map_err(Self::delta_err(name))?
+                    .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}")))))
+                    .map_err(Self::delta_err(name))?
+                    .await
+                    .map_err(Self::delta_err(name))?;
+                debug!(
+                    table = name,
+                    inserted = metrics.num_target_rows_inserted,
+                    updated = metrics.num_target_rows_updated,
+                    "merged"
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stage a commit, then apply it table by table, then drop the staging.
+    /// `after_table` is called after each table (tests use it to simulate a
+    /// crash mid-commit).
+    pub async fn commit(&self, commit: &StagedCommit, mut after_table: impl FnMut(&str)) -> Result<(), WarehouseError> {
+        let dir = self.staging_dir(&commit.pipeline);
+        commit.save(&dir)?;
+        self.apply_staged(commit, &mut after_table).await?;
+        StagedCommit::clear(&dir)
+    }
+
+    async fn apply_staged(&self, commit: &StagedCommit, after_table: &mut impl FnMut(&str)) -> Result<(), WarehouseError> {
+        for t in &commit.tables {
+            let wrote = self.apply(t, &commit.app_id, commit.version).await?;
+            info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
+            after_table(&t.table);
+        }
+        Ok(())
+    }
+
+    /// Finish a commit an earlier run staged but did not complete. Returns
+    /// the run id it finished, if any.
+    pub async fn recover(&self, pipeline: &str) -> Result<Option<StagedCommit>, WarehouseError> {
+        let dir = self.staging_dir(pipeline);
+        let Some(commit) = StagedCommit::load(&dir, &self.specs)? else {
+            return Ok(None);
+        };
+        info!(run_id = %commit.run_id, version = commit.version, "finishing an interrupted commit");
+        self.apply_staged(&commit, &mut |_| {}).await?;
+        StagedCommit::clear(&dir)?;
+        Ok(Some(commit))
+    }
+
+    fn staging_dir(&self, pipeline: &str) -> PathBuf {
+        self.root.join("_leadflow").join("staging").join(pipeline)
+    }
+
+    /// Read a query's result into batches.
+    pub async fn query(&self, ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
+        let df = ctx.sql(sql).await.map_err(|source| WarehouseError::Query { table: "query".into(), source })?;
+        df.collect().await.map_err(|source| WarehouseError::Query { table: "query".into(), source })
+    }
+}
+

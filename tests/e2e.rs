@@ -1,0 +1,258 @@
+//! End-to-end: the real `leadflow` binary on real files into real Delta
+//! tables, read back through DataFusion.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow::array::AsArray;
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("LEADFLOW_LOG", "warn,deltalake_core=error").env("LEADFLOW_LOG_FORMAT", "text");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("leadflow runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("status: {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A work dir with the example drops copied in and a config pointing at them.
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let drops = dir.path().join("drops");
+        std::fs::create_dir_all(&drops).unwrap();
+        for e in std::fs::read_dir(repo().join("examples/quickstart/drops")).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), drops.join(e.file_name())).unwrap();
+            }
+        }
+        let quickstart = std::fs::read_to_string(repo().join("configs/quickstart.yaml")).unwrap();
+        let config = quickstart
+            .replace("uri: ../warehouse", "uri: ./warehouse")
+            .replace("path: ../examples/quickstart/drops", "path: ./drops");
+        std::fs::write(dir.path().join("pipeline.yaml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn config(&self) -> String {
+        self.path().join("pipeline.yaml").display().to_string()
+    }
+
+    fn run(&self) -> serde_json::Value {
+        let o = leadflow(&["run", &self.config(), "--json"], &[]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json summary");
+        v[0].clone()
+    }
+
+    /// Query the warehouse with SQL (tables registered by name).
+    fn sql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let loaded = leadflow::config::load(&self.path().join("pipeline.yaml")).expect("config");
+            let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
+            let ctx = SessionContext::new();
+            wh.register(&ctx, &["masters", "records", "project_links", "merges", "rejects", "runs", "source_files"]).await.unwrap();
+            ctx.sql(sql).await.unwrap().collect().await.unwrap()
+        })
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        let b = self.sql(sql);
+        b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+    }
+
+    /// A stable text dump of the data tables (no run ids or times).
+    fn dump(&self) -> String {
+        let q = [
+            "SELECT source, source_record_id, master_id, match_rule, phone, email_key, project FROM records ORDER BY source, source_record_id",
+            "SELECT master_id, full_name, phone, email, phones, emails, company, country, city, website, record_count FROM masters ORDER BY master_id",
+            "SELECT master_id, project, status, owner, record_count FROM project_links ORDER BY master_id, project",
+            "SELECT source, source_record_id, source_row, raw, reason_codes FROM rejects ORDER BY source, source_record_id",
+            "SELECT event_id, kind, master_id, rule FROM merges ORDER BY event_id",
+            "SELECT source, path, content_hash, status FROM source_files ORDER BY path",
+        ];
+        q.iter().map(|s| pretty_format_batches(&self.sql(s)).unwrap().to_string()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[test]
+fn second_run_of_the_same_input_changes_nothing() {
+    let sb = Sandbox::new();
+    let first = sb.run();
+    assert!(first["rows_read"].as_u64().unwrap() > 0, "{first}");
+    let before = sb.dump();
+    let second = sb.run();
+    assert_eq!(second["files_imported"], 0, "{second}");
+    assert_eq!(second["files_unchanged"], first["files_imported"], "{second}");
+    assert_eq!(sb.dump(), before);
+    assert_eq!(sb.count("SELECT count(*) FROM runs"), 2);
+}
+
+#[test]
+fn changed_file_is_imported_again_and_its_rows_dedupe() {
+    let sb = Sandbox::new();
+    let csv = sb.path().join("drops/extra.csv");
+    std::fs::write(&csv, "Name,Mobile,Email,Project\nAsha Verma,+91 98111 22334,asha@example.in,Riverside Towers\nRohan Das,+91 98111 55667,,Riverside Towers\n").unwrap();
+    let first = sb.run();
+    let records = sb.count("SELECT count(*) FROM records");
+    let masters = sb.count("SELECT count(*) FROM masters");
+    // The same people again plus a new one, and Asha now as "Verma, Asha".
+    std::fs::write(
+        &csv,
+        "Name,Mobile,Email,Project\nAsha Verma,+91 98111 22334,asha@example.in,Riverside Towers\nRohan Das,+91 98111 55667,,Riverside Towers\n\"Verma, Asha\",098111-22334,,Lakeside Villas\nNew Person,+91 98111 99887,,Riverside Towers\n",
+    )
+    .unwrap();
+    let second = sb.run();
+    assert_eq!(second["files_imported"], 1, "{second}");
+    assert_eq!(second["records_known"], 2, "{second}");
+    assert_eq!(second["matched_existing"], 1, "{second}");
+    assert_eq!(second["masters_new"], 1, "{second}");
+    assert_eq!(sb.count("SELECT count(*) FROM records"), records + 2);
+    assert_eq!(sb.count("SELECT count(*) FROM masters"), masters + 1);
+    let asha = sb.count("SELECT count(DISTINCT master_id) FROM records WHERE phone = '+919811122334'");
+    assert_eq!(asha, 1);
+    assert_eq!(
+        sb.count("SELECT count(*) FROM project_links p JOIN masters m ON p.master_id = m.master_id WHERE m.phone = '+919811122334'"),
+        2,
+        "Asha is in two projects"
+    );
+    let _ = first;
+}
+
+#[test]
+fn a_run_killed_during_its_commit_ends_like_an_uninterrupted_one() {
+    let clean = Sandbox::new();
+    clean.run();
+    for table in ["records", "masters", "merges"] {
+        let sb = Sandbox::new();
+        let o = leadflow(&["run", &sb.config()], &[("LEADFLOW_FAULT_AFTER_TABLE", table)]);
+        assert!(!o.status.success(), "the fault hook must abort: {}", text(&o));
+        let again = sb.run();
+        assert_eq!(again["status"], "succeeded", "{again}");
+        assert!(again["recovered_run"].is_string(), "the next run finishes the staged commit: {again}");
+        assert_eq!(sb.dump(), clean.dump(), "after a crash after `{table}`");
+        // And a third run still changes nothing.
+        sb.run();
+        assert_eq!(sb.dump(), clean.dump());
+    }
+}
+
+#[test]
+fn an_unparseable_file_is_quarantined_and_the_run_goes_on() {
+    let sb = Sandbox::new();
+    std::fs::write(sb.path().join("drops/broken.xlsx"), b"this is not a zip file at all").unwrap();
+    let r = sb.run();
+    assert_eq!(r["files_quarantined"], 1, "{r}");
+    assert!(r["rows_read"].as_u64().unwrap() > 0);
+    assert!(sb.path().join("drops/_quarantine/broken.xlsx").exists());
+    let reason = std::fs::read_to_string(sb.path().join("drops/_quarantine/broken.xlsx.reason.txt")).unwrap();
+    assert!(reason.contains("broken.xlsx"), "{reason}");
+    assert_eq!(sb.count("SELECT count(*) FROM source_files WHERE status = 'quarantined'"), 1);
+}
+
+#[test]
+fn ragged_rows_and_invalid_contacts_land_in_rejects_with_reasons() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("drops/ragged.csv"),
+        "Name,Phone,Email\nGood One,+91 98765 43210,good@example.com\nToo,Many,Fields,Here\nNo Contact,,\nBad Mail,,bad@@mail\n",
+    )
+    .unwrap();
+    sb.run();
+    let b = sb.sql("SELECT source_row, arrow_cast(array_to_string(reason_codes, ','), 'Utf8') AS codes, arrow_cast(raw, 'Utf8') AS raw FROM rejects WHERE source_file LIKE '%ragged.csv' ORDER BY source_row");
+    let out = pretty_format_batches(&b).unwrap().to_string();
+    let rows = b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>();
+    let codes = b[0].column(1).as_string::<i32>();
+    assert_eq!(rows.values().to_vec(), vec![3, 4, 5], "{out}");
+    assert_eq!(codes.value(0), "ragged_row", "{out}");
+    assert_eq!(codes.value(1), "require_any:phone|email", "{out}");
+    assert_eq!(codes.value(2), "invalid_email,require_any:phone|email", "{out}");
+    assert!(b[0].column(2).as_string::<i32>().value(2).contains("bad@@mail"), "raw values kept: {out}");
+}
+
+#[test]
+fn a_bad_config_lists_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "pipelines:\n  - name: bad name\n    defaults:\n      phone_region: XX\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          colour: blue\n    validate:\n      required: [projekt]\n      require_any: [[phone, email]]\n    dedupe:\n      keys: [phone, fax]\n    token: ${LEADFLOW_TEST_UNSET_VAR}\n",
+    )
+    .unwrap();
+    let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in ["LEADFLOW_TEST_UNSET_VAR", "colour", "fax", "token"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(err.contains("bad.yaml:9"), "line of `colour`: {err}");
+    // run refuses too, before touching anything
+    let o = leadflow(&["run", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!dir.path().join("warehouse").exists());
+}
+
+#[test]
+fn semantic_problems_are_listed_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "pipelines:\n  - name: bad name\n    defaults:\n      phone_region: XX\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n    validate:\n      required: [projekt]\n    sql:\n      - \"DELETE FROM leads\"\n",
+    )
+    .unwrap();
+    let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in ["bad name", "XX", "projekt", "SELECT"] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn committed_json_schema_is_up_to_date() {
+    let o = leadflow(&["schema"], &[]);
+    assert!(o.status.success());
+    let committed = std::fs::read_to_string(repo().join("configs/leadflow.schema.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), committed, "run `leadflow schema > configs/leadflow.schema.json`");
+}
+
+#[test]
+fn the_quickstart_config_validates() {
+    let o = leadflow(&["validate", repo().join("configs/quickstart.yaml").to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn sql_stage_can_call_the_normalisers() {
+    let sb = Sandbox::new();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
+        "    validate:\n",
+        "    sql:\n      - \"SELECT * EXCEPT (city), upper(city) AS city FROM leads WHERE country_code(country_raw) IS DISTINCT FROM 'KP'\"\n    validate:\n",
+    );
+    std::fs::write(sb.config(), cfg).unwrap();
+    sb.run();
+    assert_eq!(sb.count("SELECT count(*) FROM records WHERE city IS NOT NULL AND city <> upper(city)"), 0);
+}

@@ -1,0 +1,269 @@
+//! Survivorship: the golden record of each touched master, and the
+//! per-project links.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use arrow::datatypes::TimestampMicrosecondType;
+use arrow::record_batch::RecordBatch;
+
+use super::link::{DedupeError, RunStamp, event_times, list_values, opt, strings, ts_builder};
+use crate::schema::{MASTERS_SCHEMA, PROJECT_LINKS_SCHEMA};
+
+/// One cluster: its master id, the existing master row (index into the
+/// candidates batch) if any, and its lead rows in input order.
+pub(super) struct Golden {
+    pub master_id: String,
+    pub existing: Option<usize>,
+    pub rows: Vec<usize>,
+}
+
+/// Fields whose newest non-null value wins.
+const NEWEST_WINS: &[&str] = &["company", "job_title", "country", "city", "website"];
+
+/// Build MASTERS_SCHEMA rows for the clusters: newest non-null per field
+/// (the source's created time, else ingestion time; an existing master's
+/// values count as of its `last_seen`), every phone and e-mail ever seen.
+pub(super) fn build_masters(
+    leads: &RecordBatch,
+    masters: &RecordBatch,
+    clusters: &[Golden],
+    known: &[bool],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, DedupeError> {
+    let k = clusters.len();
+    let times = event_times(leads, stamp.now_us);
+    let m_last_seen = masters.column_by_name("last_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let m_first_seen = masters.column_by_name("first_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let m_count = masters.column_by_name("record_count").map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    let master_time = |j: usize| m_last_seen.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)).unwrap_or(i64::MIN);
+
+    // Newest wins: ties go to the later row (input order is arrival order).
+    let pick = |g: &Golden, lead_col: &StringArray, master_col: &StringArray| -> Option<String> {
+        let mut best: Option<(i64, i64, &str)> = None;
+        if let Some(j) = g.existing
+            && let Some(v) = opt(master_col, j)
+        {
+            best = Some((master_time(j), -1, v));
+        }
+        for &i in &g.rows {
+            if let Some(v) = opt(lead_col, i) {
+                let cand = (times[i], i as i64, v);
+                if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
+                    best = Some(cand);
+                }
+            }
+        }
+        best.map(|b| b.2.to_string())
+    };
+
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(MASTERS_SCHEMA.fields().len());
+    let mut ids = StringBuilder::new();
+    for g in clusters {
+        ids.append_value(&g.master_id);
+    }
+    out.push(Arc::new(ids.finish()));
+
+    // The name travels as one unit (first, last, full from one record), so a
+    // golden record never pairs one record's first name with another's last.
+    let (lf, ll, lfull) = (strings(leads, "first_name")?, strings(leads, "last_name")?, strings(leads, "full_name")?);
+    let (mf, ml, mfull) = (strings(masters, "first_name")?, strings(masters, "last_name")?, strings(masters, "full_name")?);
+    let mut nb = [StringBuilder::new(), StringBuilder::new(), StringBuilder::new()];
+    for g in clusters {
+        let mut best: Option<(i64, i64, [Option<&str>; 3])> = None;
+        if let Some(j) = g.existing
+            && (opt(mf, j).is_some() || opt(mfull, j).is_some())
+        {
+            best = Some((master_time(j), -1, [opt(mf, j), opt(ml, j), opt(mfull, j)]));
+        }
+        for &i in &g.rows {
+            if opt(lf, i).is_some() || opt(lfull, i).is_some() {
+                let cand = (times[i], i as i64, [opt(lf, i), opt(ll, i), opt(lfull, i)]);
+                if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
+                    best = Some(cand);
+                }
+            }
+        }
+        let parts = best.map(|b| b.2).unwrap_or([None; 3]);
+        for (b, v) in nb.iter_mut().zip(parts) {
+            b.append_option(v);
+        }
+    }
+    for mut b in nb {
+        out.push(Arc::new(b.finish()));
+    }
+
+    // Best phone / e-mail: newest valid one.
+    for field in ["phone", "email"] {
+        let (lc, mc) = (strings(leads, field)?, strings(masters, field)?);
+        // An invalid e-mail kept by `invalid_email: keep` has no key: skip it.
+        let valid = if field == "email" { Some(strings(leads, "email_key")?) } else { None };
+        let mut b = StringBuilder::new();
+        for g in clusters {
+            let mut best: Option<(i64, i64, &str)> = g.existing.and_then(|j| opt(mc, j).map(|v| (master_time(j), -1, v)));
+            for &i in &g.rows {
+                if valid.is_some_and(|k| opt(k, i).is_none()) {
+                    continue;
+                }
+                if let Some(v) = opt(lc, i) {
+                    let cand = (times[i], i as i64, v);
+                    if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
+                        best = Some(cand);
+                    }
+                }
+            }
+            b.append_option(best.map(|b| b.2));
+        }
+        out.push(Arc::new(b.finish()));
+    }
+
+    // Every phone, e-mail and e-mail key seen: existing first, then new in order.
+    for (list_col, lead_col) in [("phones", "phone"), ("emails", "email"), ("email_keys", "email_key")] {
+        let existing = masters.column_by_name(list_col).map(|c| c.as_list::<i32>().clone());
+        let lc = strings(leads, lead_col)?;
+        let keys = strings(leads, "email_key")?;
+        let mut b = crate::schema::list_builder();
+        for g in clusters {
+            let mut seen: Vec<String> = match (&existing, g.existing) {
+                (Some(a), Some(j)) => list_values(a, j),
+                _ => Vec::new(),
+            };
+            for &i in &g.rows {
+                if lead_col == "email" && opt(keys, i).is_none() {
+                    continue;
+                }
+                if let Some(v) = opt(lc, i)
+                    && !seen.iter().any(|s| s == v)
+                {
+                    seen.push(v.to_string());
+                }
+            }
+            for v in &seen {
+                b.values().append_value(v);
+            }
+            b.append(true);
+        }
+        out.push(Arc::new(b.finish()));
+    }
+
+    for field in NEWEST_WINS {
+        let (lc, mc) = (strings(leads, field)?, strings(masters, field)?);
+        let mut b = StringBuilder::new();
+        for g in clusters {
+            b.append_option(pick(g, lc, mc));
+        }
+        out.push(Arc::new(b.finish()));
+    }
+
+    let mut counts = Vec::with_capacity(k);
+    let mut first_seen = ts_builder(k);
+    let mut last_seen = ts_builder(k);
+    for g in clusters {
+        let new_rows = g.rows.iter().filter(|&&i| !known[i]).count() as i64;
+        let before = g.existing.and_then(|j| m_count.as_ref().map(|a| a.value(j))).unwrap_or(0);
+        counts.push(before + new_rows);
+        let lead_min = g.rows.iter().map(|&i| times[i]).min();
+        let lead_max = g.rows.iter().map(|&i| times[i]).max();
+        let fs = g.existing.and_then(|j| m_first_seen.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
+        let ls = g.existing.map(master_time).filter(|t| *t != i64::MIN);
+        first_seen.append_option([fs, lead_min].into_iter().flatten().min());
+        last_seen.append_option([ls, lead_max].into_iter().flatten().max());
+    }
+    out.push(Arc::new(Int64Array::from(counts)));
+    out.push(Arc::new(first_seen.finish()));
+    out.push(Arc::new(last_seen.finish()));
+    out.push(Arc::new(std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>()));
+    Ok(RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?)
+}
+
+/// Project links for the run's leads: one row per (master, project) touched,
+/// merged with the existing link rows (`existing`, PROJECT_LINKS_SCHEMA).
+/// A row's status or owner changes a link only when the row states one; a
+/// new link without a status gets `default_status`.
+pub fn project_links(
+    leads: &RecordBatch,
+    master_id: &StringArray,
+    known: &[bool],
+    existing: &RecordBatch,
+    default_status: &str,
+    stamp: &RunStamp,
+) -> Result<RecordBatch, DedupeError> {
+    let project = strings(leads, "project")?;
+    let status = strings(leads, "status")?;
+    let owner = strings(leads, "owner")?;
+    let times = event_times(leads, stamp.now_us);
+    let (e_master, e_project) = (strings(existing, "master_id")?, strings(existing, "project")?);
+    let (e_status, e_owner) = (strings(existing, "status")?, strings(existing, "owner")?);
+    let e_count = existing.column_by_name("record_count").map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    let e_fs = existing.column_by_name("first_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let e_ls = existing.column_by_name("last_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for j in 0..existing.num_rows() {
+        index.insert((e_master.value(j), e_project.value(j)), j);
+    }
+
+    struct Link<'a> {
+        status: Option<(i64, usize, &'a str)>,
+        owner: Option<(i64, usize, &'a str)>,
+        count: i64,
+        first: i64,
+        last: i64,
+    }
+    let mut order: Vec<(&str, &str)> = Vec::new();
+    let mut links: HashMap<(&str, &str), Link> = HashMap::new();
+    for i in 0..leads.num_rows() {
+        let Some(p) = opt(project, i) else { continue };
+        let key = (master_id.value(i), p);
+        let l = links.entry(key).or_insert_with(|| {
+            order.push(key);
+            Link { status: None, owner: None, count: 0, first: i64::MAX, last: i64::MIN }
+        });
+        let t = times[i];
+        if let Some(s) = opt(status, i)
+            && l.status.is_none_or(|b| (t, i) >= (b.0, b.1))
+        {
+            l.status = Some((t, i, s));
+        }
+        if let Some(o) = opt(owner, i)
+            && l.owner.is_none_or(|b| (t, i) >= (b.0, b.1))
+        {
+            l.owner = Some((t, i, o));
+        }
+        if !known[i] {
+            l.count += 1;
+        }
+        l.first = l.first.min(t);
+        l.last = l.last.max(t);
+    }
+    order.sort();
+    let k = order.len();
+    let (mut mb, mut pb, mut sb, mut ob) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut counts, mut fs, mut ls) = (Vec::with_capacity(k), ts_builder(k), ts_builder(k));
+    for key in &order {
+        let l = &links[key];
+        let prior = index.get(key).copied();
+        mb.append_value(key.0);
+        pb.append_value(key.1);
+        let prior_status = prior.and_then(|j| opt(e_status, j));
+        let prior_owner = prior.and_then(|j| opt(e_owner, j));
+        sb.append_option(l.status.map(|s| s.2).or(prior_status).or(Some(default_status)));
+        ob.append_option(l.owner.map(|o| o.2).or(prior_owner));
+        counts.push(prior.and_then(|j| e_count.as_ref().map(|a| a.value(j))).unwrap_or(0) + l.count);
+        let pf = prior.and_then(|j| e_fs.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
+        let pl = prior.and_then(|j| e_ls.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
+        fs.append_value(pf.map_or(l.first, |p| p.min(l.first)));
+        ls.append_value(pl.map_or(l.last, |p| p.max(l.last)));
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(mb.finish()),
+        Arc::new(pb.finish()),
+        Arc::new(sb.finish()),
+        Arc::new(ob.finish()),
+        Arc::new(Int64Array::from(counts)),
+        Arc::new(fs.finish()),
+        Arc::new(ls.finish()),
+        Arc::new(std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>()),
+    ];
+    Ok(RecordBatch::try_new(PROJECT_LINKS_SCHEMA.clone(), cols)?)
+}

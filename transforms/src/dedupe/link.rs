@@ -1,0 +1,435 @@
+//! Linking a run's leads to masters by exact keys.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, ListArray, StringArray, StringBuilder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::TimestampMicrosecondType;
+use arrow::record_batch::RecordBatch;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::config::{DedupeConfig, MatchKey};
+use super::golden::{Golden, build_masters};
+use super::names::FoldedName;
+use super::union_find::{Clusters, Veto};
+use crate::schema::MERGES_SCHEMA;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DedupeError {
+    #[error("dedupe input is missing column `{0}`")]
+    MissingColumn(String),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Who and when: stamped on every row this run writes.
+#[derive(Debug, Clone)]
+pub struct RunStamp {
+    pub run_id: String,
+    /// Run start, microseconds since the epoch (UTC).
+    pub now_us: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// New masters created.
+    pub masters_new: u64,
+    /// Records linked to a master that existed before the run.
+    pub matched_existing: u64,
+    /// Records merged into another record of this run (same new master).
+    pub merged_in_batch: u64,
+    /// Records seen before (same source id), kept on their master.
+    pub records_known: u64,
+    /// Shared keys kept apart (names disagree, or two masters bridged).
+    pub conflicts: u64,
+    /// Existing masters updated.
+    pub masters_updated: u64,
+}
+
+pub struct LinkOutcome {
+    /// Per lead row: its master, how it matched and with what score.
+    pub master_id: StringArray,
+    pub match_rule: StringArray,
+    pub match_score: Float64Array,
+    /// New and changed masters (MASTERS_SCHEMA).
+    pub masters: RecordBatch,
+    /// Link and conflict decisions (MERGES_SCHEMA).
+    pub merges: RecordBatch,
+    pub stats: LinkStats,
+}
+
+pub(super) fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, DedupeError> {
+    b.column_by_name(name).map(|c| c.as_string::<i32>()).ok_or_else(|| DedupeError::MissingColumn(name.into()))
+}
+
+pub(super) fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i) && !a.value(i).is_empty()).then(|| a.value(i))
+}
+
+pub(super) fn list_values(a: &ListArray, i: usize) -> Vec<String> {
+    if a.is_null(i) {
+        return Vec::new();
+    }
+    let v = a.value(i);
+    let s = v.as_string::<i32>();
+    (0..s.len()).filter(|&j| !s.is_null(j)).map(|j| s.value(j).to_string()).collect()
+}
+
+/// Master id of a new person: derived from the first record that created
+/// them, so re-running the same input gives the same id.
+pub fn new_master_id(source: &str, record_id: &str) -> String {
+    let h = xxh3_128(format!("{source}\u{1f}{record_id}").as_bytes());
+    format!("m-{:024x}", h >> 32)
+}
+
+fn event_id(parts: &[&str]) -> String {
+    format!("e-{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()))
+}
+
+type KeyChains<'k> = HashMap<(MatchKey, &'k str), (u32, u32)>;
+
+/// Append `node` to the chain of nodes holding `key`.
+fn push_key<'k>(entries: &mut Vec<(u32, u32)>, head: &mut KeyChains<'k>, order: &mut Vec<(MatchKey, &'k str)>, kind: MatchKey, node: usize, key: &'k str) {
+    let e = entries.len() as u32;
+    entries.push((node as u32, u32::MAX));
+    match head.get_mut(&(kind, key)) {
+        Some((_, tail)) => {
+            entries[*tail as usize].1 = e;
+            *tail = e;
+        }
+        None => {
+            head.insert((kind, key), (e, e));
+            order.push((kind, key));
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Rule {
+    None,
+    New,
+    Known,
+    Key(MatchKey),
+}
+
+/// Link `leads` (records-shaped, valid rows only) against `masters` (the
+/// existing masters that share a key with them, MASTERS_SCHEMA) and
+/// `known` records ((source, source_record_id) -> master_id).
+pub fn link(
+    leads: &RecordBatch,
+    masters: &RecordBatch,
+    known: &HashMap<(String, String), String>,
+    config: &DedupeConfig,
+    stamp: &RunStamp,
+) -> Result<LinkOutcome, DedupeError> {
+    let n = leads.num_rows();
+    let m = masters.num_rows();
+    let source = strings(leads, "source")?;
+    let record_id = strings(leads, "source_record_id")?;
+    let phone = strings(leads, "phone")?;
+    let email_key = strings(leads, "email_key")?;
+    let (first, last) = (strings(leads, "first_name")?, strings(leads, "last_name")?);
+    let master_ids = strings(masters, "master_id")?;
+    let (m_first, m_last) = (strings(masters, "first_name")?, strings(masters, "last_name")?);
+    let list = |name: &str| -> Result<&ListArray, DedupeError> {
+        masters.column_by_name(name).map(|c| c.as_list::<i32>()).ok_or_else(|| DedupeError::MissingColumn(name.into()))
+    };
+    let (m_phones, m_email_keys) = (list("phones")?, list("email_keys")?);
+
+    // Nodes: leads 0..n, existing masters n..n+m.
+    let mut names: Vec<FoldedName> = (0..n).map(|i| FoldedName::new(opt(first, i), opt(last, i))).collect();
+    names.extend((0..m).map(|j| FoldedName::new(opt(m_first, j), opt(m_last, j))));
+    let master_index: HashMap<&str, usize> = (0..m).map(|j| (master_ids.value(j), n + j)).collect();
+    let mut clusters = Clusters::new(&names, |x| x >= n, config.name_similarity, config.name_check);
+    let mut rule = vec![Rule::None; n];
+    let mut via: Vec<Option<(MatchKey, u32)>> = vec![None; n];
+
+    // Records seen before stay with their master.
+    if !known.is_empty() {
+        for i in 0..n {
+            let key = (source.value(i).to_string(), record_id.value(i).to_string());
+            if let Some(mid) = known.get(&key)
+                && let Some(&node) = master_index.get(mid.as_str())
+            {
+                clusters.force(i, node);
+                rule[i] = Rule::Known;
+            }
+        }
+    }
+
+    // Key -> chain of nodes holding it, masters first, then leads in order.
+    let use_phone = config.keys.contains(&MatchKey::Phone);
+    let use_email = config.keys.contains(&MatchKey::Email);
+    let mut head: KeyChains = HashMap::with_capacity(2 * (n + m));
+    let mut order: Vec<(MatchKey, &str)> = Vec::new();
+    let mut entries: Vec<(u32, u32)> = Vec::with_capacity(2 * (n + m)); // (node, next entry)
+    let mut owned_master_keys: Vec<(MatchKey, usize, String)> = Vec::new();
+    for j in 0..m {
+        if use_phone {
+            owned_master_keys.extend(list_values(m_phones, j).into_iter().map(|k| (MatchKey::Phone, n + j, k)));
+        }
+        if use_email {
+            owned_master_keys.extend(list_values(m_email_keys, j).into_iter().map(|k| (MatchKey::Email, n + j, k)));
+        }
+    }
+    for (kind, node, key) in &owned_master_keys {
+        push_key(&mut entries, &mut head, &mut order, *kind, *node, key.as_str());
+    }
+    for i in 0..n {
+        if use_phone && let Some(p) = opt(phone, i) {
+            push_key(&mut entries, &mut head, &mut order, MatchKey::Phone, i, p);
+        }
+        if use_email && let Some(e) = opt(email_key, i) {
+            push_key(&mut entries, &mut head, &mut order, MatchKey::Email, i, e);
+        }
+    }
+
+    // Walk each key's chain: each node joins the first anchor that accepts it.
+    let mut conflicts: Vec<(MatchKey, String, usize, Veto)> = Vec::new();
+    let mut anchors: Vec<usize> = Vec::new();
+    for &(kind, key) in &order {
+        let (mut e, _) = head[&(kind, key)];
+        anchors.clear();
+        while e != u32::MAX {
+            let (node, next) = entries[e as usize];
+            let node = node as usize;
+            let mut joined = false;
+            let mut first_veto = None;
+            for &a in anchors.iter() {
+                match clusters.try_union(a, node) {
+                    Ok(changed) => {
+                        if changed && node < n && via[node].is_none() {
+                            via[node] = Some((kind, a as u32));
+                        }
+                        joined = true;
+                        break;
+                    }
+                    Err(v) => {
+                        first_veto.get_or_insert(v);
+                    }
+                }
+            }
+            if !joined {
+                if let Some(v) = first_veto {
+                    conflicts.push((kind, key.to_string(), node, v));
+                }
+                anchors.push(node);
+            }
+            e = next;
+        }
+    }
+
+    // Assign master ids: the existing master, else the first record's id.
+    let mut root_master: HashMap<usize, (String, bool)> = HashMap::new();
+    let mut ids = StringBuilder::with_capacity(n, n * 27);
+    let mut rules = StringBuilder::with_capacity(n, n * 6);
+    let mut scores = Float64Builder::with_capacity(n);
+    let mut stats = LinkStats::default();
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    for i in 0..n {
+        let r = clusters.find(i);
+        let (mid, existing) = root_master
+            .entry(r)
+            .or_insert_with(|| match clusters.master[r] {
+                Some(node) => (master_ids.value(node as usize - n).to_string(), true),
+                None => {
+                    stats.masters_new += 1;
+                    rule[i] = Rule::New;
+                    (new_master_id(source.value(i), record_id.value(i)), false)
+                }
+            })
+            .clone();
+        if rule[i] == Rule::None {
+            rule[i] = Rule::Key(via[i].map(|v| v.0).unwrap_or(MatchKey::Phone));
+            if existing {
+                stats.matched_existing += 1;
+            } else {
+                stats.merged_in_batch += 1;
+            }
+        } else if rule[i] == Rule::Known {
+            stats.records_known += 1;
+        }
+        ids.append_value(&mid);
+        let (name, score) = match rule[i] {
+            Rule::New => ("new", 1.0),
+            Rule::Known => ("known_record", 1.0),
+            Rule::Key(k) => (k.as_str(), 1.0),
+            Rule::None => unreachable!("every row gets a rule"),
+        };
+        rules.append_value(name);
+        scores.append_value(score);
+        members.entry(r).or_default().push(i);
+    }
+    let master_id = ids.finish();
+
+    // Golden records for every cluster this run touched.
+    let mut clusters_out: Vec<Golden> = members
+        .into_iter()
+        .map(|(r, rows)| Golden {
+            master_id: root_master[&r].0.clone(),
+            existing: clusters.master[r].map(|node| node as usize - n),
+            rows,
+        })
+        .collect();
+    clusters_out.sort_by(|a, b| a.master_id.cmp(&b.master_id));
+    let masters_out = build_masters(leads, masters, &clusters_out, &rule.iter().map(|r| *r == Rule::Known).collect::<Vec<_>>(), stamp)?;
+    stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
+
+    // Decisions: every key link, every conflict.
+    let mut mb = MergeRows::default();
+    let describe = |node: usize| -> String {
+        if node < n {
+            format!("record {}/{}", source.value(node), record_id.value(node))
+        } else {
+            format!("master {}", master_ids.value(node - n))
+        }
+    };
+    let name_of = |node: usize| -> String {
+        let (f, l) = if node < n { (opt(first, node), opt(last, node)) } else { (opt(m_first, node - n), opt(m_last, node - n)) };
+        format!("{} {}", f.unwrap_or(""), l.unwrap_or("")).trim().to_string()
+    };
+    for i in 0..n {
+        if let Rule::Key(k) = rule[i] {
+            let mid = master_id.value(i);
+            let with = via[i].map(|(_, a)| describe(a as usize)).unwrap_or_default();
+            mb.push(
+                event_id(&["link", source.value(i), record_id.value(i), mid]),
+                "link",
+                Some(mid),
+                None,
+                Some((source.value(i), record_id.value(i))),
+                k.as_str(),
+                1.0,
+                format!("exact {} match with {with}; names agree", k.as_str()),
+            );
+        }
+    }
+    for (kind, key, node, veto) in &conflicts {
+        stats.conflicts += 1;
+        let (explanation, other_master, kind_name) = match veto {
+            Veto::Names(a, b) => (
+                format!(
+                    "{} {key} is shared by {} and {}, but names disagree ({:?} vs {:?}); kept apart",
+                    kind.as_str(),
+                    describe(*node),
+                    describe(if *a == *node { *b } else { *a }),
+                    name_of(*a),
+                    name_of(*b)
+                ),
+                None,
+                "conflict",
+            ),
+            Veto::TwoMasters(a, b) => (
+                format!(
+                    "{} {key} of {} would join {} and {}; masters are never merged automatically, left for review",
+                    kind.as_str(),
+                    describe(*node),
+                    describe(*a),
+                    describe(*b)
+                ),
+                Some(master_ids.value(b.max(a) - n).to_string()),
+                "bridge",
+            ),
+        };
+        let (src, rid) = if *node < n { (Some(source.value(*node)), Some(record_id.value(*node))) } else { (None, None) };
+        let mid = if *node < n { master_id.value(*node).to_string() } else { master_ids.value(*node - n).to_string() };
+        mb.push(
+            event_id(&[kind_name, kind.as_str(), key, &mid, src.unwrap_or(""), rid.unwrap_or("")]),
+            kind_name,
+            Some(&mid),
+            other_master.as_deref(),
+            src.zip(rid),
+            kind.as_str(),
+            0.0,
+            explanation,
+        );
+    }
+    let merges = mb.finish(stamp)?;
+
+    Ok(LinkOutcome {
+        master_id,
+        match_rule: rules.finish(),
+        match_score: scores.finish(),
+        masters: masters_out,
+        merges,
+        stats,
+    })
+}
+
+#[derive(Default)]
+struct MergeRows {
+    event_id: StringBuilder,
+    kind: StringBuilder,
+    master_id: StringBuilder,
+    other_master_id: StringBuilder,
+    source: StringBuilder,
+    source_record_id: StringBuilder,
+    rule: StringBuilder,
+    score: Float64Builder,
+    explanation: StringBuilder,
+    len: usize,
+}
+
+impl MergeRows {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        event_id: String,
+        kind: &str,
+        master_id: Option<&str>,
+        other: Option<&str>,
+        record: Option<(&str, &str)>,
+        rule: &str,
+        score: f64,
+        explanation: String,
+    ) {
+        self.event_id.append_value(event_id);
+        self.kind.append_value(kind);
+        self.master_id.append_option(master_id);
+        self.other_master_id.append_option(other);
+        self.source.append_option(record.map(|r| r.0));
+        self.source_record_id.append_option(record.map(|r| r.1));
+        self.rule.append_value(rule);
+        self.score.append_value(score);
+        self.explanation.append_value(explanation);
+        self.len += 1;
+    }
+
+    fn finish(mut self, stamp: &RunStamp) -> Result<RecordBatch, DedupeError> {
+        let n = self.len;
+        let run: StringArray = std::iter::repeat_n(Some(stamp.run_id.as_str()), n).collect();
+        let at = TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC");
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.master_id.finish()),
+            Arc::new(self.other_master_id.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.source_record_id.finish()),
+            Arc::new(self.rule.finish()),
+            Arc::new(self.score.finish()),
+            Arc::new(self.explanation.finish()),
+            Arc::new(run),
+            Arc::new(at),
+        ];
+        Ok(RecordBatch::try_new(MERGES_SCHEMA.clone(), cols)?)
+    }
+}
+
+/// Event time of each lead: when the source says it was created, else now.
+pub(super) fn event_times(leads: &RecordBatch, now_us: i64) -> Vec<i64> {
+    match leads.column_by_name("source_created_at") {
+        Some(c) => {
+            let a = c.as_primitive::<TimestampMicrosecondType>();
+            (0..a.len()).map(|i| if a.is_null(i) { now_us } else { a.value(i) }).collect()
+        }
+        None => vec![now_us; leads.num_rows()],
+    }
+}
+
+pub(super) fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC")
+}

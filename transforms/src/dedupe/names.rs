@@ -1,0 +1,154 @@
+//! Do two names clearly belong to different people? Used to stop a shared
+//! key (office switchboard, family e-mail) from merging them.
+
+use strsim::jaro_winkler;
+
+/// Fold a name part for comparison: ASCII transliteration, lower case,
+/// letters and digits only ("Zoë" -> "zoe", "O'Brien" -> "obrien").
+pub fn fold_name(s: &str) -> String {
+    deunicode::deunicode(s).chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+/// Common English and Indian short forms that share no prefix with the full name.
+const NICKNAMES: &[(&str, &str)] = &[
+    ("bob", "robert"),
+    ("rob", "robert"),
+    ("bobby", "robert"),
+    ("bill", "william"),
+    ("will", "william"),
+    ("billy", "william"),
+    ("liz", "elizabeth"),
+    ("beth", "elizabeth"),
+    ("betty", "elizabeth"),
+    ("kate", "katherine"),
+    ("kate", "catherine"),
+    ("katie", "katherine"),
+    ("cathy", "catherine"),
+    ("mike", "michael"),
+    ("dick", "richard"),
+    ("rick", "richard"),
+    ("jim", "james"),
+    ("jack", "john"),
+    ("johnny", "john"),
+    ("tony", "anthony"),
+    ("peggy", "margaret"),
+    ("maggie", "margaret"),
+    ("meg", "margaret"),
+    ("ted", "edward"),
+    ("ned", "edward"),
+    ("hank", "henry"),
+    ("harry", "henry"),
+    ("chuck", "charles"),
+    ("charlie", "charles"),
+    ("sandy", "alexandra"),
+    ("sasha", "alexander"),
+    ("alex", "alexander"),
+    ("steve", "stephen"),
+    ("steve", "steven"),
+    ("jenny", "jennifer"),
+    ("jen", "jennifer"),
+    ("sue", "susan"),
+    ("nick", "nicholas"),
+    ("andy", "andrew"),
+    ("drew", "andrew"),
+    ("tom", "thomas"),
+    ("dan", "daniel"),
+    ("danny", "daniel"),
+    ("dave", "david"),
+    ("joe", "joseph"),
+    ("pete", "peter"),
+    ("matt", "matthew"),
+    ("chris", "christopher"),
+    ("sam", "samuel"),
+    ("ben", "benjamin"),
+    ("raju", "rajesh"),
+    ("bunty", "balwinder"),
+    ("mohd", "mohammed"),
+    ("md", "mohammed"),
+];
+
+fn nickname_pair(a: &str, b: &str) -> bool {
+    NICKNAMES.iter().any(|(n, f)| (a == *n && b == *f) || (a == *f && b == *n))
+}
+
+/// Do two folded name parts agree? Missing on either side agrees.
+pub fn part_agrees(a: &str, b: &str, threshold: f64) -> bool {
+    if a.is_empty() || b.is_empty() || a == b {
+        return true;
+    }
+    // An initial matches any name with that first letter ("S." vs "Sunita").
+    if (a.len() == 1 || b.len() == 1) && a.as_bytes()[0] == b.as_bytes()[0] {
+        return true;
+    }
+    // Short forms that are prefixes: Chris/Christopher, Raj/Rajesh.
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    if short.len() >= 3 && long.starts_with(short) {
+        return true;
+    }
+    nickname_pair(a, b) || jaro_winkler(a, b) >= threshold
+}
+
+/// A person's name, folded once for repeated comparisons.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct FoldedName {
+    pub first: String,
+    pub last: String,
+}
+
+impl FoldedName {
+    pub fn new(first: Option<&str>, last: Option<&str>) -> Self {
+        Self { first: first.map(fold_name).unwrap_or_default(), last: last.map(fold_name).unwrap_or_default() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.last.is_empty()
+    }
+
+    /// Same person as far as names can tell? Also accepts first/last swapped
+    /// (a "Last First" export).
+    pub fn agrees(&self, other: &FoldedName, threshold: f64) -> bool {
+        if self.is_empty() || other.is_empty() {
+            return true;
+        }
+        let straight = part_agrees(&self.first, &other.first, threshold) && part_agrees(&self.last, &other.last, threshold);
+        straight
+            || (!self.first.is_empty()
+                && !other.first.is_empty()
+                && !self.last.is_empty()
+                && !other.last.is_empty()
+                && part_agrees(&self.first, &other.last, threshold)
+                && part_agrees(&self.last, &other.first, threshold))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(first: &str, last: &str) -> FoldedName {
+        FoldedName::new(Some(first), Some(last))
+    }
+
+    #[test]
+    fn spelling_variants_and_short_forms_agree() {
+        let t = 0.85;
+        assert!(n("Preeti", "Sharma").agrees(&n("Priti", "Sharma"), t));
+        assert!(n("Mohammed", "Khan").agrees(&n("Muhammad", "Khan"), t));
+        assert!(n("Bob", "Smith").agrees(&n("Robert", "Smith"), t));
+        assert!(n("Raj", "Mehta").agrees(&n("Rajesh", "Mehta"), t));
+        assert!(n("S", "Iyer").agrees(&n("Sunita", "Iyer"), t));
+        assert!(n("Zoë", "Ng").agrees(&n("zoe", "NG"), t));
+        assert!(n("Mehta", "Vikram").agrees(&n("Vikram", "Mehta"), t), "swapped first/last");
+        assert!(FoldedName::new(Some("Vikram"), None).agrees(&n("Vikram", "Mehta"), t));
+        assert!(FoldedName::default().agrees(&n("Anyone", "At All"), t));
+    }
+
+    #[test]
+    fn family_and_colleagues_disagree() {
+        let t = 0.85;
+        assert!(!n("Anil", "Sharma").agrees(&n("Sunita", "Sharma"), t));
+        assert!(!n("Aarav", "Patel").agrees(&n("Aarush", "Patel"), t));
+        assert!(!n("Ravi", "Kumar").agrees(&n("Meera", "Nair"), t));
+        assert!(!n("Priya", "Sharma").agrees(&n("Priya", "Fernandes"), t), "different surname, same first name");
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure data work on Arrow and DataFusion: the lead schema, mapping of source
+//! columns onto it, normalisers (as DataFusion UDFs), validation rules and
+//! exact dedupe. No I/O: everything here takes and returns Arrow arrays.
+
+pub mod normalise;
+pub mod datetime;
+pub mod dedupe;
+pub mod mapping;
+pub mod schema;
+pub mod validate;

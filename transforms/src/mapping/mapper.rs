@@ -1,0 +1,472 @@
+//! The mapper: compiled once per pipeline, bound to each file's headers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, StringArray, StringBuilder, UInt64Array, UInt64Builder};
+use arrow::record_batch::RecordBatch;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::config::{Defaults, MappingConfig};
+use super::names::{clean_name_part, clean_spaces, split_full_name};
+use crate::schema::{self, LEAD_FIELDS, MAPPED_SCHEMA};
+
+/// Mapping configuration problems, all reported together.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("mapping.{key}: unknown lead field `{field}` (known: {known})")]
+    UnknownField { key: String, field: String, known: String },
+    #[error("file has no column for any of phone, email, name (headers: {headers})")]
+    NothingMapped { headers: String },
+    #[error("batch is missing meta column `{0}`")]
+    MissingMeta(&'static str),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Built-in header aliases (folded) per field.
+const BUILTIN_ALIASES: &[(&str, &[&str])] = &[
+    ("first_name", &["firstname", "fname", "givenname", "forename", "first"]),
+    ("last_name", &["lastname", "surname", "lname", "familyname", "last"]),
+    (
+        "full_name",
+        &["name", "fullname", "leadname", "contactname", "customername", "studentname", "clientname", "personname"],
+    ),
+    (
+        "phone",
+        &[
+            "phone", "phonenumber", "phoneno", "mobile", "mobilenumber", "mobileno", "mobilephone", "cell",
+            "cellphone", "cellnumber", "contactnumber", "contactno", "telephone", "tel", "telephone1",
+            "whatsapp", "whatsappnumber", "phone1", "primaryphone",
+        ],
+    ),
+    ("email", &["email", "emailaddress", "mail", "emailid", "email1", "emailaddress1", "primaryemail"]),
+    (
+        "company",
+        &["company", "companyname", "organisation", "organization", "businessname", "employer", "account", "firm"],
+    ),
+    ("job_title", &["jobtitle", "title", "designation", "position", "role", "occupation"]),
+    ("country", &["country", "countryname", "nation", "countryregion", "addresscountry"]),
+    ("city", &["city", "town", "location", "addresscity"]),
+    ("website", &["website", "web", "url", "companywebsite", "homepage", "site", "websiteurl"]),
+    (
+        "project",
+        &["project", "projectname", "campaign", "course", "program", "programme", "property", "interestedin"],
+    ),
+    ("status", &["status", "leadstatus", "stage", "leadstage"]),
+    ("owner", &["owner", "assignedto", "assignee", "salesperson", "leadowner", "salesrep", "counsellor", "agent"]),
+    (
+        "source_created_at",
+        &[
+            "createdat", "created", "createddate", "createdon", "date", "timestamp", "submittedat", "enquirydate",
+            "leaddate", "dateadded", "dateofvisit", "visitdate",
+        ],
+    ),
+];
+
+/// Built-in status value map (folded key -> value).
+const BUILTIN_STATUS: &[(&str, &str)] = &[
+    ("hotlead", "hot"),
+    ("hot", "hot"),
+    ("warmlead", "warm"),
+    ("warm", "warm"),
+    ("coldlead", "cold"),
+    ("cold", "cold"),
+    ("new", "new"),
+    ("newlead", "new"),
+    ("open", "new"),
+    ("contacted", "contacted"),
+    ("attemptedtocontact", "contacted"),
+    ("qualified", "qualified"),
+    ("unqualified", "unqualified"),
+    ("lost", "lost"),
+    ("closedlost", "lost"),
+    ("won", "won"),
+    ("closedwon", "won"),
+    ("converted", "won"),
+];
+
+/// Fold a header or value key: lower-case, letters and digits only.
+pub fn fold_key(s: &str) -> String {
+    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+/// The mapping of one pipeline, compiled.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    /// folded header -> field index in LEAD_FIELDS; explicit columns first.
+    explicit: HashMap<String, usize>,
+    aliases: HashMap<String, usize>,
+    ignore: Vec<String>,
+    values: Vec<HashMap<String, String>>,
+    keep_extras: bool,
+    defaults: Vec<Option<String>>,
+}
+
+fn field_index(name: &str) -> Option<usize> {
+    LEAD_FIELDS.iter().position(|f| *f == name)
+}
+
+impl Mapper {
+    /// Compile a mapping, listing every unknown field name at once.
+    pub fn new(config: &MappingConfig, defaults: &Defaults) -> Result<Self, Vec<MappingError>> {
+        let mut errors = Vec::new();
+        let known = LEAD_FIELDS.join(", ");
+        let unknown = |key: String, field: &str| MappingError::UnknownField {
+            key,
+            field: field.to_string(),
+            known: known.clone(),
+        };
+        let mut explicit = HashMap::new();
+        for (header, field) in &config.columns {
+            match field_index(field) {
+                Some(i) => {
+                    explicit.insert(fold_key(header), i);
+                }
+                None => errors.push(unknown(format!("columns.{header}"), field)),
+            }
+        }
+        let mut aliases = HashMap::new();
+        // User aliases first so they win over built-ins.
+        for (field, list) in &config.aliases {
+            match field_index(field) {
+                Some(i) => {
+                    for a in list {
+                        aliases.entry(fold_key(a)).or_insert(i);
+                    }
+                }
+                None => errors.push(unknown(format!("aliases.{field}"), field)),
+            }
+        }
+        for (field, list) in BUILTIN_ALIASES {
+            let i = field_index(field).expect("built-in alias names a lead field");
+            for a in *list {
+                aliases.entry(a.to_string()).or_insert(i);
+            }
+        }
+        let mut values = vec![HashMap::new(); LEAD_FIELDS.len()];
+        let status = field_index("status").expect("status is a lead field");
+        for (k, v) in BUILTIN_STATUS {
+            values[status].insert(k.to_string(), v.to_string());
+        }
+        for (field, map) in &config.values {
+            match field_index(field) {
+                Some(i) => {
+                    for (k, v) in map {
+                        values[i].insert(fold_key(k), v.clone());
+                    }
+                }
+                None => errors.push(unknown(format!("values.{field}"), field)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut dflt = vec![None; LEAD_FIELDS.len()];
+        dflt[field_index("project").expect("field")] = defaults.project.clone();
+        // No default status here: a row that does not say must not reset a
+        // project link's status; new links get `defaults.status` in dedupe.
+        dflt[field_index("owner").expect("field")] = defaults.owner.clone();
+        Ok(Self {
+            explicit,
+            aliases,
+            ignore: config.ignore.iter().map(|s| fold_key(s)).collect(),
+            values,
+            keep_extras: config.keep_extras,
+            defaults: dflt,
+        })
+    }
+
+    /// Bind the mapping to one file's headers (data columns, without the
+    /// `_source*` meta columns).
+    pub fn for_headers(&self, headers: &[String]) -> Result<FileMapping, MappingError> {
+        let mut sources: Vec<Option<usize>> = vec![None; LEAD_FIELDS.len()];
+        let mut extras = Vec::new();
+        // Explicit mappings claim their columns first, then aliases in order.
+        let mut claimed = vec![false; headers.len()];
+        for (ci, h) in headers.iter().enumerate() {
+            if let Some(&fi) = self.explicit.get(&fold_key(h)) {
+                if sources[fi].is_none() {
+                    sources[fi] = Some(ci);
+                    claimed[ci] = true;
+                }
+            }
+        }
+        for (ci, h) in headers.iter().enumerate() {
+            if claimed[ci] {
+                continue;
+            }
+            let key = fold_key(h);
+            if self.ignore.contains(&key) {
+                claimed[ci] = true;
+                continue;
+            }
+            if let Some(&fi) = self.aliases.get(&key) {
+                if sources[fi].is_none() {
+                    sources[fi] = Some(ci);
+                    claimed[ci] = true;
+                    continue;
+                }
+            }
+            if self.keep_extras {
+                extras.push((ci, h.clone()));
+            }
+        }
+        let has = |f: &str| sources[field_index(f).expect("field")].is_some();
+        if !["phone", "email", "full_name", "first_name", "last_name"].iter().any(|f| has(f)) {
+            return Err(MappingError::NothingMapped { headers: headers.join(", ") });
+        }
+        let mapped = LEAD_FIELDS
+            .iter()
+            .zip(&sources)
+            .filter_map(|(f, s)| s.map(|ci| (f.to_string(), headers[ci].clone())))
+            .collect();
+        Ok(FileMapping {
+            mapper: self.clone(),
+            headers: headers.to_vec(),
+            sources,
+            extras,
+            mapped,
+            seen: HashMap::new(),
+        })
+    }
+}
+
+/// A mapping bound to one file. Keeps the record-id occurrence counts, so it
+/// must see the file's batches in order.
+pub struct FileMapping {
+    mapper: Mapper,
+    headers: Vec<String>,
+    sources: Vec<Option<usize>>,
+    extras: Vec<(usize, String)>,
+    /// (lead field, source header) pairs, for logs and `leadflow validate`.
+    pub mapped: BTreeMap<String, String>,
+    seen: HashMap<u128, u32>,
+}
+
+fn trimmed(a: &StringArray, i: usize) -> Option<&str> {
+    if a.is_null(i) {
+        return None;
+    }
+    let v = a.value(i).trim();
+    if v.is_empty() { None } else { Some(v) }
+}
+
+fn snake(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
+}
+
+impl FileMapping {
+    /// Map one raw batch (data columns in header order, then `_source`,
+    /// `_source_file`, `_source_row`). `raw_index` is the batch's position in
+    /// the run, kept in `_raw_pos` so rejects can show the original row.
+    pub fn apply(&mut self, raw: &RecordBatch, raw_index: u32, file_key: &str) -> Result<RecordBatch, MappingError> {
+        let n = raw.num_rows();
+        let col = |name: &'static str| raw.column_by_name(name).ok_or(MappingError::MissingMeta(name));
+        let source = col(schema::SOURCE)?.clone();
+        let source_file = col(schema::SOURCE_FILE)?.clone();
+        let source_row = col(schema::SOURCE_ROW)?.clone();
+        let data: Vec<&StringArray> = (0..self.headers.len())
+            .map(|i| raw.column(i).as_any().downcast_ref::<StringArray>().expect("raw columns are Utf8"))
+            .collect();
+
+        // Record ids: content hash of the row within its file, plus an
+        // occurrence number for exact repeats, so re-reading a changed file
+        // gives unchanged rows their old ids.
+        let mut ids = StringBuilder::with_capacity(n, n * 34);
+        for i in 0..n {
+            let mut h = Xxh3::new();
+            h.update(file_key.as_bytes());
+            for a in &data {
+                h.update(&[0x1f]);
+                if !a.is_null(i) {
+                    h.update(a.value(i).trim().as_bytes());
+                }
+            }
+            let digest = h.digest128();
+            let count = self.seen.entry(digest).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                ids.append_value(format!("{digest:032x}"));
+            } else {
+                ids.append_value(format!("{digest:032x}-{count}"));
+            }
+        }
+
+        let idx = |f: &str| field_index(f).expect("field");
+        let (fi_first, fi_last, fi_full) = (idx("first_name"), idx("last_name"), idx("full_name"));
+        let mut builders: Vec<StringBuilder> = (0..LEAD_FIELDS.len()).map(|_| StringBuilder::with_capacity(n, n * 12)).collect();
+        for i in 0..n {
+            // Names: split a single Name column; build full from parts.
+            let first = self.sources[fi_first].and_then(|c| trimmed(data[c], i)).and_then(clean_name_part);
+            let last = self.sources[fi_last].and_then(|c| trimmed(data[c], i)).and_then(clean_name_part);
+            let full_raw = self.sources[fi_full].and_then(|c| trimmed(data[c], i));
+            let (first, last, full) = match (first, last, full_raw) {
+                (None, None, Some(full)) => {
+                    let p = split_full_name(full);
+                    (p.first, p.last, p.full)
+                }
+                (f, l, full) => {
+                    let joined = clean_spaces(&format!("{} {}", f.as_deref().unwrap_or(""), l.as_deref().unwrap_or("")));
+                    let full = full.map(|s| clean_spaces(s)).or(if joined.is_empty() { None } else { Some(joined) });
+                    (f, l, full)
+                }
+            };
+            builders[fi_first].append_option(first);
+            builders[fi_last].append_option(last);
+            builders[fi_full].append_option(full);
+            for (fi, b) in builders.iter_mut().enumerate() {
+                if fi == fi_first || fi == fi_last || fi == fi_full {
+                    continue;
+                }
+                let v = self.sources[fi].and_then(|c| trimmed(data[c], i));
+                let v = match v {
+                    Some(v) => {
+                        let map = &self.mapper.values[fi];
+                        if let Some(m) = (!map.is_empty()).then(|| map.get(&fold_key(v))).flatten() {
+                            Some(m.clone())
+                        } else if LEAD_FIELDS[fi] == "status" {
+                            Some(snake(v))
+                        } else {
+                            Some(v.to_string())
+                        }
+                    }
+                    None => self.mapper.defaults[fi].clone(),
+                };
+                b.append_option(v);
+            }
+        }
+
+        let mut extras = StringBuilder::with_capacity(n, n * 16);
+        let mut buf = String::new();
+        for i in 0..n {
+            buf.clear();
+            for (ci, name) in &self.extras {
+                if let Some(v) = trimmed(data[*ci], i) {
+                    buf.push(if buf.is_empty() { '{' } else { ',' });
+                    buf.push_str(&serde_json::to_string(name).expect("string serialises"));
+                    buf.push(':');
+                    buf.push_str(&serde_json::to_string(v).expect("string serialises"));
+                }
+            }
+            if buf.is_empty() {
+                extras.append_null();
+            } else {
+                buf.push('}');
+                extras.append_value(&buf);
+            }
+        }
+
+        let base = u64::from(raw_index) << 32;
+        let raw_pos: UInt64Array = {
+            let mut b = UInt64Builder::with_capacity(n);
+            for i in 0..n {
+                b.append_value(base | i as u64);
+            }
+            b.finish()
+        };
+        let mut columns: Vec<ArrayRef> = vec![source, source_file, source_row, Arc::new(ids.finish()), Arc::new(raw_pos)];
+        columns.extend(builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(extras.finish()));
+        Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn raw_batch(headers: &[&str], rows: &[&[&str]]) -> RecordBatch {
+        let mut fields: Vec<Field> = headers.iter().map(|h| Field::new(*h, DataType::Utf8, true)).collect();
+        fields.push(Field::new(schema::SOURCE, DataType::Utf8, false));
+        fields.push(Field::new(schema::SOURCE_FILE, DataType::Utf8, false));
+        fields.push(Field::new(schema::SOURCE_ROW, DataType::UInt64, false));
+        let mut cols: Vec<ArrayRef> = (0..headers.len())
+            .map(|c| Arc::new(StringArray::from(rows.iter().map(|r| r[c]).collect::<Vec<_>>())) as ArrayRef)
+            .collect();
+        cols.push(Arc::new(StringArray::from(vec!["drops"; rows.len()])));
+        cols.push(Arc::new(StringArray::from(vec!["a.csv"; rows.len()])));
+        cols.push(Arc::new(UInt64Array::from((2..2 + rows.len() as u64).collect::<Vec<_>>())));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    }
+
+    fn get<'a>(b: &'a RecordBatch, f: &str, i: usize) -> Option<&'a str> {
+        let a = b.column_by_name(f).unwrap().as_string::<i32>();
+        (!a.is_null(i)).then(|| a.value(i))
+    }
+
+    #[test]
+    fn maps_aliases_values_defaults_and_extras() {
+        let mut cfg = MappingConfig { keep_extras: true, ..Default::default() };
+        cfg.values.insert("status".into(), [("Interested!!".to_string(), "warm".to_string())].into());
+        let defaults = Defaults { project: Some("Riverside".into()), ..Default::default() };
+        let mapper = Mapper::new(&cfg, &defaults).unwrap();
+        let headers: Vec<String> = ["Name", "Mobile No.", "E-Mail", "Lead Status", "Notes"].map(String::from).to_vec();
+        let mut fm = mapper.for_headers(&headers).unwrap();
+        assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("Mobile No."));
+        let raw = raw_batch(
+            &["Name", "Mobile No.", "E-Mail", "Lead Status", "Notes"],
+            &[
+                &["SHARMA, Priya", " 98200 12345 ", "p@x.com", "Hot Lead", "call \"after\" 6"],
+                &["Mr. anil  kumar", "", "", "interested", ""],
+                &["Zoë", "1", "", "Some Odd Status", ""],
+            ],
+        );
+        let out = fm.apply(&raw, 3, "a.csv").unwrap();
+        assert_eq!(get(&out, "first_name", 0), Some("Priya"));
+        assert_eq!(get(&out, "last_name", 0), Some("Sharma"));
+        assert_eq!(get(&out, "full_name", 0), Some("Priya Sharma"));
+        assert_eq!(get(&out, "phone", 0), Some("98200 12345"));
+        assert_eq!(get(&out, "status", 0), Some("hot"));
+        assert_eq!(get(&out, "status", 1), Some("warm"));
+        assert_eq!(get(&out, "status", 2), Some("some_odd_status"));
+        assert_eq!(get(&out, "phone", 1), None, "blank becomes null");
+        assert_eq!(get(&out, "project", 1), Some("Riverside"));
+        assert_eq!(get(&out, "first_name", 1), Some("Anil"));
+        assert_eq!(get(&out, "_extras", 0), Some(r#"{"Notes":"call \"after\" 6"}"#));
+        assert_eq!(get(&out, "_extras", 1), None);
+        let pos = out.column_by_name(schema::RAW_POS).unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(pos.value(2), (3u64 << 32) | 2);
+    }
+
+    #[test]
+    fn record_ids_are_stable_and_repeats_are_numbered() {
+        let mapper = Mapper::new(&MappingConfig::default(), &Defaults::default()).unwrap();
+        let headers: Vec<String> = ["Phone"].map(String::from).to_vec();
+        let raw = raw_batch(&["Phone"], &[&["1"], &["2"], &["1"]]);
+        let a = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "a.csv").unwrap();
+        let b = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "a.csv").unwrap();
+        let c = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "b.csv").unwrap();
+        let ids = |x: &RecordBatch| (0..3).map(|i| get(x, schema::RECORD_ID, i).unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b));
+        assert_ne!(ids(&a)[0], ids(&c)[0], "the file is part of the identity");
+        assert_eq!(ids(&a)[2], format!("{}-2", ids(&a)[0]));
+    }
+
+    #[test]
+    fn explicit_columns_and_errors() {
+        let mut cfg = MappingConfig::default();
+        cfg.columns.insert("Contact".into(), "phone".into());
+        cfg.aliases.insert("phne".into(), vec!["x".into()]);
+        cfg.values.insert("colour".into(), BTreeMap::new());
+        let errs = Mapper::new(&cfg, &Defaults::default()).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        cfg.aliases.clear();
+        cfg.values.clear();
+        let m = Mapper::new(&cfg, &Defaults::default()).unwrap();
+        let fm = m.for_headers(&["Contact".to_string(), "Mobile".to_string()]).unwrap();
+        assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("Contact"));
+        let err = m.for_headers(&["Foo".to_string(), "Bar".to_string()]).err().unwrap();
+        assert!(err.to_string().contains("Foo, Bar"));
+    }
+}

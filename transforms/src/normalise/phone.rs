@@ -1,0 +1,711 @@
+//! Phone numbers → E.164 with libphonenumber metadata (the `phonenumber` crate).
+//!
+//! Cleaning before parsing: labels ("tel:", "Ph:", "Mob."), `tel:` URI parameters,
+//! extensions ("x123", "ext. 12", "#12", kept out of E.164), Excel damage
+//! ("9.19876543210E+11", "919876543210.0"), "(0)" after a country code, and any
+//! separators. What is parsed is only `[+]digits`.
+//!
+//! Parsing order for a number without '+': with the region (row hint, else the
+//! default); if that gives no valid number, "00…" is read as an international
+//! prefix, and then the digits are tried as if a '+' had been typed
+//! ("919876543210" → +91 98765 43210). That last guess is accepted only when its
+//! country code is the region's own, when there is no region, or when there are at
+//! least 11 digits (too long for a national number almost everywhere).
+//!
+//! A parse that succeeds does not mean a valid number: only valid numbers get an
+//! `e164`, a `kind` and a `region`.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use arrow::array::{Array, BooleanArray, BooleanBuilder, StringArray, StringBuilder};
+use phonenumber::country::Id;
+use phonenumber::metadata::DATABASE;
+use phonenumber::{Mode, PhoneNumber, Type};
+use rayon::prelude::*;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+
+/// Arrays longer than this are split into chunks normalised in parallel.
+const PARALLEL_THRESHOLD: usize = 16 * 1024;
+
+/// Parse an ISO 3166-1 alpha-2 code (any case, surrounding spaces ignored) into a
+/// phonenumber region. `None` for unknown codes and for ISO codes that have no
+/// telephone metadata (e.g. "AQ"). "UK" is accepted as GB.
+pub fn parse_region(code: &str) -> Option<Id> {
+    let &[a, b] = code.trim().as_bytes() else {
+        return None;
+    };
+    let upper = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+    match &upper {
+        b"UK" => Some(Id::GB),
+        _ => std::str::from_utf8(&upper).ok()?.parse().ok(),
+    }
+}
+
+/// The result of normalising one phone number.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhoneResult {
+    /// E.164 form ("+919876543210"); only for valid numbers.
+    pub e164: Option<String>,
+    /// The number parsed and is valid per libphonenumber metadata.
+    pub valid: bool,
+    /// Number type (see [`kind_name`]); only for valid numbers.
+    pub kind: Option<&'static str>,
+    /// Alpha-2 of the number's own country (may differ from the hint); only for
+    /// valid numbers.
+    pub region: Option<String>,
+}
+
+/// The snake_case name used for a phonenumber [`Type`]: "mobile", "fixed_line",
+/// "fixed_line_or_mobile", "toll_free", "premium_rate", "shared_cost", "voip",
+/// "personal_number", "pager", "uan", "voicemail", "unknown" (and, rarely,
+/// "emergency", "short_code", "standard_rate", "carrier", "no_international").
+pub fn kind_name(t: Type) -> &'static str {
+    match t {
+        Type::FixedLine => "fixed_line",
+        Type::Mobile => "mobile",
+        Type::FixedLineOrMobile => "fixed_line_or_mobile",
+        Type::TollFree => "toll_free",
+        Type::PremiumRate => "premium_rate",
+        Type::SharedCost => "shared_cost",
+        Type::PersonalNumber => "personal_number",
+        Type::Voip => "voip",
+        Type::Pager => "pager",
+        Type::Uan => "uan",
+        Type::Emergency => "emergency",
+        Type::Voicemail => "voicemail",
+        Type::ShortCode => "short_code",
+        Type::StandardRate => "standard_rate",
+        Type::Carrier => "carrier",
+        Type::NoInternational => "no_international",
+        Type::Unknown => "unknown",
+    }
+}
+
+/// Normalise one phone number. The region used for numbers typed without an
+/// international prefix is `country_hint`, else `default_region`.
+pub fn normalise_phone(
+    raw: &str,
+    country_hint: Option<Id>,
+    default_region: Option<Id>,
+) -> PhoneResult {
+    let Some(cleaned) = clean(raw) else {
+        return PhoneResult::default();
+    };
+    let region = country_hint.or(default_region);
+    match resolve(&cleaned, region) {
+        Some((n, t)) => {
+            let region = n.country().id().map(|id| id.as_ref().to_owned());
+            PhoneResult {
+                e164: Some(n.format().mode(Mode::E164).to_string()),
+                valid: true,
+                kind: Some(kind_name(t)),
+                region,
+            }
+        }
+        None => PhoneResult::default(),
+    }
+}
+
+/// A number reduced to what is parsed: digits, with or without a leading '+'.
+#[derive(Debug, PartialEq, Eq)]
+struct Cleaned {
+    plus: bool,
+    digits: String,
+}
+
+/// Parse `text` and return the number with its type when it is valid.
+///
+/// `phonenumber::is_valid(n)` is exactly `n.number_type(&DATABASE) != Unknown`
+/// (both look up the same metadata and run `validator::number_type`), so the type
+/// is computed once and serves as the validity check.
+fn parse_valid(region: Option<Id>, text: &str) -> Option<(PhoneNumber, Type)> {
+    // phonenumber has panicked on odd input before (rust-phonenumber#43); never let
+    // one bad cell take down a batch.
+    let n = catch_unwind(AssertUnwindSafe(|| phonenumber::parse(region, text)))
+        .ok()?
+        .ok()?;
+    let t = n.number_type(&DATABASE);
+    (t != Type::Unknown).then_some((n, t))
+}
+
+fn region_code(region: Id) -> Option<u16> {
+    DATABASE.by_id(region.as_ref()).map(|m| m.country_code())
+}
+
+fn resolve(c: &Cleaned, region: Option<Id>) -> Option<(PhoneNumber, Type)> {
+    let d = c.digits.as_str();
+    if c.plus {
+        let mut s = String::with_capacity(d.len() + 1);
+        s.push('+');
+        s.push_str(d);
+        return parse_valid(region, &s);
+    }
+    if region.is_some()
+        && let Some(found) = parse_valid(region, d)
+    {
+        return Some(found);
+    }
+    // "0044…", "0091-…": an international prefix the region's rules did not read.
+    if let Some(rest) = d.strip_prefix("00")
+        && !rest.starts_with('0')
+    {
+        return parse_valid(None, &format!("+{rest}"));
+    }
+    // "919876543210": the country code typed without '+'.
+    let (n, t) = parse_valid(None, &format!("+{d}"))?;
+    let own_code = region.and_then(region_code);
+    let accept = region.is_none() || own_code == Some(n.code().value()) || d.len() >= 11;
+    accept.then_some((n, t))
+}
+
+/// Strip labels, URI parameters, extensions and Excel damage; keep `[+]digits`.
+/// `None` when nothing usable is left.
+fn clean(raw: &str) -> Option<Cleaned> {
+    let mut s = raw.trim();
+    if s.is_empty() {
+        return None;
+    }
+    s = strip_label(s);
+    // tel: URI parameters (";ext=12;phone-context=…")
+    if let Some(i) = s.find(';') {
+        s = &s[..i];
+    }
+    s = first_number(s);
+    s = strip_extension(s);
+    let expanded;
+    match expand_excel(s) {
+        Excel::No => {}
+        Excel::Expanded(e) => {
+            expanded = e;
+            s = &expanded;
+        }
+        Excel::Lossy => return None,
+    }
+    let mut plus = false;
+    let mut digits = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        // "+44 (0) 20 …": the national trunk prefix in brackets after a country code
+        if plus && !digits.is_empty() && rest.starts_with("(0)") {
+            rest = &rest[3..];
+            continue;
+        }
+        if c == '+' && digits.is_empty() {
+            plus = true;
+        } else if let Some(v) = digit_value(c) {
+            digits.push(char::from(b'0' + v));
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    if digits.is_empty() {
+        return None;
+    }
+    Some(Cleaned { plus, digits })
+}
+
+/// "98765 43210, 91234 56789" → the first number. A separator (',', '|', '/')
+/// splits only when both sides hold at least 7 digits, so "030/1234567" stays.
+fn first_number(s: &str) -> &str {
+    let digits = |p: &str| p.bytes().filter(u8::is_ascii_digit).count();
+    for sep in [',', '|', '/'] {
+        if let Some((first, rest)) = s.split_once(sep)
+            && digits(first) >= 7
+            && digits(rest) >= 7
+        {
+            return first.trim();
+        }
+    }
+    s
+}
+
+/// ASCII digits plus the common other decimal digit blocks (full-width,
+/// Arabic-Indic, Extended Arabic-Indic, Devanagari, Bengali).
+fn digit_value(c: char) -> Option<u8> {
+    if c.is_ascii_digit() {
+        return Some(c as u8 - b'0');
+    }
+    let v = c as u32;
+    for zero in [0xFF10, 0x0660, 0x06F0, 0x0966, 0x09E6] {
+        if (zero..zero + 10).contains(&v) {
+            return Some((v - zero) as u8);
+        }
+    }
+    None
+}
+
+const LABELS: &[&str] = &[
+    "telephone",
+    "mobile",
+    "phone",
+    "tel",
+    "tél",
+    "ph",
+    "mob",
+    "cell",
+    "fax",
+    "call",
+    "whatsapp",
+    "wa",
+    "office",
+    "work",
+    "home",
+    "direct",
+    "m",
+    "t",
+    "p",
+    "o",
+    "h",
+    "w",
+    "d",
+];
+
+/// "Tel: …", "Ph. …", "mobile - …", "tel:+1…".
+fn strip_label(s: &str) -> &str {
+    let alpha_end = s
+        .char_indices()
+        .find(|(_, c)| !c.is_alphabetic())
+        .map_or(s.len(), |(i, _)| i);
+    if alpha_end == 0 || alpha_end == s.len() {
+        return s;
+    }
+    let word = s[..alpha_end].to_lowercase();
+    if !LABELS.contains(&word.as_str()) {
+        return s;
+    }
+    let after = &s[alpha_end..];
+    let rest = after.trim_start_matches([':', '.', '-', ' ', '\t', '=', '#']);
+    // a one-letter label needs a separator ("m: 0987…"), not "t0987…"
+    if rest.len() == after.len() {
+        return s;
+    }
+    rest
+}
+
+/// Cut a trailing extension: "… x123", "… ext. 12", "… extension 7", "… #12".
+fn strip_extension(s: &str) -> &str {
+    let body = s.trim_end();
+    let without_digits = body.trim_end_matches(|c: char| c.is_ascii_digit());
+    if without_digits.len() == body.len() || body.len() - without_digits.len() > 7 {
+        return s;
+    }
+    let before = without_digits.trim_end_matches([' ', '.', ':', '=', '-']);
+    let lower = before.to_ascii_lowercase();
+    for marker in ["extension", "extn", "ext", "x", "#"] {
+        if lower.ends_with(marker) {
+            let number = before[..before.len() - marker.len()].trim_end_matches([' ', ',', ';']);
+            if number.chars().filter(char::is_ascii_digit).count() >= 5 {
+                return number;
+            }
+        }
+    }
+    s
+}
+
+/// What [`expand_excel`] made of a value.
+#[derive(Debug, PartialEq, Eq)]
+enum Excel {
+    /// Not a number damaged by a spreadsheet.
+    No,
+    /// The integer the spreadsheet meant.
+    Expanded(String),
+    /// Scientific notation that lost digits ("9.19877E+11"): unusable.
+    Lossy,
+}
+
+/// "9.19876543210E+11" → "919876543210"; "91 9876543210.0" → "91 9876543210".
+/// Scientific notation is expanded only when it is an exact integer with at most
+/// two padding zeros: "9.19877E+11" is a display that lost digits, not a number
+/// ending in 000000.
+fn expand_excel(s: &str) -> Excel {
+    if let Some(i) = s.find(['e', 'E']) {
+        let (mantissa, exp) = (s[..i].trim(), s[i + 1..].trim());
+        let Ok(exp) = exp.strip_prefix('+').unwrap_or(exp).parse::<i32>() else {
+            return Excel::No;
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+            || !(0..=20).contains(&exp)
+        {
+            return Excel::No;
+        }
+        let exp = exp as usize;
+        let mut out = String::with_capacity(int.len() + exp);
+        out.push_str(int);
+        if frac.len() <= exp {
+            if exp - frac.len() > 2 {
+                return Excel::Lossy;
+            }
+            out.push_str(frac);
+            out.extend(std::iter::repeat_n('0', exp - frac.len()));
+        } else {
+            let (keep, dropped) = frac.split_at(exp);
+            if !dropped.bytes().all(|b| b == b'0') {
+                return Excel::Lossy; // not an integer
+            }
+            out.push_str(keep);
+        }
+        return Excel::Expanded(out);
+    }
+    // A single trailing ".0…": a number that went through a float column.
+    if let Some((head, tail)) = s.rsplit_once('.')
+        && !head.contains('.')
+        && !tail.is_empty()
+        && tail.bytes().all(|b| b == b'0')
+        && head.ends_with(|c: char| c.is_ascii_digit())
+    {
+        return Excel::Expanded(head.to_owned());
+    }
+    Excel::No
+}
+
+/// Whole-column results of [`normalise_phone_array`].
+#[derive(Debug, Clone)]
+pub struct PhoneColumns {
+    pub e164: StringArray,
+    pub valid: BooleanArray,
+    pub kind: StringArray,
+    pub region: StringArray,
+}
+
+/// Normalise a column of phone numbers. Per row the region is the row's hint
+/// (alpha-2; unknown codes are ignored), else `default_region`. Null or blank
+/// input gives null in every output (including `valid`). Repeated (value, region)
+/// pairs are parsed once per chunk; arrays longer than 16k rows are split into
+/// chunks normalised in parallel on the rayon pool, results kept in order.
+pub fn normalise_phone_array(
+    raw: &StringArray,
+    country_hints: Option<&StringArray>,
+    default_region: Option<Id>,
+) -> PhoneColumns {
+    if let Some(h) = country_hints {
+        assert_eq!(h.len(), raw.len(), "country_hints must be as long as raw");
+    }
+    let len = raw.len();
+    if len <= PARALLEL_THRESHOLD {
+        return normalise_chunk(raw, country_hints, default_region);
+    }
+    let parts = rayon::current_num_threads().max(1) * 4;
+    let chunk = len.div_ceil(parts).max(PARALLEL_THRESHOLD / 4);
+    let ranges: Vec<(usize, usize)> = (0..len)
+        .step_by(chunk)
+        .map(|start| (start, chunk.min(len - start)))
+        .collect();
+    let results: Vec<PhoneColumns> = ranges
+        .into_par_iter()
+        .map(|(start, n)| {
+            let raw = raw.slice(start, n);
+            let hints = country_hints.map(|h| h.slice(start, n));
+            normalise_chunk(&raw, hints.as_ref(), default_region)
+        })
+        .collect();
+    PhoneColumns {
+        e164: concat_strings(results.iter().map(|r| &r.e164)),
+        valid: concat_bools(results.iter().map(|r| &r.valid)),
+        kind: concat_strings(results.iter().map(|r| &r.kind)),
+        region: concat_strings(results.iter().map(|r| &r.region)),
+    }
+}
+
+fn concat_strings<'a>(parts: impl Iterator<Item = &'a StringArray>) -> StringArray {
+    let parts: Vec<&dyn Array> = parts.map(|a| a as &dyn Array).collect();
+    let out = arrow::compute::concat(&parts).expect("concat of equal-typed arrays");
+    out.as_any()
+        .downcast_ref::<StringArray>()
+        .expect("Utf8")
+        .clone()
+}
+
+fn concat_bools<'a>(parts: impl Iterator<Item = &'a BooleanArray>) -> BooleanArray {
+    let parts: Vec<&dyn Array> = parts.map(|a| a as &dyn Array).collect();
+    let out = arrow::compute::concat(&parts).expect("concat of equal-typed arrays");
+    out.as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("Boolean")
+        .clone()
+}
+
+fn normalise_chunk(
+    raw: &StringArray,
+    hints: Option<&StringArray>,
+    default_region: Option<Id>,
+) -> PhoneColumns {
+    let len = raw.len();
+    let mut memo: HashMap<(&str, Option<Id>), u32, Xxh3DefaultBuilder> =
+        HashMap::with_capacity_and_hasher(len.min(4096), Xxh3DefaultBuilder);
+    let mut distinct: Vec<PhoneResult> = Vec::new();
+    // Hints repeat far more than numbers; remember the last one parsed.
+    let mut last_hint: Option<(&str, Option<Id>)> = None;
+
+    let mut e164 = StringBuilder::with_capacity(len, len * 13);
+    let mut valid = BooleanBuilder::with_capacity(len);
+    let mut kind = StringBuilder::with_capacity(len, len * 6);
+    let mut region = StringBuilder::with_capacity(len, len * 2);
+
+    for i in 0..len {
+        let value = if raw.is_valid(i) { raw.value(i) } else { "" };
+        if value.trim().is_empty() {
+            e164.append_null();
+            valid.append_null();
+            kind.append_null();
+            region.append_null();
+            continue;
+        }
+        let hint = match hints {
+            Some(h) if h.is_valid(i) => {
+                let code = h.value(i);
+                match last_hint {
+                    Some((c, id)) if c == code => id,
+                    _ => {
+                        let id = parse_region(code);
+                        last_hint = Some((code, id));
+                        id
+                    }
+                }
+            }
+            _ => None,
+        };
+        let effective = hint.or(default_region);
+        let idx = *memo.entry((value, effective)).or_insert_with(|| {
+            distinct.push(normalise_phone(value, effective, None));
+            (distinct.len() - 1) as u32
+        });
+        let r = &distinct[idx as usize];
+        e164.append_option(r.e164.as_deref());
+        valid.append_value(r.valid);
+        kind.append_option(r.kind);
+        region.append_option(r.region.as_deref());
+    }
+    PhoneColumns {
+        e164: e164.finish(),
+        valid: valid.finish(),
+        kind: kind.finish(),
+        region: region.finish(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e164(raw: &str, hint: Option<Id>, default: Option<Id>) -> Option<String> {
+        normalise_phone(raw, hint, default).e164
+    }
+
+    #[test]
+    fn regions() {
+        assert_eq!(parse_region("in"), Some(Id::IN));
+        assert_eq!(parse_region(" GB "), Some(Id::GB));
+        assert_eq!(parse_region("uk"), Some(Id::GB));
+        assert_eq!(parse_region("ZZ"), None);
+        assert_eq!(parse_region("IND"), None);
+        assert_eq!(parse_region(""), None);
+    }
+
+    #[test]
+    fn india_formats() {
+        let want = Some("+919876543210".to_owned());
+        for raw in [
+            "+91 98765 43210",
+            "0091-98765-43210",
+            "098765 43210",
+            "9876543210",
+            "919876543210",
+            "+91-9876543210",
+            "9.19876543210E+11",
+            "9.1987654321E11",
+            "91 9876543210.0",
+            "9876543210.0",
+            "tel:+91-98765-43210",
+            "Ph: 98765 43210",
+            "Mob. +91 98765 43210",
+            "+91 98765 43210 ext. 12",
+            "+91 98765 43210 x123",
+            "+91 98765 43210 #7",
+            "(+91) 98765-43210",
+            "+９１ ９８７６５ ４３２１０",
+            "98765 43210, 91234 56789",
+            "98765 43210 / 91234 56789",
+        ] {
+            assert_eq!(e164(raw, None, Some(Id::IN)), want, "{raw}");
+        }
+        let r = normalise_phone("98765 43210", Some(Id::IN), None);
+        assert_eq!(r.kind, Some("mobile"));
+        assert_eq!(r.region.as_deref(), Some("IN"));
+        assert!(r.valid);
+    }
+
+    #[test]
+    fn gb_formats() {
+        let want = Some("+442079460958".to_owned());
+        for raw in [
+            "(020) 7946 0958",
+            "020 7946 0958",
+            "+44 20 7946 0958",
+            "+44 (0) 20 7946 0958",
+            "0044 20 7946 0958",
+            "Tel: 020-7946-0958",
+        ] {
+            assert_eq!(e164(raw, Some(Id::GB), None), want, "{raw}");
+        }
+        // a UK number with the default region IN but no hint: "0044" is read as IDD
+        assert_eq!(e164("0044 20 7946 0958", None, Some(Id::IN)), want);
+        let r = normalise_phone("(020) 7946 0958", Some(Id::GB), None);
+        assert_eq!(r.kind, Some("fixed_line"));
+        assert_eq!(r.region.as_deref(), Some("GB"));
+        let m = normalise_phone("07400 123456", Some(Id::GB), None);
+        assert_eq!(m.kind, Some("mobile"), "{m:?}");
+    }
+
+    #[test]
+    fn us_formats() {
+        let want = Some("+16185557477".to_owned());
+        // the hint wins over the default region (IN would give +91 618…)
+        assert_eq!(e164("(618) 555-7477", Some(Id::US), Some(Id::IN)), want);
+        assert_eq!(e164("618.555.7477", Some(Id::US), None), want);
+        assert_eq!(e164("tel:+1-618-555-7477;ext=12", None, None), want);
+        assert_eq!(e164("+1 (618) 555-7477", None, Some(Id::IN)), want);
+        assert_eq!(e164("1-618-555-7477", Some(Id::US), None), want);
+        assert_eq!(e164("16185557477", None, Some(Id::IN)), want);
+        assert_eq!(e164("(618) 555-7477 ext 204", Some(Id::US), None), want);
+        let r = normalise_phone("(618) 555-7477", Some(Id::US), None);
+        assert_eq!(r.kind, Some("fixed_line_or_mobile"));
+        assert_eq!(r.region.as_deref(), Some("US"));
+    }
+
+    #[test]
+    fn slash_is_not_a_list_separator_inside_a_number() {
+        assert_eq!(
+            e164("030/12345678", Some(Id::DE), None),
+            Some("+493012345678".to_owned())
+        );
+    }
+
+    #[test]
+    fn invalid_and_blank() {
+        // parses (as +9154) but is not a valid number
+        let r = normalise_phone("54", Some(Id::IN), None);
+        assert_eq!(r, PhoneResult::default());
+        for raw in ["", "   ", "n/a", "call me", "+", "()"] {
+            let r = normalise_phone(raw, Some(Id::IN), None);
+            assert!(!r.valid && r.e164.is_none(), "{raw}");
+        }
+        // inexact scientific notation: digits were lost, do not invent a number
+        assert_eq!(e164("9.19877E+11", None, Some(Id::IN)), None);
+        // no region and no '+': a 10-digit national number can't be placed
+        assert_eq!(e164("9876543210", None, None), None);
+        // but a full international number typed without '+' can
+        assert_eq!(
+            e164("447911123456", None, None),
+            Some("+447911123456".to_owned())
+        );
+    }
+
+    #[test]
+    fn type_is_validity() {
+        for (raw, region) in [
+            ("+442079460958", None),
+            ("+919876543210", None),
+            ("+9154", None),
+            ("+1 2530000", None),
+            ("020 7946 0958", Some(Id::GB)),
+            ("12345", Some(Id::DE)),
+        ] {
+            let Ok(n) = phonenumber::parse(region, raw) else {
+                continue;
+            };
+            assert_eq!(
+                phonenumber::is_valid(&n),
+                n.number_type(&DATABASE) != Type::Unknown,
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn excel_expansion() {
+        let x = |s: &str| Excel::Expanded(s.to_owned());
+        assert_eq!(expand_excel("9.19876543210E+11"), x("919876543210"));
+        assert_eq!(expand_excel("9.1987654321e11"), x("919876543210"));
+        assert_eq!(expand_excel("4.4207946095E10"), x("44207946095"));
+        assert_eq!(expand_excel("1.5e2"), x("150"));
+        assert_eq!(expand_excel("9.19877E+11"), Excel::Lossy);
+        assert_eq!(expand_excel("1.23456e2"), Excel::Lossy);
+        assert_eq!(expand_excel("919876543210.00"), x("919876543210"));
+        assert_eq!(expand_excel("020.7946.0"), Excel::No);
+        assert_eq!(expand_excel("+91 98765 43210"), Excel::No);
+        assert_eq!(expand_excel("see notes"), Excel::No);
+    }
+
+    #[test]
+    fn array_version_matches_scalar() {
+        let raw = StringArray::from(vec![
+            Some("098765 43210"),
+            None,
+            Some("  "),
+            Some("(020) 7946 0958"),
+            Some("(618) 555-7477"),
+            Some("54"),
+            Some("098765 43210"),
+        ]);
+        let hints = StringArray::from(vec![
+            None,
+            Some("GB"),
+            None,
+            Some("GB"),
+            Some("US"),
+            Some("XX"),
+            Some("in"),
+        ]);
+        let out = normalise_phone_array(&raw, Some(&hints), Some(Id::IN));
+        let e: Vec<Option<&str>> = out.e164.iter().collect();
+        assert_eq!(
+            e,
+            vec![
+                Some("+919876543210"),
+                None,
+                None,
+                Some("+442079460958"),
+                Some("+16185557477"),
+                None,
+                Some("+919876543210"),
+            ]
+        );
+        let v: Vec<Option<bool>> = out.valid.iter().collect();
+        assert_eq!(
+            v,
+            vec![
+                Some(true),
+                None,
+                None,
+                Some(true),
+                Some(true),
+                Some(false),
+                Some(true)
+            ]
+        );
+        assert_eq!(out.kind.value(0), "mobile");
+        assert_eq!(out.kind.value(3), "fixed_line");
+        assert!(out.kind.is_null(5) && out.region.is_null(5));
+        assert_eq!(out.region.value(4), "US");
+    }
+
+    #[test]
+    fn parallel_path_keeps_order() {
+        let n = 40_000;
+        let values: Vec<String> = (0..n).map(|i| format!("98765 {:05}", i % 5000)).collect();
+        let raw = StringArray::from(values.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
+        let out = normalise_phone_array(&raw, None, Some(Id::IN));
+        assert_eq!(out.e164.len(), n);
+        for i in [0, 1, 4999, 5000, 16_383, 16_384, 29_999, n - 1] {
+            assert_eq!(
+                out.e164.value(i),
+                format!("+9198765{:05}", i % 5000),
+                "row {i}"
+            );
+            assert!(out.valid.value(i));
+        }
+    }
+}
