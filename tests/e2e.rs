@@ -11,12 +11,17 @@ use datafusion::prelude::SessionContext;
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env("LEADFLOW_LOG", "warn,deltalake_core=error").env("LEADFLOW_LOG_FORMAT", "text");
+    cmd.args(args)
+        .env("LEADFLOW_LOG", "warn,deltalake_core=error")
+        .env("LEADFLOW_LOG_FORMAT", "text");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -24,7 +29,12 @@ fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("status: {:?}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A work dir with the example drops copied in and a config pointing at them.
@@ -68,19 +78,37 @@ impl Sandbox {
 
     /// Query the warehouse with SQL (tables registered by name).
     fn sql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let loaded = leadflow::config::load(&self.path().join("pipeline.yaml")).expect("config");
             let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
             let ctx = SessionContext::new();
-            wh.register(&ctx, &["masters", "records", "project_links", "merges", "rejects", "runs", "source_files"]).await.unwrap();
+            wh.register(
+                &ctx,
+                &[
+                    "masters",
+                    "records",
+                    "project_links",
+                    "merges",
+                    "rejects",
+                    "runs",
+                    "source_files",
+                ],
+            )
+            .await
+            .unwrap();
             ctx.sql(sql).await.unwrap().collect().await.unwrap()
         })
     }
 
     fn count(&self, sql: &str) -> i64 {
         let b = self.sql(sql);
-        b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)
+        b[0].column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
     }
 
     /// A stable text dump of the data tables (no run ids or times).
@@ -93,7 +121,10 @@ impl Sandbox {
             "SELECT event_id, kind, master_id, rule FROM merges ORDER BY event_id",
             "SELECT source, path, content_hash, status FROM source_files ORDER BY path",
         ];
-        q.iter().map(|s| pretty_format_batches(&self.sql(s)).unwrap().to_string()).collect::<Vec<_>>().join("\n")
+        q.iter()
+            .map(|s| pretty_format_batches(&self.sql(s)).unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -151,7 +182,10 @@ fn a_run_killed_during_its_commit_ends_like_an_uninterrupted_one() {
         assert!(!o.status.success(), "the fault hook must abort: {}", text(&o));
         let again = sb.run();
         assert_eq!(again["status"], "succeeded", "{again}");
-        assert!(again["recovered_run"].is_string(), "the next run finishes the staged commit: {again}");
+        assert!(
+            again["recovered_run"].is_string(),
+            "the next run finishes the staged commit: {again}"
+        );
         assert_eq!(sb.dump(), clean.dump(), "after a crash after `{table}`");
         // And a third run still changes nothing.
         sb.run();
@@ -162,14 +196,21 @@ fn a_run_killed_during_its_commit_ends_like_an_uninterrupted_one() {
 #[test]
 fn an_unparseable_file_is_quarantined_and_the_run_goes_on() {
     let sb = Sandbox::new();
-    std::fs::write(sb.path().join("drops/broken.xlsx"), b"this is not a zip file at all").unwrap();
+    std::fs::write(
+        sb.path().join("drops/broken.xlsx"),
+        b"this is not a zip file at all",
+    )
+    .unwrap();
     let r = sb.run();
     assert_eq!(r["files_quarantined"], 1, "{r}");
     assert!(r["rows_read"].as_u64().unwrap() > 0);
     assert!(sb.path().join("drops/_quarantine/broken.xlsx").exists());
     let reason = std::fs::read_to_string(sb.path().join("drops/_quarantine/broken.xlsx.reason.txt")).unwrap();
     assert!(reason.contains("broken.xlsx"), "{reason}");
-    assert_eq!(sb.count("SELECT count(*) FROM source_files WHERE status = 'quarantined'"), 1);
+    assert_eq!(
+        sb.count("SELECT count(*) FROM source_files WHERE status = 'quarantined'"),
+        1
+    );
 }
 
 #[test]
@@ -189,7 +230,10 @@ fn ragged_rows_and_invalid_contacts_land_in_rejects_with_reasons() {
     assert_eq!(codes.value(0), "ragged_row", "{out}");
     assert_eq!(codes.value(1), "require_any:phone|email", "{out}");
     assert_eq!(codes.value(2), "invalid_email,require_any:phone|email", "{out}");
-    assert!(b[0].column(2).as_string::<i32>().value(2).contains("bad@@mail"), "raw values kept: {out}");
+    assert!(
+        b[0].column(2).as_string::<i32>().value(2).contains("bad@@mail"),
+        "raw values kept: {out}"
+    );
 }
 
 #[test]
@@ -236,12 +280,22 @@ fn committed_json_schema_is_up_to_date() {
     let o = leadflow(&["schema"], &[]);
     assert!(o.status.success());
     let committed = std::fs::read_to_string(repo().join("configs/leadflow.schema.json")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), committed, "run `leadflow schema > configs/leadflow.schema.json`");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        committed,
+        "run `leadflow schema > configs/leadflow.schema.json`"
+    );
 }
 
 #[test]
 fn the_quickstart_config_validates() {
-    let o = leadflow(&["validate", repo().join("configs/quickstart.yaml").to_str().unwrap()], &[]);
+    let o = leadflow(
+        &[
+            "validate",
+            repo().join("configs/quickstart.yaml").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -254,5 +308,110 @@ fn sql_stage_can_call_the_normalisers() {
     );
     std::fs::write(sb.config(), cfg).unwrap();
     sb.run();
-    assert_eq!(sb.count("SELECT count(*) FROM records WHERE city IS NOT NULL AND city <> upper(city)"), 0);
+    assert_eq!(
+        sb.count("SELECT count(*) FROM records WHERE city IS NOT NULL AND city <> upper(city)"),
+        0
+    );
+}
+
+/// The bundled example, counted as examples/quickstart/README.md says.
+#[test]
+fn quickstart_tables_hold_what_the_example_promises() {
+    let sb = Sandbox::new();
+    let r = sb.run();
+    assert_eq!(r["rows_read"], 52, "{r}");
+    assert_eq!(r["rows_rejected"], 5, "{r}");
+    assert_eq!(sb.count("SELECT count(*) FROM records"), 47);
+    assert_eq!(sb.count("SELECT count(*) FROM masters"), 39);
+    assert_eq!(sb.count("SELECT count(*) FROM masters WHERE record_count > 1"), 6);
+    assert_eq!(sb.count("SELECT count(*) FROM project_links"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM (SELECT master_id FROM project_links GROUP BY master_id HAVING count(*) = 2)"), 6);
+    assert_eq!(
+        sb.count("SELECT count(*) FROM project_links WHERE project = 'Riverside Towers'"),
+        26
+    );
+    assert_eq!(sb.count("SELECT count(*) FROM rejects"), 5);
+    // Vikram Mehta: one phone in four spellings, two projects.
+    assert_eq!(
+        sb.count("SELECT count(*) FROM records WHERE phone = '+919820012345'"),
+        4
+    );
+    assert_eq!(
+        sb.count("SELECT count(DISTINCT master_id) FROM records WHERE phone = '+919820012345'"),
+        1
+    );
+    // The family e-mail and the switchboard keep people apart, and say so.
+    assert_eq!(
+        sb.count("SELECT count(*) FROM masters WHERE array_has(email_keys, 'sharmafamily@gmail.com')"),
+        2
+    );
+    assert_eq!(
+        sb.count("SELECT count(*) FROM masters WHERE phone = '+912266554400'"),
+        2
+    );
+    assert!(sb.count("SELECT count(*) FROM merges WHERE kind = 'conflict'") >= 2);
+    // Normalised values.
+    for (sql, want) in [
+        (
+            "SELECT count(*) FROM records WHERE country_raw = 'hong kong sar' AND country = 'HK'",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM records WHERE website = 'https://acme.io'",
+            2,
+        ),
+        ("SELECT count(*) FROM records WHERE phone = '+919167234567'", 1),
+        (
+            "SELECT count(*) FROM records WHERE first_name = 'Zoë' AND last_name = 'Clarke'",
+            2,
+        ),
+    ] {
+        assert_eq!(sb.count(sql), want, "{sql}");
+    }
+    // Every reject says why, with the raw row.
+    assert_eq!(
+        sb.count("SELECT count(*) FROM rejects WHERE cardinality(reasons) = 0 OR raw IS NULL"),
+        0
+    );
+    let runs = sb.sql("SELECT arrow_cast(status, 'Utf8'), rows_read, rows_rejected, masters_new FROM runs");
+    assert_eq!(runs[0].column(0).as_string::<i32>().value(0), "succeeded");
+}
+
+#[test]
+fn show_finds_a_person_by_any_spelling_of_their_phone() {
+    let sb = Sandbox::new();
+    sb.run();
+    let o = leadflow(&["show", &sb.config(), "--phone", "098200-12345"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Vikram Mehta"), "{out}");
+    assert!(
+        out.contains("Lakeside Villas") && out.contains("Riverside Towers"),
+        "{out}"
+    );
+    assert!(out.contains("records (4)"), "{out}");
+    let o = leadflow(&["show", &sb.config(), "--email", "nobody@example.org"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn processed_files_move_to_the_archive_after_the_commit() {
+    let sb = Sandbox::new();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
+        "quarantine: _quarantine",
+        "quarantine: _quarantine\n          archive: _archive",
+    );
+    std::fs::write(sb.config(), cfg).unwrap();
+    let r = sb.run();
+    assert_eq!(r["files_imported"], 3, "{r}");
+    for f in [
+        "2025-03-webform-riverside.csv",
+        "2025-03-expo-lakeside.csv",
+        "2025-03-walkins.xlsx",
+    ] {
+        assert!(sb.path().join("drops/_archive").join(f).exists(), "{f} archived");
+        assert!(!sb.path().join("drops").join(f).exists(), "{f} moved away");
+    }
+    let again = sb.run();
+    assert_eq!(again["files_seen"], 0, "the archive is not read again: {again}");
 }

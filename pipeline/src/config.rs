@@ -13,8 +13,8 @@ use leadflow_transforms::normalise::country::CountryResolver;
 use leadflow_transforms::normalise::phone::parse_region;
 use leadflow_transforms::validate::{ValidateConfig, Validator};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A leadflow config file: a warehouse and the pipelines that fill it.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -98,13 +98,22 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(f, "{}: {n} problem{} in the config:", self.file.display(), if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {n} problem{} in the config:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             let at = match p.line {
                 Some(l) => format!("{}:{l}", self.file.display()),
                 None => self.file.display().to_string(),
             };
-            let key = if p.key.is_empty() { String::new() } else { format!(" {}:", p.key) };
+            let key = if p.key.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", p.key)
+            };
             writeln!(f, "  {at}:{key} {}", p.message)?;
         }
         Ok(())
@@ -151,7 +160,9 @@ pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> (String,
                     problems.push(ConfigProblem {
                         line: Some(lineno + 1),
                         key: String::new(),
-                        message: format!("environment variable {name} is not set (referenced as ${{{name}}})"),
+                        message: format!(
+                            "environment variable {name} is not set (referenced as ${{{name}}})"
+                        ),
                     });
                 }
             }
@@ -214,7 +225,13 @@ pub fn locate(text: &str, path: &[String]) -> Option<usize> {
             if i > start && ind <= min_indent && found.is_some() {
                 break;
             }
-            let key = t.split(':').next().unwrap_or("").trim().trim_matches('"').trim_matches('\'');
+            let key = t
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .trim_matches('\'');
             if key == seg && t.contains(':') {
                 hit = Some((i, ind));
                 break;
@@ -241,13 +258,21 @@ fn section<T: DeserializeOwned>(
             for seg in e.path().iter() {
                 let s = seg.to_string();
                 if s != "?" && !s.is_empty() && s != "." {
-                    full.extend(s.split('.').filter(|x| !x.is_empty()).map(|x| x.trim_matches(|c| c == '[' || c == ']').to_string()));
+                    full.extend(
+                        s.split('.')
+                            .filter(|x| !x.is_empty())
+                            .map(|x| x.trim_matches(|c| c == '[' || c == ']').to_string()),
+                    );
                 }
             }
             let message = e.into_inner().to_string();
             // serde_norway appends its own (meaningless here) position.
             let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-            problems.push(ConfigProblem { line: locate(text, &full).or_else(|| locate(text, path)), key: full.join("."), message });
+            problems.push(ConfigProblem {
+                line: locate(text, &full).or_else(|| locate(text, path)),
+                key: full.join("."),
+                message,
+            });
             None
         }
     }
@@ -259,9 +284,17 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 }
 
 pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<LoadedConfig, ConfigError> {
-    let fail = |problems| ConfigError { file: path.to_path_buf(), problems };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(vec![ConfigProblem { line: None, key: String::new(), message: format!("cannot read: {e}") }]))?;
+    let fail = |problems| ConfigError {
+        file: path.to_path_buf(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(vec![ConfigProblem {
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
     let (text, mut problems) = interpolate(&text, env);
     let value: serde_norway::Value = match serde_norway::from_str(&text) {
         Ok(v) => v,
@@ -275,22 +308,41 @@ pub fn load_with_env(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Resul
         }
     };
     let config = parse_sections(&value, &text, &mut problems);
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     if let Some(config) = &config {
         check(config, &text, &base, &mut problems);
     }
     match config {
-        Some(config) if problems.is_empty() => Ok(LoadedConfig { config, path: path.to_path_buf(), base }),
+        Some(config) if problems.is_empty() => Ok(LoadedConfig {
+            config,
+            path: path.to_path_buf(),
+            base,
+        }),
         _ => Err(fail(problems)),
     }
 }
 
 /// Deserialize section by section so one mistake does not hide the others.
-fn parse_sections(value: &serde_norway::Value, text: &str, problems: &mut Vec<ConfigProblem>) -> Option<Config> {
+fn parse_sections(
+    value: &serde_norway::Value,
+    text: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Config> {
     let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let Some(map) = value.as_mapping() else {
-        problems.push(ConfigProblem { line: Some(1), key: String::new(), message: "the config must be a mapping with `pipelines:`".into() });
+        problems.push(ConfigProblem {
+            line: Some(1),
+            key: String::new(),
+            message: "the config must be a mapping with `pipelines:`".into(),
+        });
         return None;
     };
     for k in map.keys() {
@@ -308,11 +360,19 @@ fn parse_sections(value: &serde_norway::Value, text: &str, problems: &mut Vec<Co
         None => Some(WarehouseConfig::default()),
     };
     let Some(list) = map.get("pipelines") else {
-        problems.push(ConfigProblem { line: None, key: "pipelines".into(), message: "missing: at least one pipeline is needed".into() });
+        problems.push(ConfigProblem {
+            line: None,
+            key: "pipelines".into(),
+            message: "missing: at least one pipeline is needed".into(),
+        });
         return None;
     };
     let Some(list) = list.as_sequence() else {
-        problems.push(ConfigProblem { line: locate(text, &p(&["pipelines"])), key: "pipelines".into(), message: "must be a list".into() });
+        problems.push(ConfigProblem {
+            line: locate(text, &p(&["pipelines"])),
+            key: "pipelines".into(),
+            message: "must be a list".into(),
+        });
         return None;
     };
     let mut pipelines = Vec::new();
@@ -320,7 +380,11 @@ fn parse_sections(value: &serde_norway::Value, text: &str, problems: &mut Vec<Co
     for (i, item) in list.iter().enumerate() {
         let base = vec!["pipelines".to_string(), i.to_string()];
         let Some(pm) = item.as_mapping() else {
-            problems.push(ConfigProblem { line: locate(text, &base), key: base.join("."), message: "a pipeline must be a mapping".into() });
+            problems.push(ConfigProblem {
+                line: locate(text, &base),
+                key: base.join("."),
+                message: "a pipeline must be a mapping".into(),
+            });
             ok = false;
             continue;
         };
@@ -383,34 +447,67 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
     let at = |path: &[String]| locate(text, path);
     let path = |parts: &[&dyn fmt::Display]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
     if config.pipelines.is_empty() {
-        problems.push(ConfigProblem { line: at(&path(&[&"pipelines"])), key: "pipelines".into(), message: "no pipelines defined".into() });
+        problems.push(ConfigProblem {
+            line: at(&path(&[&"pipelines"])),
+            key: "pipelines".into(),
+            message: "no pipelines defined".into(),
+        });
     }
     if let Err(e) = leadflow_sinks::Warehouse::resolve(&config.warehouse.uri, base) {
-        problems.push(ConfigProblem { line: at(&path(&[&"warehouse", &"uri"])), key: "warehouse.uri".into(), message: e.to_string() });
+        problems.push(ConfigProblem {
+            line: at(&path(&[&"warehouse", &"uri"])),
+            key: "warehouse.uri".into(),
+            message: e.to_string(),
+        });
     }
     let name_re = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex");
     let mut names = BTreeSet::new();
     for (i, p) in config.pipelines.iter().enumerate() {
         let mut push = |key: Vec<String>, message: String| {
-            problems.push(ConfigProblem { line: at(&key).or_else(|| at(&path(&[&"pipelines", &i]))), key: key.join("."), message });
+            problems.push(ConfigProblem {
+                line: at(&key).or_else(|| at(&path(&[&"pipelines", &i]))),
+                key: key.join("."),
+                message,
+            });
         };
         if !name_re.is_match(&p.name) {
-            push(path(&[&"pipelines", &i, &"name"]), format!("pipeline name {:?} may hold only letters, digits, `-` and `_`", p.name));
+            push(
+                path(&[&"pipelines", &i, &"name"]),
+                format!(
+                    "pipeline name {:?} may hold only letters, digits, `-` and `_`",
+                    p.name
+                ),
+            );
         }
         if !names.insert(p.name.clone()) {
-            push(path(&[&"pipelines", &i, &"name"]), format!("pipeline name `{}` is used twice", p.name));
+            push(
+                path(&[&"pipelines", &i, &"name"]),
+                format!("pipeline name `{}` is used twice", p.name),
+            );
         }
         if p.sources.is_empty() {
-            push(path(&[&"pipelines", &i, &"sources"]), "a pipeline needs at least one source".into());
+            push(
+                path(&[&"pipelines", &i, &"sources"]),
+                "a pipeline needs at least one source".into(),
+            );
         }
         let mut source_names = BTreeSet::new();
         for (j, s) in p.sources.iter().enumerate() {
             let sp = |k: &str| path(&[&"pipelines", &i, &"sources", &j, &k]);
             if !name_re.is_match(&s.name) {
-                push(sp("name"), format!("source name {:?} may hold only letters, digits, `-` and `_`", s.name));
+                push(
+                    sp("name"),
+                    format!(
+                        "source name {:?} may hold only letters, digits, `-` and `_`",
+                        s.name
+                    ),
+                );
             }
             if !source_names.insert(s.name.clone()) {
-                push(sp("name"), format!("source name `{}` is used twice in this pipeline", s.name));
+                push(
+                    sp("name"),
+                    format!("source name `{}` is used twice in this pipeline", s.name),
+                );
             }
             match &s.files {
                 Some(files) => {
@@ -419,13 +516,19 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                         push(sp("files"), e.to_string());
                     }
                 }
-                None => push(path(&[&"pipelines", &i, &"sources", &j]), "set a source kind: `files:`".into()),
+                None => push(
+                    path(&[&"pipelines", &i, &"sources", &j]),
+                    "set a source kind: `files:`".into(),
+                ),
             }
         }
         if let Some(r) = &p.defaults.phone_region
             && parse_region(r).is_none()
         {
-            push(path(&[&"pipelines", &i, &"defaults", &"phone_region"]), format!("`{r}` is not an ISO 3166-1 alpha-2 region with phone numbers"));
+            push(
+                path(&[&"pipelines", &i, &"defaults", &"phone_region"]),
+                format!("`{r}` is not an ISO 3166-1 alpha-2 region with phone numbers"),
+            );
         }
         if let Err(errs) = Mapper::new(&p.mapping, &p.defaults) {
             for e in errs {
@@ -438,13 +541,22 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             }
         }
         if let Err(e) = CountryResolver::new(&p.normalise.countries) {
-            push(path(&[&"pipelines", &i, &"normalise", &"countries"]), e.to_string());
+            push(
+                path(&[&"pipelines", &i, &"normalise", &"countries"]),
+                e.to_string(),
+            );
         }
         if p.dedupe.keys.is_empty() {
-            push(path(&[&"pipelines", &i, &"dedupe", &"keys"]), "at least one match key is needed (phone, email)".into());
+            push(
+                path(&[&"pipelines", &i, &"dedupe", &"keys"]),
+                "at least one match key is needed (phone, email)".into(),
+            );
         }
         if !(0.0..=1.0).contains(&p.dedupe.name_similarity) {
-            push(path(&[&"pipelines", &i, &"dedupe", &"name_similarity"]), "must be between 0 and 1".into());
+            push(
+                path(&[&"pipelines", &i, &"dedupe", &"name_similarity"]),
+                "must be between 0 and 1".into(),
+            );
         }
         for (k, stmt) in p.sql.iter().enumerate() {
             if let Err(e) = crate::stages::check_sql(stmt) {
@@ -479,7 +591,10 @@ mod tests {
     #[test]
     fn interpolates_and_reports_missing_vars_by_line() {
         let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
-        let (out, problems) = interpolate("a: ${TOKEN}\nb: ${MISSING}\nc: ${OTHER:-x}\nd: $${LITERAL}\n", &env);
+        let (out, problems) = interpolate(
+            "a: ${TOKEN}\nb: ${MISSING}\nc: ${OTHER:-x}\nd: $${LITERAL}\n",
+            &env,
+        );
         assert_eq!(out, "a: s3cret\nb: \nc: x\nd: ${LITERAL}\n");
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].line, Some(2));
@@ -491,8 +606,14 @@ mod tests {
         let text = "warehouse:\n  uri: x\npipelines:\n  - name: a\n    validate:\n      required: [x]\n  - name: b\n    mapping:\n      columns:\n        A: phone\n";
         let p = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(locate(text, &p(&["warehouse", "uri"])), Some(2));
-        assert_eq!(locate(text, &p(&["pipelines", "0", "validate", "required"])), Some(6));
+        assert_eq!(
+            locate(text, &p(&["pipelines", "0", "validate", "required"])),
+            Some(6)
+        );
         assert_eq!(locate(text, &p(&["pipelines", "1", "name"])), Some(7));
-        assert_eq!(locate(text, &p(&["pipelines", "1", "mapping", "columns"])), Some(9));
+        assert_eq!(
+            locate(text, &p(&["pipelines", "1", "mapping", "columns"])),
+            Some(9)
+        );
     }
 }

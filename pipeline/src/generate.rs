@@ -43,7 +43,8 @@ use std::path::{Path, PathBuf};
 
 /// The header line of a generated file: column names leadflow's mapping
 /// recognises.
-pub const HEADER: &str = "Full Name,Mobile,Email,Company,Job Title,City,Country,Website,Project,Lead Status,Owner,Created At";
+pub const HEADER: &str =
+    "Full Name,Mobile,Email,Company,Job Title,City,Country,Website,Project,Lead Status,Owner,Created At";
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,8 +178,8 @@ pub fn generate_csv(path: &Path, opts: &GenerateOptions) -> io::Result<GenerateS
 
         line.clear();
         for (k, f) in [
-            &s.name, &s.phone, &s.email, &s.company, &s.job, &s.city, &s.country, &s.website,
-            &s.project, &s.status, &s.owner, &s.created,
+            &s.name, &s.phone, &s.email, &s.company, &s.job, &s.city, &s.country, &s.website, &s.project,
+            &s.status, &s.owner, &s.created,
         ]
         .into_iter()
         .enumerate()
@@ -464,10 +465,7 @@ const FIRST_VARIANTS: &[(&str, &[&str])] = &[
 ];
 
 fn first_variants(name: &str) -> Option<&'static [&'static str]> {
-    FIRST_VARIANTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
+    FIRST_VARIANTS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
 /// (name, web domain). A few hold a comma or quotes: the CSV must quote them.
@@ -537,11 +535,7 @@ struct City {
 }
 
 const fn city(name: &'static str, alt: &'static [&'static str]) -> City {
-    City {
-        name,
-        alt,
-        area: &[],
-    }
+    City { name, alt, area: &[] }
 }
 
 const IN_CITIES: &[City] = &[
@@ -804,10 +798,7 @@ fn mobile(country: Country, city: &City, r: &mut Rng) -> Phone {
             let first = 6 + r.weighted(IN_MOBILE_FIRST) as u64;
             (first * 1_000_000_000 + r.below(1_000_000_000), 10)
         }
-        Country::Gb => (
-            r.pick(GB_MOBILE_PREFIX) * 100_000_000 + r.below(100_000_000),
-            10,
-        ),
+        Country::Gb => (r.pick(GB_MOBILE_PREFIX) * 100_000_000 + r.below(100_000_000), 10),
         Country::Us => (us_number(city, r), 10),
         Country::Hk => {
             if r.chance(0.25) {
@@ -819,10 +810,7 @@ fn mobile(country: Country, city: &City, r: &mut Rng) -> Phone {
                 }
                 ((500 + second * 10 + third) * 100_000 + r.below(100_000), 8)
             } else {
-                (
-                    r.pick(HK_MOBILE_PREFIX2) * 1_000_000 + r.below(1_000_000),
-                    8,
-                )
+                (r.pick(HK_MOBILE_PREFIX2) * 1_000_000 + r.below(1_000_000), 8)
             }
         }
     };
@@ -1026,10 +1014,7 @@ fn base_person(seed: u64, id: u64) -> Core {
                 LastDotFirst,
                 FirstInitial,
             ];
-            (
-                Domain::Free(d),
-                S[r.weighted(&[30, 15, 8, 6, 14, 12, 7, 8])],
-            )
+            (Domain::Free(d), S[r.weighted(&[30, 15, 8, 6, 14, 12, 7, 8])])
         }
         None => {
             use EmailStyle::*;
@@ -1171,14 +1156,7 @@ struct Scratch {
     last: String,
 }
 
-fn render_row(
-    p: &Core,
-    repeat: bool,
-    t: i64,
-    opts: &GenerateOptions,
-    r: &mut Rng,
-    s: &mut Scratch,
-) {
+fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rng, s: &mut Scratch) {
     for f in [
         &mut s.name,
         &mut s.phone,
@@ -1261,8 +1239,7 @@ fn render_row(
         s.country.push_str(names[r.weighted(w)]);
     }
     if !opts.projects.is_empty() {
-        s.project
-            .push_str(&opts.projects[r.index(opts.projects.len())]);
+        s.project.push_str(&opts.projects[r.index(opts.projects.len())]);
     }
     s.status.push_str(r.pick(STATUSES));
     s.owner.push_str(r.pick(OWNERS));
@@ -1279,11 +1256,7 @@ fn write_name(p: &Core, r: &mut Rng, s: &mut Scratch) {
     }
     s.last.push_str(p.last);
     if r.chance(0.03) {
-        let target = if r.chance(0.5) {
-            &mut s.first
-        } else {
-            &mut s.last
-        };
+        let target = if r.chance(0.5) { &mut s.first } else { &mut s.last };
         typo(target, r);
     }
     let (first, last) = (s.first.as_str(), s.last.as_str());
@@ -1482,8 +1455,7 @@ fn write_email(p: &Core, r: &mut Rng, out: &mut String, tmp: &mut String) {
             tmp.insert(at, '.');
         }
     }
-    if (domain == "gmail.com" || domain == "outlook.com" || p.em_domain == Domain::Company)
-        && r.chance(0.04)
+    if (domain == "gmail.com" || domain == "outlook.com" || p.em_domain == Domain::Company) && r.chance(0.04)
     {
         tmp.push('+');
         tmp.push_str(r.pick(PLUS_TAGS));
@@ -1668,11 +1640,34 @@ mod tests {
     use super::*;
     use std::collections::{HashMap, HashSet};
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("leadflow-generate-{}-{name}", std::process::id()));
+    /// A file path in a fresh directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempFile {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    fn scratch(name: &str) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("leadflow-generate-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("leads.csv")
+        TempFile(dir.join("leads.csv"))
     }
 
     fn opts(rows: usize) -> GenerateOptions {
@@ -1719,10 +1714,7 @@ mod tests {
                 _ => field.push(c),
             }
         }
-        assert!(
-            fields.is_empty() && field.is_empty(),
-            "file ends with a newline"
-        );
+        assert!(fields.is_empty() && field.is_empty(), "file ends with a newline");
         out
     }
 
@@ -1773,11 +1765,7 @@ mod tests {
         let s = generate_csv(&path, &opts(2500)).unwrap();
         assert_eq!(s.rows, 2500);
         assert_eq!(s.truth_path, truth_path(&path));
-        assert!(
-            s.truth_path
-                .to_string_lossy()
-                .ends_with("leads.csv.truth.csv")
-        );
+        assert!(s.truth_path.to_string_lossy().ends_with("leads.csv.truth.csv"));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(&format!("{HEADER}\n")));
         let recs = parse_csv(&text);
@@ -1866,11 +1854,7 @@ mod tests {
             (share - 0.3).abs() < 0.03,
             "share of rows of earlier people {share}"
         );
-        let new: HashSet<u64> = t2
-            .iter()
-            .map(|(_, p)| *p)
-            .filter(|p| *p >= existing)
-            .collect();
+        let new: HashSet<u64> = t2.iter().map(|(_, p)| *p).filter(|p| *p >= existing).collect();
         assert_eq!(
             *new.iter().min().unwrap(),
             existing,
@@ -1994,11 +1978,7 @@ mod tests {
                     mobile(country, &country.cities()[0], &mut r)
                 };
                 for (t, _, _) in p.templates() {
-                    assert_eq!(
-                        t.bytes().filter(|b| *b == b'#').count(),
-                        p.len as usize,
-                        "{t}"
-                    );
+                    assert_eq!(t.bytes().filter(|b| *b == b'#').count(), p.len as usize, "{t}");
                 }
                 assert!(p.templates().len() <= 9);
             }

@@ -74,13 +74,17 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info,buoyant_kernel=off,deltalake_core=error,deltalake=error,datafusion=warn"));
+    let filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,buoyant_kernel=off,deltalake_core=error,deltalake=error,datafusion=warn")
+    });
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {
@@ -88,7 +92,7 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn load(path: &PathBuf) -> Result<LoadedConfig, ExitCode> {
+fn load(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
     config::load(path).map_err(|e| {
         eprint!("{e}");
         ExitCode::from(EXIT_CONFIG)
@@ -99,7 +103,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     leadflow::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async move {
         match cli.command {
             Command::Schema => {
@@ -108,12 +115,26 @@ fn main() -> ExitCode {
             }
             Command::Validate { config } => match load(&config) {
                 Ok(c) => {
-                    println!("{}: ok ({} pipeline(s): {})", config.display(), c.config.pipelines.len(), c.config.pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
+                    println!(
+                        "{}: ok ({} pipeline(s): {})",
+                        config.display(),
+                        c.config.pipelines.len(),
+                        c.config
+                            .pipelines
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
             },
-            Command::Run { config, pipeline, json } => {
+            Command::Run {
+                config,
+                pipeline,
+                json,
+            } => {
                 let loaded = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
@@ -122,7 +143,17 @@ fn main() -> ExitCode {
                     Some(name) => match loaded.pipeline(name) {
                         Some(p) => vec![p.clone()],
                         None => {
-                            eprintln!("{}: no pipeline named `{name}` (have: {})", config.display(), loaded.config.pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "));
+                            eprintln!(
+                                "{}: no pipeline named `{name}` (have: {})",
+                                config.display(),
+                                loaded
+                                    .config
+                                    .pipelines
+                                    .iter()
+                                    .map(|p| p.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
                             return ExitCode::from(EXIT_CONFIG);
                         }
                     },
@@ -145,15 +176,28 @@ fn main() -> ExitCode {
                     reports.push(run_pipeline(&loaded, p, &warehouse, &opts).await);
                 }
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&reports).expect("report serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&reports).expect("report serialises")
+                    );
                 } else {
                     for r in &reports {
                         print_summary(r, &warehouse.root().display().to_string());
                     }
                 }
-                if reports.iter().all(RunReport::succeeded) { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+                if reports.iter().all(RunReport::succeeded) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILED)
+                }
             }
-            Command::Show { config, phone, email, id, pipeline } => {
+            Command::Show {
+                config,
+                phone,
+                email,
+                id,
+                pipeline,
+            } => {
                 let loaded = match load(&config) {
                     Ok(c) => c,
                     Err(code) => return code,
@@ -167,7 +211,10 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_CONFIG);
                     }
                 };
-                let p = pipeline.as_deref().and_then(|n| loaded.pipeline(n)).or(loaded.config.pipelines.first());
+                let p = pipeline
+                    .as_deref()
+                    .and_then(|n| loaded.pipeline(n))
+                    .or(loaded.config.pipelines.first());
                 let region = p.and_then(|p| p.defaults.phone_region.clone());
                 let warehouse = match leadflow::open_warehouse(&loaded).await {
                     Ok(w) => w,
@@ -191,11 +238,27 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Generate { out, rows, seed, duplicate_rate } => {
-                let opts = leadflow::generate::GenerateOptions { rows, seed, duplicate_rate, ..Default::default() };
+            Command::Generate {
+                out,
+                rows,
+                seed,
+                duplicate_rate,
+            } => {
+                let opts = leadflow::generate::GenerateOptions {
+                    rows,
+                    seed,
+                    duplicate_rate,
+                    ..Default::default()
+                };
                 match leadflow::generate::generate_csv(&out, &opts) {
                     Ok(s) => {
-                        println!("wrote {} rows ({} people) to {} and truth to {}", s.rows, s.people, out.display(), s.truth_path.display());
+                        println!(
+                            "wrote {} rows ({} people) to {} and truth to {}",
+                            s.rows,
+                            s.people,
+                            out.display(),
+                            s.truth_path.display()
+                        );
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
@@ -209,7 +272,13 @@ fn main() -> ExitCode {
 }
 
 fn print_summary(r: &RunReport, warehouse: &str) {
-    println!("pipeline {}  run {}  {}  in {:.2}s", r.pipeline, r.run_id, r.status.to_uppercase(), r.duration_seconds);
+    println!(
+        "pipeline {}  run {}  {}  in {:.2}s",
+        r.pipeline,
+        r.run_id,
+        r.status.to_uppercase(),
+        r.duration_seconds
+    );
     if let Some(rec) = &r.recovered_run {
         println!("  finished the interrupted commit of run {rec} first");
     }
@@ -218,9 +287,16 @@ fn print_summary(r: &RunReport, warehouse: &str) {
         r.files_seen, r.files_imported, r.files_unchanged, r.files_quarantined
     );
     for f in r.files.iter().filter(|f| f.status == "quarantined") {
-        println!("          quarantined {}: {}", f.path, f.reason.as_deref().unwrap_or(""));
+        println!(
+            "          quarantined {}: {}",
+            f.path,
+            f.reason.as_deref().unwrap_or("")
+        );
     }
-    println!("  rows    {} read, {} rejected, {} written", r.rows_read, r.rows_rejected, r.records_written);
+    println!(
+        "  rows    {} read, {} rejected, {} written",
+        r.rows_read, r.rows_rejected, r.records_written
+    );
     for (reason, n) in &r.rejected_by_reason {
         println!("          {n:>6} {reason}");
     }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
@@ -17,7 +19,9 @@ use leadflow_sinks::{StagedCommit, StagedTable, Warehouse, WriteMode};
 use leadflow_transforms::dedupe::{self, RunStamp};
 use leadflow_transforms::mapping::Mapper;
 use leadflow_transforms::normalise::NormaliseOptions;
-use leadflow_transforms::schema::{self as lschema, RECORDS_SCHEMA, REJECTS_SCHEMA, RUNS_SCHEMA, SOURCE_FILES_SCHEMA};
+use leadflow_transforms::schema::{
+    self as lschema, RECORDS_SCHEMA, REJECTS_SCHEMA, RUNS_SCHEMA, SOURCE_FILES_SCHEMA,
+};
 use leadflow_transforms::validate::Validator;
 use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
@@ -31,16 +35,35 @@ use crate::stages;
 pub enum RunError {
     #[error("source `{source_name}`: {message}")]
     Source { source_name: String, message: String },
+    // Boxed: these errors are large and a run returns Result everywhere.
     #[error(transparent)]
-    Warehouse(#[from] leadflow_sinks::WarehouseError),
+    Warehouse(Box<leadflow_sinks::WarehouseError>),
     #[error(transparent)]
-    Stage(#[from] stages::StageError),
+    Stage(Box<stages::StageError>),
     #[error(transparent)]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(Box<datafusion::error::DataFusionError>),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<leadflow_sinks::WarehouseError> for RunError {
+    fn from(e: leadflow_sinks::WarehouseError) -> Self {
+        Self::Warehouse(Box::new(e))
+    }
+}
+
+impl From<stages::StageError> for RunError {
+    fn from(e: stages::StageError) -> Self {
+        Self::Stage(Box::new(e))
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for RunError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::DataFusion(Box::new(e))
+    }
 }
 
 /// How a run was started and what it may do.
@@ -103,13 +126,25 @@ impl RunReport {
 
 /// A run id: time-ordered and unique enough for one warehouse.
 pub fn new_run_id(pipeline: &str, at: DateTime<Utc>) -> String {
-    let salt = xxh3_128(format!("{pipeline}{}{}", at.timestamp_nanos_opt().unwrap_or(0), std::process::id()).as_bytes());
+    let salt = xxh3_128(
+        format!(
+            "{pipeline}{}{}",
+            at.timestamp_nanos_opt().unwrap_or(0),
+            std::process::id()
+        )
+        .as_bytes(),
+    );
     format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), salt as u32)
 }
 
 /// Run one pipeline. Never panics on bad data: failures end up in the
 /// report (and in the `runs` table when the warehouse is reachable).
-pub async fn run_pipeline(loaded: &LoadedConfig, pipeline: &PipelineConfig, warehouse: &Warehouse, opts: &RunOptions) -> RunReport {
+pub async fn run_pipeline(
+    loaded: &LoadedConfig,
+    pipeline: &PipelineConfig,
+    warehouse: &Warehouse,
+    opts: &RunOptions,
+) -> RunReport {
     let started = Utc::now();
     let run_id = new_run_id(&pipeline.name, started);
     let span = info_span!("run", run_id = %run_id, pipeline = %pipeline.name);
@@ -122,7 +157,9 @@ pub async fn run_pipeline(loaded: &LoadedConfig, pipeline: &PipelineConfig, ware
         started_at: started.to_rfc3339(),
         ..Default::default()
     };
-    let outcome = execute(loaded, pipeline, warehouse, opts, started, &mut report).instrument(span.clone()).await;
+    let outcome = execute(loaded, pipeline, warehouse, opts, started, &mut report)
+        .instrument(span.clone())
+        .await;
     report.duration_seconds = clock.elapsed().as_secs_f64();
     let _g = span.enter();
     match outcome {
@@ -144,8 +181,19 @@ pub async fn run_pipeline(loaded: &LoadedConfig, pipeline: &PipelineConfig, ware
             // Best effort: the failure itself is worth a row in `runs`.
             let row = runs_row(&report, started, Utc::now());
             if let Ok(row) = row {
-                let t = StagedTable { table: "runs".into(), mode: WriteMode::Upsert, batches: vec![row] };
-                if let Err(e2) = warehouse.apply(&t, &format!("leadflow-failed:{}", pipeline.name), started.timestamp_micros()).await {
+                let t = StagedTable {
+                    table: "runs".into(),
+                    mode: WriteMode::Upsert,
+                    batches: vec![row],
+                };
+                if let Err(e2) = warehouse
+                    .apply(
+                        &t,
+                        &format!("leadflow-failed:{}", pipeline.name),
+                        started.timestamp_micros(),
+                    )
+                    .await
+                {
                     warn!(error = %e2, "could not record the failed run");
                 }
             }
@@ -168,7 +216,10 @@ async fn execute(
     started: DateTime<Utc>,
     report: &mut RunReport,
 ) -> Result<(), RunError> {
-    let stamp = RunStamp { run_id: report.run_id.clone(), now_us: started.timestamp_micros() };
+    let stamp = RunStamp {
+        run_id: report.run_id.clone(),
+        now_us: started.timestamp_micros(),
+    };
     let app_id = format!("leadflow:{}", pipeline.name);
     if let Some(done) = warehouse.recover(&pipeline.name).await? {
         report.recovered_run = Some(done.run_id);
@@ -176,9 +227,14 @@ async fn execute(
     let version = warehouse.last_txn_version(&app_id).await?.unwrap_or(0) + 1;
     report.sequence = Some(version);
 
-    let norm = NormaliseOptions { default_region: pipeline.defaults.phone_region.clone(), country_overrides: pipeline.normalise.countries.clone() };
+    let norm = NormaliseOptions {
+        default_region: pipeline.defaults.phone_region.clone(),
+        country_overrides: pipeline.normalise.countries.clone(),
+    };
     let ctx = stages::session(&norm)?;
-    warehouse.register(&ctx, &["source_files", "masters", "records", "project_links"]).await?;
+    warehouse
+        .register(&ctx, &["source_files", "masters", "records", "project_links"])
+        .await?;
     let mapper = Mapper::new(&pipeline.mapping, &pipeline.defaults)
         .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
     let validator = Validator::new(&pipeline.validate)
@@ -193,7 +249,10 @@ async fn execute(
     for source in &pipeline.sources {
         let Some(files) = &source.files else { continue };
         let files = resolve_files(files, &loaded.base);
-        let src_err = |e: &dyn std::fmt::Display| RunError::Source { source_name: source.name.clone(), message: e.to_string() };
+        let src_err = |e: &dyn std::fmt::Display| RunError::Source {
+            source_name: source.name.clone(),
+            message: e.to_string(),
+        };
         let drop = Arc::new(FileDrop::new(&source.name, &files).map_err(|e| src_err(&e))?);
         let entries = drop.list().await.map_err(|e| src_err(&e))?;
         let ledger = load_ledger(&ctx, &source.name).await?;
@@ -201,13 +260,20 @@ async fn execute(
         for entry in entries {
             report.files_seen += 1;
             progress.file(&entry.relative);
-            let quick = ledger.by_stat.contains(&(entry.relative.clone(), entry.size as i64, entry.last_modified.timestamp_micros()));
+            let quick = ledger.by_stat.contains(&(
+                entry.relative.clone(),
+                entry.size as i64,
+                entry.last_modified.timestamp_micros(),
+            ));
             if quick {
                 report.files_unchanged += 1;
                 continue;
             }
             let fetched = drop.fetch(&entry).await.map_err(|e| src_err(&e))?;
-            if ledger.by_hash.contains(&(entry.relative.clone(), fetched.content_hash.clone())) {
+            if ledger
+                .by_hash
+                .contains(&(entry.relative.clone(), fetched.content_hash.clone()))
+            {
                 report.files_unchanged += 1;
                 continue;
             }
@@ -217,17 +283,35 @@ async fn execute(
             let parsed = tokio::task::spawn_blocking(move || parse_file(&name, &fetched, &cfg))
                 .await
                 .map_err(|e| RunError::Other(format!("parser task failed: {e}")))?;
-            let parsed = parsed.map_err(|e| e.to_string()).and_then(|p| match mapper.for_headers(&p.headers) {
-                Ok(fm) => Ok((p, fm)),
-                Err(e) => Err(format!("{}: {e}", entry.display)),
-            });
+            let parsed =
+                parsed
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| match mapper.for_headers(&p.headers) {
+                        Ok(fm) => Ok((p, fm)),
+                        Err(e) => Err(format!("{}: {e}", entry.display)),
+                    });
             match parsed {
                 Err(reason) => {
                     warn!(file = %entry.relative, reason = %reason, "file quarantined");
                     drop.quarantine(&entry, &reason).await.map_err(|e| src_err(&e))?;
                     report.files_quarantined += 1;
-                    ledger_rows.push(&source.name, &entry, &hash, "quarantined", Some(&reason), None, 0, &stamp);
-                    report.files.push(FileReport { source: source.name.clone(), path: entry.relative.clone(), status: "quarantined".into(), rows: 0, reason: Some(reason) });
+                    ledger_rows.push(
+                        &source.name,
+                        &entry,
+                        &hash,
+                        "quarantined",
+                        Some(&reason),
+                        None,
+                        0,
+                        &stamp,
+                    );
+                    report.files.push(FileReport {
+                        source: source.name.clone(),
+                        path: entry.relative.clone(),
+                        status: "quarantined".into(),
+                        rows: 0,
+                        reason: Some(reason),
+                    });
                 }
                 Ok((parsed, mut fm)) => {
                     report.files_imported += 1;
@@ -235,20 +319,72 @@ async fn execute(
                     progress.rows(parsed.rows);
                     info!(file = %entry.relative, rows = parsed.rows, format = parsed.format, bad_rows = parsed.bad_rows.len(), "file read");
                     for b in &parsed.batches {
-                        let raw_index = u32::try_from(raw_batches.len()).map_err(|_| RunError::Other("too many batches in one run".into()))?;
-                        mapped.push(fm.apply(b, raw_index, &entry.relative).map_err(|e| RunError::Other(e.to_string()))?);
+                        let raw_index = u32::try_from(raw_batches.len())
+                            .map_err(|_| RunError::Other("too many batches in one run".into()))?;
+                        mapped.push(
+                            fm.apply(b, raw_index, &entry.relative)
+                                .map_err(|e| RunError::Other(e.to_string()))?,
+                        );
                         raw_batches.push(b.clone());
                     }
+                    let mut bad_seen: HashMap<u128, u32> = HashMap::new();
                     for bad in &parsed.bad_rows {
-                        let raw = serde_json::to_string(&parsed.headers.iter().zip(&bad.values).map(|(h, v)| (h.clone(), v.clone())).collect::<BTreeMap<_, _>>())
-                            .unwrap_or_default();
-                        let raw = if bad.values.len() > parsed.headers.len() { serde_json::to_string(&bad.values).unwrap_or(raw) } else { raw };
-                        let id = format!("{:032x}-bad", xxh3_128(format!("{}\u{1f}{}", entry.relative, bad.values.join("\u{1f}")).as_bytes()));
-                        rejects.push(&source.name, &id, &parsed.file, bad.row as i64, &raw, &[("ragged_row".to_string(), bad.reason.clone())]);
+                        let raw = serde_json::to_string(
+                            &parsed
+                                .headers
+                                .iter()
+                                .zip(&bad.values)
+                                .map(|(h, v)| (h.clone(), v.clone()))
+                                .collect::<BTreeMap<_, _>>(),
+                        )
+                        .unwrap_or_default();
+                        let raw = if bad.values.len() > parsed.headers.len() {
+                            serde_json::to_string(&bad.values).unwrap_or(raw)
+                        } else {
+                            raw
+                        };
+                        let digest = xxh3_128(
+                            format!("{}\u{1f}{}", entry.relative, bad.values.join("\u{1f}")).as_bytes(),
+                        );
+                        // Identical bad rows in one file stay distinct rejects.
+                        let seen = bad_seen.entry(digest).or_insert(0u32);
+                        *seen += 1;
+                        let id = if *seen == 1 {
+                            format!("{digest:032x}-bad")
+                        } else {
+                            format!("{digest:032x}-bad-{seen}")
+                        };
+                        rejects.push(
+                            &source.name,
+                            &id,
+                            &parsed.file,
+                            bad.row as i64,
+                            &raw,
+                            &[("ragged_row".to_string(), bad.reason.clone())],
+                        );
                     }
-                    ledger_rows.push(&source.name, &entry, &hash, "imported", None, Some(parsed.format), parsed.rows as i64, &stamp);
-                    report.files.push(FileReport { source: source.name.clone(), path: entry.relative.clone(), status: "imported".into(), rows: parsed.rows, reason: None });
-                    imported.push(ParsedInput { entry, source: source.name.clone(), drop: drop.clone() });
+                    ledger_rows.push(
+                        &source.name,
+                        &entry,
+                        &hash,
+                        "imported",
+                        None,
+                        Some(parsed.format),
+                        parsed.rows as i64,
+                        &stamp,
+                    );
+                    report.files.push(FileReport {
+                        source: source.name.clone(),
+                        path: entry.relative.clone(),
+                        status: "imported".into(),
+                        rows: parsed.rows,
+                        reason: None,
+                    });
+                    imported.push(ParsedInput {
+                        entry,
+                        source: source.name.clone(),
+                        drop: drop.clone(),
+                    });
                 }
             }
         }
@@ -260,18 +396,42 @@ async fn execute(
     let normalised = stages::user_stages(&ctx, normalised, &pipeline.sql).await?;
     let mut good: Vec<RecordBatch> = Vec::new();
     for b in &normalised {
-        let v = validator.validate(b).map_err(|e| RunError::Other(e.to_string()))?;
+        let v = validator
+            .validate(b)
+            .map_err(|e| RunError::Other(e.to_string()))?;
         if !v.failures.is_empty() {
             let source = b.column_by_name("source").expect("normalised").as_string::<i32>();
-            let rid = b.column_by_name("source_record_id").expect("normalised").as_string::<i32>();
-            let file = b.column_by_name("source_file").expect("normalised").as_string::<i32>();
-            let row = b.column_by_name("source_row").expect("normalised").as_primitive::<arrow::datatypes::Int64Type>();
-            let pos = b.column_by_name(lschema::RAW_POS).expect("normalised").as_primitive::<arrow::datatypes::UInt64Type>();
+            let rid = b
+                .column_by_name("source_record_id")
+                .expect("normalised")
+                .as_string::<i32>();
+            let file = b
+                .column_by_name("source_file")
+                .expect("normalised")
+                .as_string::<i32>();
+            let row = b
+                .column_by_name("source_row")
+                .expect("normalised")
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            let pos = b
+                .column_by_name(lschema::RAW_POS)
+                .expect("normalised")
+                .as_primitive::<arrow::datatypes::UInt64Type>();
             for (i, reasons) in &v.failures {
                 let p = pos.value(*i);
                 let raw = raw_json(&raw_batches[(p >> 32) as usize], (p & 0xffff_ffff) as usize);
-                let rs: Vec<(String, String)> = reasons.iter().map(|r| (r.code.clone(), r.message.clone())).collect();
-                rejects.push(source.value(*i), rid.value(*i), file.value(*i), row.value(*i), &raw, &rs);
+                let rs: Vec<(String, String)> = reasons
+                    .iter()
+                    .map(|r| (r.code.clone(), r.message.clone()))
+                    .collect();
+                rejects.push(
+                    source.value(*i),
+                    rid.value(*i),
+                    file.value(*i),
+                    row.value(*i),
+                    &raw,
+                    &rs,
+                );
             }
         }
         if v.failures.len() < b.num_rows() {
@@ -282,42 +442,100 @@ async fn execute(
     report.rejected_by_reason = rejects.by_reason.clone();
 
     // ---- link --------------------------------------------------------------
-    let mut tables: Vec<StagedTable> = vec![StagedTable { table: "rejects".into(), mode: WriteMode::Upsert, batches: vec![rejects.finish(&stamp)?] }];
+    let mut tables: Vec<StagedTable> = vec![StagedTable {
+        table: "rejects".into(),
+        mode: WriteMode::Upsert,
+        batches: vec![rejects.finish(&stamp)?],
+    }];
     if let Some(schema) = good.first().map(|b| b.schema()) {
         let leads = concat_batches(&schema, &good)?;
         drop(good);
         let (candidates, known) = candidates(&ctx, &leads).await?;
-        let outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp).map_err(|e| RunError::Other(e.to_string()))?;
+        let outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp)
+            .map_err(|e| RunError::Other(e.to_string()))?;
         let s = &outcome.stats;
         report.masters_new = s.masters_new;
         report.matched_existing = s.matched_existing;
         report.merged_in_batch = s.merged_in_batch;
         report.records_known = s.records_known;
         report.conflicts = s.conflicts;
-        let known_flags: Vec<bool> = outcome.match_rule.iter().map(|r| r == Some("known_record")).collect();
+        let known_flags: Vec<bool> = outcome
+            .match_rule
+            .iter()
+            .map(|r| r == Some("known_record"))
+            .collect();
         let existing_links = existing_links(&ctx, &outcome.master_id).await?;
-        let links_mode = if existing_links.num_rows() == 0 { WriteMode::Append } else { WriteMode::Upsert };
+        let links_mode = if existing_links.num_rows() == 0 {
+            WriteMode::Append
+        } else {
+            WriteMode::Upsert
+        };
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
-        let links = dedupe::project_links(&leads, &outcome.master_id, &known_flags, &existing_links, &default_status, &stamp)
-            .map_err(|e| RunError::Other(e.to_string()))?;
+        let links = dedupe::project_links(
+            &leads,
+            &outcome.master_id,
+            &known_flags,
+            &existing_links,
+            &default_status,
+            &stamp,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
         let records = records_batch(&leads, &outcome, &stamp)?;
         report.records_written = records.num_rows() as u64;
-        tables.push(StagedTable { table: "records".into(), mode: if s.records_known > 0 { WriteMode::Upsert } else { WriteMode::Append }, batches: vec![records] });
-        tables.push(StagedTable { table: "masters".into(), mode: if s.masters_updated > 0 { WriteMode::Upsert } else { WriteMode::Append }, batches: vec![outcome.masters] });
-        tables.push(StagedTable { table: "project_links".into(), mode: links_mode, batches: vec![links] });
-        tables.push(StagedTable { table: "merges".into(), mode: WriteMode::Upsert, batches: vec![outcome.merges] });
+        tables.push(StagedTable {
+            table: "records".into(),
+            mode: if s.records_known > 0 {
+                WriteMode::Upsert
+            } else {
+                WriteMode::Append
+            },
+            batches: vec![records],
+        });
+        tables.push(StagedTable {
+            table: "masters".into(),
+            mode: if s.masters_updated > 0 {
+                WriteMode::Upsert
+            } else {
+                WriteMode::Append
+            },
+            batches: vec![outcome.masters],
+        });
+        tables.push(StagedTable {
+            table: "project_links".into(),
+            mode: links_mode,
+            batches: vec![links],
+        });
+        tables.push(StagedTable {
+            table: "merges".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![outcome.merges],
+        });
     }
-    tables.push(StagedTable { table: "source_files".into(), mode: WriteMode::Upsert, batches: vec![ledger_rows.finish()?] });
+    tables.push(StagedTable {
+        table: "source_files".into(),
+        mode: WriteMode::Upsert,
+        batches: vec![ledger_rows.finish()?],
+    });
     report.status = "succeeded".into();
     let finished = Utc::now();
     report.duration_seconds = (finished - started).as_seconds_f64();
-    tables.push(StagedTable { table: "runs".into(), mode: WriteMode::Upsert, batches: vec![runs_row(report, started, finished)?] });
+    tables.push(StagedTable {
+        table: "runs".into(),
+        mode: WriteMode::Upsert,
+        batches: vec![runs_row(report, started, finished)?],
+    });
 
     // ---- commit ------------------------------------------------------------
     // Tables with nothing to write are left alone: a run over unchanged
     // input changes no table but `runs`.
     tables.retain(|t| t.table == "runs" || t.batches.iter().any(|b| b.num_rows() > 0));
-    let commit = StagedCommit { pipeline: pipeline.name.clone(), run_id: report.run_id.clone(), app_id, version, tables };
+    let commit = StagedCommit {
+        pipeline: pipeline.name.clone(),
+        run_id: report.run_id.clone(),
+        app_id,
+        version,
+        tables,
+    };
     let fault = opts.fault_after_table.clone();
     warehouse
         .commit(&commit, |table| {
@@ -345,7 +563,11 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
             continue;
         }
         let s = c.as_string::<i32>();
-        let v = if s.is_null(row) { serde_json::Value::Null } else { serde_json::Value::String(s.value(row).to_string()) };
+        let v = if s.is_null(row) {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(s.value(row).to_string())
+        };
         map.insert(f.name().clone(), v);
     }
     serde_json::Value::Object(map).to_string()
@@ -353,7 +575,9 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
 
 /// A text column read back from Delta, as Utf8 (scans may hand back views).
 pub fn utf8(a: &ArrayRef) -> Result<StringArray, RunError> {
-    Ok(arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone())
+    Ok(arrow::compute::cast(a, &DataType::Utf8)?
+        .as_string::<i32>()
+        .clone())
 }
 
 struct Ledger {
@@ -363,18 +587,26 @@ struct Ledger {
 
 /// Files this source already imported (or quarantined).
 async fn load_ledger(ctx: &SessionContext, source: &str) -> Result<Ledger, RunError> {
-    let sql = format!("SELECT path, content_hash, size, modified_at FROM source_files WHERE source = '{}'", source.replace('\'', "''"));
+    let sql = format!(
+        "SELECT path, content_hash, size, modified_at FROM source_files WHERE source = '{}'",
+        source.replace('\'', "''")
+    );
     let batches = ctx.sql(&sql).await?.collect().await?;
-    let mut l = Ledger { by_stat: HashSet::new(), by_hash: HashSet::new() };
+    let mut l = Ledger {
+        by_stat: HashSet::new(),
+        by_hash: HashSet::new(),
+    };
     for b in batches {
         let path = utf8(b.column(0))?;
         let hash = utf8(b.column(1))?;
         let size = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
         let modified = b.column(3).as_primitive::<TimestampMicrosecondType>();
         for i in 0..b.num_rows() {
-            l.by_hash.insert((path.value(i).to_string(), hash.value(i).to_string()));
+            l.by_hash
+                .insert((path.value(i).to_string(), hash.value(i).to_string()));
             if !size.is_null(i) && !modified.is_null(i) {
-                l.by_stat.insert((path.value(i).to_string(), size.value(i), modified.value(i)));
+                l.by_stat
+                    .insert((path.value(i).to_string(), size.value(i), modified.value(i)));
             }
         }
     }
@@ -383,7 +615,10 @@ async fn load_ledger(ctx: &SessionContext, source: &str) -> Result<Ledger, RunEr
 
 /// Existing masters sharing a key with the run's leads, and records the
 /// warehouse already holds.
-async fn candidates(ctx: &SessionContext, leads: &RecordBatch) -> Result<(RecordBatch, HashMap<(String, String), String>), RunError> {
+async fn candidates(
+    ctx: &SessionContext,
+    leads: &RecordBatch,
+) -> Result<(RecordBatch, HashMap<(String, String), String>), RunError> {
     let mut keys = StringBuilder::new();
     for name in ["phone", "email_key"] {
         let a = leads.column_by_name(name).expect("normalised").as_string::<i32>();
@@ -391,13 +626,31 @@ async fn candidates(ctx: &SessionContext, leads: &RecordBatch) -> Result<(Record
             keys.append_value(v);
         }
     }
-    let keys = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)])), vec![Arc::new(keys.finish()) as ArrayRef])?;
-    let ids = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("source", DataType::Utf8, false), Field::new("source_record_id", DataType::Utf8, false)])),
-        vec![leads.column_by_name("source").expect("normalised").clone(), leads.column_by_name("source_record_id").expect("normalised").clone()],
+    let keys = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("key", DataType::Utf8, true)])),
+        vec![Arc::new(keys.finish()) as ArrayRef],
     )?;
-    ctx.register_table("run_keys", Arc::new(MemTable::try_new(keys.schema(), vec![vec![keys]])?))?;
-    ctx.register_table("run_records", Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?))?;
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("source", DataType::Utf8, false),
+            Field::new("source_record_id", DataType::Utf8, false),
+        ])),
+        vec![
+            leads.column_by_name("source").expect("normalised").clone(),
+            leads
+                .column_by_name("source_record_id")
+                .expect("normalised")
+                .clone(),
+        ],
+    )?;
+    ctx.register_table(
+        "run_keys",
+        Arc::new(MemTable::try_new(keys.schema(), vec![vec![keys]])?),
+    )?;
+    ctx.register_table(
+        "run_records",
+        Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?),
+    )?;
     let known_batches = ctx
         .sql("SELECT r.source, r.source_record_id, r.master_id FROM records r JOIN run_records q ON r.source = q.source AND r.source_record_id = q.source_record_id")
         .await?
@@ -407,7 +660,10 @@ async fn candidates(ctx: &SessionContext, leads: &RecordBatch) -> Result<(Record
     for b in &known_batches {
         let (s, r, m) = (utf8(b.column(0))?, utf8(b.column(1))?, utf8(b.column(2))?);
         for i in 0..b.num_rows() {
-            known.insert((s.value(i).to_string(), r.value(i).to_string()), m.value(i).to_string());
+            known.insert(
+                (s.value(i).to_string(), r.value(i).to_string()),
+                m.value(i).to_string(),
+            );
         }
     }
     let sql = "SELECT * FROM masters WHERE master_id IN (
@@ -436,7 +692,9 @@ fn conform(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<Reco
         .fields()
         .iter()
         .map(|f| {
-            let c = b.column_by_name(f.name()).ok_or_else(|| RunError::Other(format!("warehouse table lacks column {}", f.name())))?;
+            let c = b
+                .column_by_name(f.name())
+                .ok_or_else(|| RunError::Other(format!("warehouse table lacks column {}", f.name())))?;
             Ok(arrow::compute::cast(c, f.data_type())?)
         })
         .collect::<Result<Vec<_>, RunError>>()?;
@@ -449,7 +707,10 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
         Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, false)])),
         vec![Arc::new(master_ids.clone()) as ArrayRef],
     )?;
-    ctx.register_table("run_masters", Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?))?;
+    ctx.register_table(
+        "run_masters",
+        Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?),
+    )?;
     let batches = ctx
         .sql("SELECT * FROM project_links WHERE master_id IN (SELECT DISTINCT master_id FROM run_masters)")
         .await?
@@ -464,7 +725,11 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
 }
 
 /// The `records` rows of the run's valid leads.
-fn records_batch(leads: &RecordBatch, outcome: &dedupe::LinkOutcome, stamp: &RunStamp) -> Result<RecordBatch, RunError> {
+fn records_batch(
+    leads: &RecordBatch,
+    outcome: &dedupe::LinkOutcome,
+    stamp: &RunStamp,
+) -> Result<RecordBatch, RunError> {
     let n = leads.num_rows();
     let cols = RECORDS_SCHEMA
         .fields()
@@ -475,9 +740,13 @@ fn records_batch(leads: &RecordBatch, outcome: &dedupe::LinkOutcome, stamp: &Run
                 "match_rule" => Arc::new(outcome.match_rule.clone()),
                 "match_score" => Arc::new(outcome.match_score.clone()),
                 "run_id" => Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
-                "ingested_at" => Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC")),
+                "ingested_at" => {
+                    Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC"))
+                }
                 name => {
-                    let c = leads.column_by_name(name).ok_or_else(|| RunError::Other(format!("normalised leads lack column {name}")))?;
+                    let c = leads
+                        .column_by_name(name)
+                        .ok_or_else(|| RunError::Other(format!("normalised leads lack column {name}")))?;
                     arrow::compute::cast(c, f.data_type())?
                 }
             })
@@ -500,13 +769,22 @@ struct RejectRows {
 }
 
 impl RejectRows {
-    fn push(&mut self, source: &str, id: &str, file: &str, row: i64, raw: &str, reasons: &[(String, String)]) {
+    fn push(
+        &mut self,
+        source: &str,
+        id: &str,
+        file: &str,
+        row: i64,
+        raw: &str,
+        reasons: &[(String, String)],
+    ) {
         self.source.append_value(source);
         self.id.append_value(id);
         self.file.append_value(file);
         self.row.push(row);
         self.raw.append_value(raw);
-        self.reasons.push(reasons.iter().map(|(c, m)| format!("{c}: {m}")).collect());
+        self.reasons
+            .push(reasons.iter().map(|(c, m)| format!("{c}: {m}")).collect());
         self.codes.push(reasons.iter().map(|(c, _)| c.clone()).collect());
         for (c, _) in reasons {
             *self.by_reason.entry(c.clone()).or_default() += 1;
@@ -558,7 +836,17 @@ struct LedgerRows {
 
 impl LedgerRows {
     #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, source: &str, e: &FileEntry, hash: &str, status: &str, reason: Option<&str>, format: Option<&str>, rows: i64, stamp: &RunStamp) {
+    fn push(
+        &mut self,
+        source: &str,
+        e: &FileEntry,
+        hash: &str,
+        status: &str,
+        reason: Option<&str>,
+        format: Option<&str>,
+        rows: i64,
+        stamp: &RunStamp,
+    ) {
         self.source.append_value(source);
         self.path.append_value(&e.relative);
         self.hash.append_value(hash);
@@ -595,7 +883,9 @@ impl LedgerRows {
 fn runs_row(r: &RunReport, started: DateTime<Utc>, finished: DateTime<Utc>) -> Result<RecordBatch, RunError> {
     let s = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
     let i = |v: u64| Arc::new(Int64Array::from(vec![v as i64])) as ArrayRef;
-    let ts = |t: DateTime<Utc>| Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC")) as ArrayRef;
+    let ts = |t: DateTime<Utc>| {
+        Arc::new(TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC")) as ArrayRef
+    };
     let cols: Vec<ArrayRef> = vec![
         s(&r.run_id),
         s(&r.pipeline),

@@ -32,28 +32,44 @@ fn quote(s: &str) -> String {
 }
 
 /// Find masters and render them as text tables; None when nothing matches.
-pub async fn show(warehouse: &Warehouse, lookup: &Lookup, default_region: Option<&str>) -> Result<Option<String>, ShowError> {
+pub async fn show(
+    warehouse: &Warehouse,
+    lookup: &Lookup,
+    default_region: Option<&str>,
+) -> Result<Option<String>, ShowError> {
     let ctx = SessionContext::new();
-    warehouse.register(&ctx, &["masters", "records", "project_links", "merges"]).await?;
+    warehouse
+        .register(&ctx, &["masters", "records", "project_links", "merges"])
+        .await?;
     let filter = match lookup {
         Lookup::Phone(p) => {
             let r = normalise_phone(p, None, default_region.and_then(parse_region));
-            let e164 = r.e164.ok_or_else(|| ShowError::Input(format!("{p:?} is not a valid phone number")))?;
+            let e164 = r
+                .e164
+                .ok_or_else(|| ShowError::Input(format!("{p:?} is not a valid phone number")))?;
             format!("array_has(phones, {})", quote(&e164))
         }
         Lookup::Email(e) => {
             let r = normalise_email(e);
-            let key = r.key.ok_or_else(|| ShowError::Input(format!("{e:?} is not a valid e-mail address")))?;
+            let key = r
+                .key
+                .ok_or_else(|| ShowError::Input(format!("{e:?} is not a valid e-mail address")))?;
             format!("array_has(email_keys, {})", quote(&key))
         }
         Lookup::Id(id) => format!("master_id = {}", quote(id)),
     };
-    let masters = collect(&ctx, &format!("SELECT * FROM masters WHERE {filter} ORDER BY master_id")).await?;
+    let masters = collect(
+        &ctx,
+        &format!("SELECT * FROM masters WHERE {filter} ORDER BY master_id"),
+    )
+    .await?;
     let ids: Vec<String> = masters
         .iter()
         .flat_map(|b| {
             let a = crate::run::utf8(b.column(0)).expect("master ids are text");
-            (0..a.len()).map(move |i| a.value(i).to_string()).collect::<Vec<_>>()
+            (0..a.len())
+                .map(move |i| a.value(i).to_string())
+                .collect::<Vec<_>>()
         })
         .collect();
     if ids.is_empty() {
@@ -63,10 +79,30 @@ pub async fn show(warehouse: &Warehouse, lookup: &Lookup, default_region: Option
     for id in ids {
         let q = quote(&id);
         let sections = [
-            ("master", format!("SELECT master_id, full_name, phone, email, phones, emails, company, job_title, country, city, website, record_count, first_seen, last_seen FROM masters WHERE master_id = {q}")),
-            ("projects", format!("SELECT project, status, owner, record_count, first_seen, last_seen FROM project_links WHERE master_id = {q} ORDER BY project")),
-            ("records", format!("SELECT source, source_file, source_row, full_name, phone_raw, phone, email, project, status, match_rule FROM records WHERE master_id = {q} ORDER BY source_file, source_row")),
-            ("decisions", format!("SELECT kind, rule, explanation FROM merges WHERE master_id = {q} OR other_master_id = {q} ORDER BY created_at, event_id")),
+            (
+                "master",
+                format!(
+                    "SELECT master_id, full_name, phone, email, phones, emails, company, job_title, country, city, website, record_count, first_seen, last_seen FROM masters WHERE master_id = {q}"
+                ),
+            ),
+            (
+                "projects",
+                format!(
+                    "SELECT project, status, owner, record_count, first_seen, last_seen FROM project_links WHERE master_id = {q} ORDER BY project"
+                ),
+            ),
+            (
+                "records",
+                format!(
+                    "SELECT source, source_file, source_row, full_name, phone_raw, phone, email, project, status, match_rule FROM records WHERE master_id = {q} ORDER BY source_file, source_row"
+                ),
+            ),
+            (
+                "decisions",
+                format!(
+                    "SELECT kind, rule, explanation FROM merges WHERE master_id = {q} OR other_master_id = {q} ORDER BY created_at, event_id"
+                ),
+            ),
         ];
         for (title, sql) in sections {
             let batches = collect(&ctx, &sql).await?;

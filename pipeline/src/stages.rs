@@ -54,7 +54,9 @@ pub enum StageError {
 /// A session with the normaliser UDFs registered, one partition per core.
 pub fn session(opts: &NormaliseOptions) -> Result<SessionContext, StageError> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let config = SessionConfig::new().with_target_partitions(cores).with_batch_size(16 * 1024);
+    let config = SessionConfig::new()
+        .with_target_partitions(cores)
+        .with_batch_size(16 * 1024);
     let ctx = SessionContext::new_with_config(config);
     register_udfs(&ctx, opts).map_err(|e| StageError::Normalise(e.to_string()))?;
     ctx.register_udf(ScalarUDF::from(LeadTimestamp::default()));
@@ -70,8 +72,15 @@ fn partitioned(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>>
     out
 }
 
-async fn run_over(ctx: &SessionContext, table: &str, batches: Vec<RecordBatch>, sql: &str) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
-    let Some(schema) = batches.first().map(|b| b.schema()) else { return Ok(Vec::new()) };
+async fn run_over(
+    ctx: &SessionContext,
+    table: &str,
+    batches: Vec<RecordBatch>,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Ok(Vec::new());
+    };
     let parts = ctx.state().config().target_partitions();
     let mem = MemTable::try_new(schema, partitioned(batches, parts))?;
     ctx.deregister_table(table)?;
@@ -82,24 +91,49 @@ async fn run_over(ctx: &SessionContext, table: &str, batches: Vec<RecordBatch>, 
 }
 
 /// Normalise mapped batches (MAPPED_SCHEMA) into records-shaped batches.
-pub async fn normalise(ctx: &SessionContext, mapped: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StageError> {
+pub async fn normalise(
+    ctx: &SessionContext,
+    mapped: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, StageError> {
     Ok(run_over(ctx, "mapped", mapped, NORMALISE_SQL).await?)
 }
 
 /// Run the pipeline's own SQL stages, each over `leads`.
-pub async fn user_stages(ctx: &SessionContext, mut batches: Vec<RecordBatch>, stages: &[String]) -> Result<Vec<RecordBatch>, StageError> {
+pub async fn user_stages(
+    ctx: &SessionContext,
+    mut batches: Vec<RecordBatch>,
+    stages: &[String],
+) -> Result<Vec<RecordBatch>, StageError> {
     for (index, sql) in stages.iter().enumerate() {
-        let Some(before) = batches.first().map(|b| b.schema()) else { return Ok(batches) };
-        batches = run_over(ctx, "leads", batches, sql).await.map_err(|source| StageError::Sql { index, source })?;
+        let Some(before) = batches.first().map(|b| b.schema()) else {
+            return Ok(batches);
+        };
+        batches = run_over(ctx, "leads", batches, sql)
+            .await
+            .map_err(|source| StageError::Sql { index, source })?;
         if let Some(after) = batches.first().map(|b| b.schema()) {
-            let missing: Vec<&str> =
-                before.fields().iter().map(|f| f.name().as_str()).filter(|n| after.field_with_name(n).is_err()).collect();
+            let missing: Vec<&str> = before
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| after.field_with_name(n).is_err())
+                .collect();
             if !missing.is_empty() {
-                return Err(StageError::DroppedColumns { index, missing: missing.join(", ") });
+                return Err(StageError::DroppedColumns {
+                    index,
+                    missing: missing.join(", "),
+                });
             }
             // Put columns back in the order later stages expect.
-            let idx: Vec<usize> = before.fields().iter().map(|f| after.index_of(f.name()).expect("checked")).collect();
-            batches = batches.iter().map(|b| b.project(&idx)).collect::<Result<_, _>>()?;
+            let idx: Vec<usize> = before
+                .fields()
+                .iter()
+                .map(|f| after.index_of(f.name()).expect("checked"))
+                .collect();
+            batches = batches
+                .iter()
+                .map(|b| b.project(&idx))
+                .collect::<Result<_, _>>()?;
             let want = before.clone();
             batches = batches
                 .into_iter()
@@ -125,7 +159,11 @@ pub fn check_sql(sql: &str) -> Result<(), String> {
         return Err(format!("must be exactly one statement, found {}", stmts.len()));
     }
     match stmts.front() {
-        Some(Statement::Statement(s)) if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)) => Ok(()),
+        Some(Statement::Statement(s))
+            if matches!(**s, datafusion::sql::sqlparser::ast::Statement::Query(_)) =>
+        {
+            Ok(())
+        }
         _ => Err("must be a SELECT over `leads`".into()),
     }
 }

@@ -23,7 +23,17 @@ const DATETIME_FORMATS: &[&str] = &[
     "%d-%m-%Y %H:%M",
     "%d.%m.%Y %H:%M",
 ];
-const DATE_FORMATS: &[&str] = &["%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y/%m/%d", "%d %b %Y", "%d %B %Y", "%b %d, %Y", "%B %d, %Y"];
+const DATE_FORMATS: &[&str] = &[
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%d-%m-%Y",
+    "%d.%m.%Y",
+    "%Y/%m/%d",
+    "%d %b %Y",
+    "%d %B %Y",
+    "%b %d, %Y",
+    "%B %d, %Y",
+];
 
 /// Parse a lead timestamp to microseconds since the epoch (UTC). Day-first
 /// for slashed dates (the convention of most lead sources outside the US);
@@ -63,7 +73,9 @@ pub struct LeadTimestamp {
 
 impl Default for LeadTimestamp {
     fn default() -> Self {
-        Self { signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable) }
+        Self {
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        }
     }
 }
 
@@ -83,16 +95,25 @@ impl ScalarUDFImpl for LeadTimestamp {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         match &args.args[0] {
-            ColumnarValue::Scalar(ScalarValue::Utf8(v)) => Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
-                v.as_deref().and_then(parse_lead_datetime),
+            ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
+                    v.as_deref().and_then(parse_lead_datetime),
+                    Some("UTC".into()),
+                )))
+            }
+            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
+                None,
                 Some("UTC".into()),
             ))),
-            ColumnarValue::Scalar(_) => Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(None, Some("UTC".into())))),
             ColumnarValue::Array(a) => {
                 let s = a.as_string::<i32>();
                 let mut b = TimestampMicrosecondBuilder::with_capacity(s.len()).with_timezone("UTC");
                 for i in 0..s.len() {
-                    b.append_option(if s.is_null(i) { None } else { parse_lead_datetime(s.value(i)) });
+                    b.append_option(if s.is_null(i) {
+                        None
+                    } else {
+                        parse_lead_datetime(s.value(i))
+                    });
                 }
                 Ok(ColumnarValue::Array(Arc::new(b.finish()) as ArrayRef))
             }
@@ -106,12 +127,16 @@ mod tests {
 
     #[test]
     fn parses_what_exports_write() {
-        let d = |s| parse_lead_datetime(s).map(|us| DateTime::from_timestamp_micros(us).unwrap().to_rfc3339());
+        let d =
+            |s| parse_lead_datetime(s).map(|us| DateTime::from_timestamp_micros(us).unwrap().to_rfc3339());
         assert_eq!(d("2025-03-14"), Some("2025-03-14T00:00:00+00:00".into()));
         assert_eq!(d("2025-03-14T09:30:00"), Some("2025-03-14T09:30:00+00:00".into()));
         assert_eq!(d("14/03/2025 09:30"), Some("2025-03-14T09:30:00+00:00".into()));
         assert_eq!(d("03/14/2025"), Some("2025-03-14T00:00:00+00:00".into()));
-        assert_eq!(d("2025-03-14T09:30:00+05:30"), Some("2025-03-14T04:00:00+00:00".into()));
+        assert_eq!(
+            d("2025-03-14T09:30:00+05:30"),
+            Some("2025-03-14T04:00:00+00:00".into())
+        );
         assert_eq!(d("14 Mar 2025"), Some("2025-03-14T00:00:00+00:00".into()));
         assert_eq!(d("yesterday"), None);
         assert_eq!(d(""), None);

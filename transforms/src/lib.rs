@@ -2,9 +2,9 @@
 //! columns onto it, normalisers (as DataFusion UDFs), validation rules and
 //! exact dedupe. No I/O: everything here takes and returns Arrow arrays.
 
-pub mod normalise;
 pub mod datetime;
 pub mod dedupe;
 pub mod mapping;
+pub mod normalise;
 pub mod schema;
 pub mod validate;

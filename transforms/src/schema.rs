@@ -240,10 +240,18 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
     vec![
         ("records", RECORDS_SCHEMA.clone(), &["source", "source_record_id"]),
         ("masters", MASTERS_SCHEMA.clone(), &["master_id"]),
-        ("project_links", PROJECT_LINKS_SCHEMA.clone(), &["master_id", "project"]),
+        (
+            "project_links",
+            PROJECT_LINKS_SCHEMA.clone(),
+            &["master_id", "project"],
+        ),
         ("merges", MERGES_SCHEMA.clone(), &["event_id"]),
         ("rejects", REJECTS_SCHEMA.clone(), &["source", "source_record_id"]),
-        ("source_files", SOURCE_FILES_SCHEMA.clone(), &["source", "path", "content_hash"]),
+        (
+            "source_files",
+            SOURCE_FILES_SCHEMA.clone(),
+            &["source", "path", "content_hash"],
+        ),
         ("runs", RUNS_SCHEMA.clone(), &["run_id"]),
     ]
 }

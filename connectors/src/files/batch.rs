@@ -154,15 +154,7 @@ mod tests {
 
     #[test]
     fn headers_trimmed_blank_named_duplicates_suffixed() {
-        let raw = [
-            "\u{feff}Name ",
-            "",
-            "Email",
-            "email",
-            " ",
-            "Email_2",
-            "Email",
-        ];
+        let raw = ["\u{feff}Name ", "", "Email", "email", " ", "Email_2", "Email"];
         assert_eq!(
             clean_headers(&raw),
             vec![
@@ -204,11 +196,7 @@ mod tests {
 
     #[test]
     fn blank_detection() {
-        assert!(is_blank([
-            b"".as_slice(),
-            b"  ".as_slice(),
-            b"\t".as_slice()
-        ]));
+        assert!(is_blank([b"".as_slice(), b"  ".as_slice(), b"\t".as_slice()]));
         assert!(!is_blank([b"".as_slice(), b" x".as_slice()]));
     }
 }

@@ -205,21 +205,16 @@ mod tests {
 
     #[test]
     fn quarantine_can_be_disabled_with_null() {
-        let c: FilesSourceConfig =
-            serde_json::from_str(r#"{"path": "./in", "quarantine": null}"#).unwrap();
+        let c: FilesSourceConfig = serde_json::from_str(r#"{"path": "./in", "quarantine": null}"#).unwrap();
         assert!(c.quarantine.is_none());
     }
 
     #[test]
     fn unknown_fields_rejected_at_every_level() {
         assert!(serde_json::from_str::<FilesSourceConfig>(r#"{"path":"x","patern":"*"}"#).is_err());
+        assert!(serde_json::from_str::<FilesSourceConfig>(r#"{"path":"x","csv":{"delim":";"}}"#).is_err());
         assert!(
-            serde_json::from_str::<FilesSourceConfig>(r#"{"path":"x","csv":{"delim":";"}}"#)
-                .is_err()
-        );
-        assert!(
-            serde_json::from_str::<FilesSourceConfig>(r#"{"path":"x","excel":{"sheet_name":"a"}}"#)
-                .is_err()
+            serde_json::from_str::<FilesSourceConfig>(r#"{"path":"x","excel":{"sheet_name":"a"}}"#).is_err()
         );
     }
 

@@ -27,14 +27,12 @@ pub fn parse_csv(
         return Err(FileParseError::Empty { file: err_file() });
     }
     let explicit = match opts.encoding.as_deref() {
-        Some(label) => {
-            Some(
-                encoding_for_label(label).ok_or_else(|| FileParseError::UnknownEncoding {
-                    file: err_file(),
-                    label: label.to_string(),
-                })?,
-            )
-        }
+        Some(label) => Some(
+            encoding_for_label(label).ok_or_else(|| FileParseError::UnknownEncoding {
+                file: err_file(),
+                label: label.to_string(),
+            })?,
+        ),
         None => None,
     };
     let explicit_utf16 = explicit.is_some_and(|e| e.name().starts_with("UTF-16"));
@@ -84,9 +82,7 @@ pub fn parse_csv(
 
     // Header: the first non-blank record.
     let headers = loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| read_err(e, 1))?;
+        let more = reader.read_byte_record(&mut record).map_err(|e| read_err(e, 1))?;
         if !more {
             return Err(FileParseError::NoHeader { file: err_file() });
         }
@@ -181,9 +177,7 @@ fn ascii_option(c: char, what: &str, file: &str) -> Result<u8, FileParseError> {
         Ok(b) if b.is_ascii() && b != b'\n' && b != b'\r' => Ok(b),
         _ => Err(FileParseError::InvalidOptions {
             file: file.to_string(),
-            message: format!(
-                "{what} must be a single ASCII character other than a line break, got {c:?}"
-            ),
+            message: format!("{what} must be a single ASCII character other than a line break, got {c:?}"),
         }),
     }
 }
@@ -195,15 +189,7 @@ mod tests {
     use arrow::datatypes::UInt64Type;
 
     fn parse(bytes: &[u8]) -> ParsedFile {
-        parse_csv(
-            "crm",
-            "/in/f.csv",
-            bytes,
-            &CsvOptions::default(),
-            false,
-            1000,
-        )
-        .unwrap()
+        parse_csv("crm", "/in/f.csv", bytes, &CsvOptions::default(), false, 1000).unwrap()
     }
 
     /// Column `name` of all batches as strings.
@@ -212,9 +198,7 @@ mod tests {
             .iter()
             .flat_map(|b| {
                 let a = b.column_by_name(name).unwrap().as_string::<i32>().clone();
-                (0..a.len())
-                    .map(|i| a.value(i).to_string())
-                    .collect::<Vec<_>>()
+                (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
             })
             .collect()
     }
@@ -275,15 +259,7 @@ mod tests {
     #[test]
     fn tsv_defaults_to_tab_and_configured_delimiter_wins() {
         // Looks comma-separated, but the .tsv default says tab: one column.
-        let p = parse_csv(
-            "crm",
-            "f.tsv",
-            b"a,b\n1,2\n",
-            &CsvOptions::default(),
-            true,
-            10,
-        )
-        .unwrap();
+        let p = parse_csv("crm", "f.tsv", b"a,b\n1,2\n", &CsvOptions::default(), true, 10).unwrap();
         assert_eq!(p.headers, ["a,b"]);
         let opts = CsvOptions {
             delimiter: Some('|'),
@@ -297,10 +273,7 @@ mod tests {
     fn quoted_multiline_field_and_row_numbers() {
         let data = b"name,note\nAnn,\"line one\nline two, with comma\"\nBob,\"say \"\"hi\"\"\"\n";
         let p = parse(data);
-        assert_eq!(
-            col(&p, "note"),
-            ["line one\nline two, with comma", "say \"hi\""]
-        );
+        assert_eq!(col(&p, "note"), ["line one\nline two, with comma", "say \"hi\""]);
         // Bob starts on line 4 because Ann's note spans lines 2-3.
         assert_eq!(row_numbers(&p), [2, 4]);
         assert_eq!(p.rows, 2);
@@ -373,10 +346,7 @@ mod tests {
         let opts = CsvOptions::default();
         let err = |b: &[u8]| parse_csv("crm", "/in/bad.csv", b, &opts, false, 10).unwrap_err();
         assert!(matches!(err(b""), FileParseError::Empty { .. }));
-        assert!(matches!(
-            err(b"\xEF\xBB\xBF  \n"),
-            FileParseError::Empty { .. }
-        ));
+        assert!(matches!(err(b"\xEF\xBB\xBF  \n"), FileParseError::Empty { .. }));
         assert!(matches!(err(b",,\n ,\n"), FileParseError::NoHeader { .. }));
         let e = err(b"PK\x03\x04\x14\x00\x00\x00\x08\x00\x00\x00!\x00binary");
         assert!(matches!(e, FileParseError::Binary { .. }));

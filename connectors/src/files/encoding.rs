@@ -291,10 +291,7 @@ mod tests {
     #[test]
     fn detects_comma_semicolon_tab_pipe() {
         assert_eq!(detect_delimiter("a,b,c\n1,2,3\n", b'"'), Some(b','));
-        assert_eq!(
-            detect_delimiter("a;b;c\n1;2,5;3\n4;5;6\n", b'"'),
-            Some(b';')
-        );
+        assert_eq!(detect_delimiter("a;b;c\n1;2,5;3\n4;5;6\n", b'"'), Some(b';'));
         assert_eq!(detect_delimiter("a\tb\n1\t2\n", b'"'), Some(b'\t'));
         assert_eq!(detect_delimiter("a|b|c\n1|2|3", b'"'), Some(b'|'));
         assert_eq!(detect_delimiter("name\nAnn\nBob\n", b'"'), None);

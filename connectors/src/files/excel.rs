@@ -291,9 +291,7 @@ mod tests {
             .iter()
             .flat_map(|b| {
                 let a = b.column_by_name(name).unwrap().as_string::<i32>().clone();
-                (0..a.len())
-                    .map(|i| a.value(i).to_string())
-                    .collect::<Vec<_>>()
+                (0..a.len()).map(|i| a.value(i).to_string()).collect::<Vec<_>>()
             })
             .collect()
     }
@@ -368,23 +366,12 @@ mod tests {
         wb.save_to_buffer().unwrap()
     }
 
-    fn parse(
-        bytes: Vec<u8>,
-        sheet: Option<&str>,
-        header_row: u32,
-    ) -> Result<ParsedFile, FileParseError> {
+    fn parse(bytes: Vec<u8>, sheet: Option<&str>, header_row: u32) -> Result<ParsedFile, FileParseError> {
         let opts = ExcelOptions {
             sheet: sheet.map(str::to_string),
             header_row,
         };
-        parse_excel(
-            "crm",
-            "/in/leads.xlsx",
-            &Bytes::from(bytes),
-            &opts,
-            "xlsx",
-            100,
-        )
+        parse_excel("crm", "/in/leads.xlsx", &Bytes::from(bytes), &opts, "xlsx", 100)
     }
 
     #[test]
@@ -415,10 +402,7 @@ mod tests {
         // Real sheet rows: header row 1, Zoë row 2, blank row 3 skipped, Bob row 4.
         assert_eq!(rows(&p), [2, 4]);
         assert_eq!(p.rows, 2);
-        assert_eq!(
-            col(&p, "_source_file"),
-            ["/in/leads.xlsx", "/in/leads.xlsx"]
-        );
+        assert_eq!(col(&p, "_source_file"), ["/in/leads.xlsx", "/in/leads.xlsx"]);
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub use config::{
 };
 pub use error::{FileParseError, FilesError};
 pub use source::{
-    BadRow, CSV_EXTENSIONS, EXCEL_EXTENSIONS, FetchedFile, FileDrop, FileEntry, ParsedFile,
-    content_hash, parse_file,
+    BadRow, CSV_EXTENSIONS, EXCEL_EXTENSIONS, FetchedFile, FileDrop, FileEntry, ParsedFile, content_hash,
+    parse_file,
 };

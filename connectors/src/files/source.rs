@@ -223,10 +223,7 @@ fn store_key(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default();
     if url.scheme() == "https" || url.scheme() == "http" {
         // Path-style URLs (Azure blob, S3 path style): the container is the first segment.
-        let container = url
-            .path_segments()
-            .and_then(|mut s| s.next())
-            .unwrap_or_default();
+        let container = url.path_segments().and_then(|mut s| s.next()).unwrap_or_default();
         format!("{}://{host}/{container}", url.scheme())
     } else {
         format!("{}://{host}", url.scheme())
@@ -346,10 +343,7 @@ fn build_url_store(
             "{what} '{shown}': unsupported URL; use s3://, gs://, az://, abfs:// or https://<account>.blob.core.windows.net/..."
         )]
     })?;
-    if !matches!(
-        scheme,
-        S::AmazonS3 | S::GoogleCloudStorage | S::MicrosoftAzure
-    ) {
+    if !matches!(scheme, S::AmazonS3 | S::GoogleCloudStorage | S::MicrosoftAzure) {
         return Err(vec![format!(
             "{what} '{shown}': unsupported URL; use s3://, gs://, az://, abfs:// or https://<account>.blob.core.windows.net/..."
         )]);
@@ -362,8 +356,7 @@ fn build_url_store(
     if !unknown.is_empty() {
         return Err(unknown);
     }
-    let mut merged: std::collections::BTreeMap<String, String> =
-        env_options(&scheme).into_iter().collect();
+    let mut merged: std::collections::BTreeMap<String, String> = env_options(&scheme).into_iter().collect();
     for (k, v) in options {
         merged.insert(k.to_ascii_lowercase(), v.clone());
     }
@@ -410,9 +403,7 @@ impl FileDrop {
     pub fn new(source_name: &str, config: &FilesSourceConfig) -> Result<Self, FilesError> {
         let mut problems: Vec<String> = Vec::new();
 
-        let glob = build_glob(&config.pattern)
-            .map_err(|e| problems.push(e))
-            .ok();
+        let glob = build_glob(&config.pattern).map_err(|e| problems.push(e)).ok();
         check_options(config, &mut problems);
 
         // The drop itself.
@@ -451,10 +442,7 @@ impl FileDrop {
                         None
                     }
                     Err(e) => {
-                        problems.push(format!(
-                            "path '{}' is not an existing folder: {e}",
-                            p.display()
-                        ));
+                        problems.push(format!("path '{}' is not an existing folder: {e}", p.display()));
                         None
                     }
                 }
@@ -699,11 +687,7 @@ impl FileDrop {
         } else {
             match self.store.get(&entry.location).await {
                 Ok(r) => match r.bytes().await {
-                    Ok(bytes) => target
-                        .store
-                        .put(&dest, PutPayload::from(bytes))
-                        .await
-                        .map(|_| ()),
+                    Ok(bytes) => target.store.put(&dest, PutPayload::from(bytes)).await.map(|_| ()),
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -713,11 +697,7 @@ impl FileDrop {
         Ok(dest)
     }
 
-    async fn free_destination(
-        &self,
-        target: &Target,
-        entry: &FileEntry,
-    ) -> Result<Path, FilesError> {
+    async fn free_destination(&self, target: &Target, entry: &FileEntry) -> Result<Path, FilesError> {
         let parts: Vec<&str> = entry.relative.split('/').collect();
         let (dirs, name) = parts.split_at(parts.len() - 1);
         let base = join(&target.prefix, dirs).map_err(|m| FilesError::Store {
@@ -765,10 +745,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 fn build_glob(pattern: &str) -> Result<GlobSet, String> {
-    let pattern = pattern
-        .trim()
-        .trim_start_matches("./")
-        .trim_start_matches('/');
+    let pattern = pattern.trim().trim_start_matches("./").trim_start_matches('/');
     let pattern = if pattern.is_empty() { "**/*" } else { pattern };
     // literal_separator: "*.csv" means the top level, as in a shell; "**/" recurses.
     // Case-insensitive: "*.csv" should also take "LEADS.CSV" from Windows tools.
@@ -811,15 +788,8 @@ fn check_options(config: &FilesSourceConfig, problems: &mut Vec<String>) {
     if config.excel.header_row == 0 {
         problems.push("excel.header_row: rows are numbered from 1".to_string());
     }
-    if config
-        .excel
-        .sheet
-        .as_deref()
-        .is_some_and(|s| s.trim().is_empty())
-    {
-        problems.push(
-            "excel.sheet: must not be empty (leave it out to read the first sheet)".to_string(),
-        );
+    if config.excel.sheet.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        problems.push("excel.sheet: must not be empty (leave it out to read the first sheet)".to_string());
     }
     if config.batch_size == 0 {
         problems.push("batch_size: must be at least 1".to_string());
@@ -974,10 +944,7 @@ mod tests {
 
         cfg.pattern = "**/*.{csv,tsv}".into();
         let deep = FileDrop::new("crm", &cfg).unwrap().list().await.unwrap();
-        assert_eq!(
-            relatives(&deep),
-            ["C.CSV", "b.csv", "sub/d.csv", "sub/e.tsv"]
-        );
+        assert_eq!(relatives(&deep), ["C.CSV", "b.csv", "sub/d.csv", "sub/e.tsv"]);
     }
 
     #[tokio::test]
@@ -1015,8 +982,7 @@ mod tests {
         assert!(!tmp.path().join("in/broken.csv").exists());
         let q = tmp.path().join("_quarantine/in/broken.csv");
         assert_eq!(fs::read(&q).unwrap(), b"\x00\x01\x02");
-        let reason =
-            fs::read_to_string(tmp.path().join("_quarantine/in/broken.csv.reason.txt")).unwrap();
+        let reason = fs::read_to_string(tmp.path().join("_quarantine/in/broken.csv.reason.txt")).unwrap();
         assert!(reason.contains("reason: binary content"), "{reason}");
         assert!(reason.contains(&entry.display), "{reason}");
         // Quarantined files are not listed again.
@@ -1125,10 +1091,7 @@ mod tests {
             .unwrap();
         assert_eq!(p.format, "xlsx");
         use arrow::array::AsArray;
-        assert_eq!(
-            p.batches[0].column(0).as_string::<i32>().value(0),
-            "919876543210"
-        );
+        assert_eq!(p.batches[0].column(0).as_string::<i32>().value(0), "919876543210");
     }
 
     #[test]
@@ -1224,8 +1187,7 @@ mod tests {
                     .insert("azure_storage_account_key".into(), "a2V5".into());
             }
             if url.starts_with("gs") {
-                c.storage_options
-                    .insert("google_bucket".into(), "bucket".into());
+                c.storage_options.insert("google_bucket".into(), "bucket".into());
             }
             FileDrop::new("crm", &c).unwrap_or_else(|e| panic!("{url}: {e}"));
         }

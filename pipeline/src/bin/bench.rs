@@ -17,7 +17,10 @@ use leadflow::run::{RunOptions, run_pipeline};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn config(dir: &Path, drops: &str) -> PathBuf {
@@ -36,7 +39,9 @@ async fn score(dir: &Path, cfg: &Path, source: &str, truth: &Path) -> (f64, f64,
     let ctx = SessionContext::new();
     wh.register(&ctx, &["records"]).await.expect("register");
     let batches = ctx
-        .sql(&format!("SELECT source_row, master_id FROM records WHERE source = '{source}'"))
+        .sql(&format!(
+            "SELECT source_row, master_id FROM records WHERE source = '{source}'"
+        ))
         .await
         .expect("sql")
         .collect()
@@ -58,7 +63,9 @@ async fn score(dir: &Path, cfg: &Path, source: &str, truth: &Path) -> (f64, f64,
         let rows = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
         let masters = b.column(1).as_string::<i32>();
         for i in 0..b.num_rows() {
-            let Some(&p) = person.get(&rows.value(i)) else { continue };
+            let Some(&p) = person.get(&rows.value(i)) else {
+                continue;
+            };
             let m = masters.value(i).to_string();
             *by_master.entry(m.clone()).or_default() += 1;
             *by_person.entry(p).or_default() += 1;
@@ -83,15 +90,40 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("first")).expect("bench dir");
     std::fs::create_dir_all(dir.join("second")).expect("bench dir");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
 
     let t = Instant::now();
-    let g1 = generate_csv(&dir.join("first/leads.csv"), &GenerateOptions { rows, seed: 7, ..Default::default() }).expect("generate");
-    let bytes = std::fs::metadata(dir.join("first/leads.csv")).map(|m| m.len()).unwrap_or(0);
-    println!("generated {} rows ({} people, {:.1} MB) in {:.2}s", g1.rows, g1.people, bytes as f64 / 1e6, t.elapsed().as_secs_f64());
+    let g1 = generate_csv(
+        &dir.join("first/leads.csv"),
+        &GenerateOptions {
+            rows,
+            seed: 7,
+            ..Default::default()
+        },
+    )
+    .expect("generate");
+    let bytes = std::fs::metadata(dir.join("first/leads.csv"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "generated {} rows ({} people, {:.1} MB) in {:.2}s",
+        g1.rows,
+        g1.people,
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
     let g2 = generate_csv(
         &dir.join("second/leads.csv"),
-        &GenerateOptions { rows: second, seed: 7, id_offset: 10_000_000, existing_people: g1.people as u64, ..Default::default() },
+        &GenerateOptions {
+            rows: second,
+            seed: 7,
+            id_offset: 10_000_000,
+            existing_people: g1.people as u64,
+            ..Default::default()
+        },
     )
     .expect("generate");
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionContext, col};
+use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::protocol::SaveMode;
-use deltalake::DeltaTable;
 use tracing::{debug, info};
 use url::Url;
 
@@ -82,11 +82,24 @@ fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
 impl Warehouse {
     /// Open the warehouse at `config.uri` (relative paths resolve against
     /// `base`), creating any missing table.
-    pub async fn open(config: &WarehouseConfig, base: &Path, specs: Vec<TableSpec>) -> Result<Self, WarehouseError> {
+    pub async fn open(
+        config: &WarehouseConfig,
+        base: &Path,
+        specs: Vec<TableSpec>,
+    ) -> Result<Self, WarehouseError> {
         let root = Self::resolve(&config.uri, base)?;
-        std::fs::create_dir_all(&root).map_err(|source| WarehouseError::Staging { path: root.clone(), source })?;
-        let root = root.canonicalize().map_err(|source| WarehouseError::Staging { path: root.clone(), source })?;
-        let wh = Self { root, specs: specs.into_iter().map(|s| (s.name, s)).collect() };
+        std::fs::create_dir_all(&root).map_err(|source| WarehouseError::Staging {
+            path: root.clone(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| WarehouseError::Staging {
+            path: root.clone(),
+            source,
+        })?;
+        let wh = Self {
+            root,
+            specs: specs.into_iter().map(|s| (s.name, s)).collect(),
+        };
         let mut names: Vec<&str> = wh.specs.keys().copied().collect();
         names.sort();
         for name in names {
@@ -107,7 +120,11 @@ impl Warehouse {
             });
         }
         let p = Path::new(uri);
-        Ok(if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
+        Ok(if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -115,11 +132,16 @@ impl Warehouse {
     }
 
     fn spec(&self, name: &str) -> Result<&TableSpec, WarehouseError> {
-        self.specs.get(name).ok_or_else(|| WarehouseError::UnknownTable(name.into()))
+        self.specs
+            .get(name)
+            .ok_or_else(|| WarehouseError::UnknownTable(name.into()))
     }
 
     fn delta_err(table: &str) -> impl FnOnce(deltalake::DeltaTableError) -> WarehouseError + '_ {
-        move |source| WarehouseError::Delta { table: table.to_string(), source }
+        move |source| WarehouseError::Delta {
+            table: table.to_string(),
+            source,
+        }
     }
 
     /// Load a table at its latest version.
@@ -132,15 +154,22 @@ impl Warehouse {
     async fn ensure(&self, name: &str) -> Result<(), WarehouseError> {
         let spec = self.spec(name)?;
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Staging { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Staging {
+            path: dir.clone(),
+            source,
+        })?;
         let table = self.table(name).await?;
         if table.version().is_some() {
             return Ok(());
         }
-        let schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| WarehouseError::Delta {
-            table: name.into(),
-            source: deltalake::DeltaTableError::from(e),
-        })?;
+        let schema: StructType =
+            spec.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| WarehouseError::Delta {
+                    table: name.into(),
+                    source: deltalake::DeltaTableError::from(e),
+                })?;
         info!(table = name, "creating warehouse table");
         table
             .create()
@@ -161,9 +190,23 @@ impl Warehouse {
     pub async fn register(&self, ctx: &SessionContext, names: &[&str]) -> Result<(), WarehouseError> {
         for name in names {
             let table = self.table(name).await?;
-            let provider = table.table_provider().await.map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
-            ctx.deregister_table(*name).map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
-            ctx.register_table(*name, provider).map_err(|source| WarehouseError::Query { table: name.to_string(), source })?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|source| WarehouseError::Query {
+                    table: name.to_string(),
+                    source,
+                })?;
+            ctx.deregister_table(*name)
+                .map_err(|source| WarehouseError::Query {
+                    table: name.to_string(),
+                    source,
+                })?;
+            ctx.register_table(*name, provider)
+                .map_err(|source| WarehouseError::Query {
+                    table: name.to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -172,7 +215,10 @@ impl Warehouse {
     pub async fn txn_version(&self, table: &str, app_id: &str) -> Result<Option<i64>, WarehouseError> {
         let t = self.table(table).await?;
         let state = t.snapshot().map_err(Self::delta_err(table))?;
-        state.transaction_version(t.log_store().as_ref(), app_id).await.map_err(Self::delta_err(table))
+        state
+            .transaction_version(t.log_store().as_ref(), app_id)
+            .await
+            .map_err(Self::delta_err(table))
     }
 
     /// The highest version `app_id` committed to any table.
@@ -188,7 +234,12 @@ impl Warehouse {
 
     /// Apply one staged table unless this app id already committed this
     /// version (or a later one) to it. Returns whether it wrote.
-    pub async fn apply(&self, staged: &StagedTable, app_id: &str, version: i64) -> Result<bool, WarehouseError> {
+    pub async fn apply(
+        &self,
+        staged: &StagedTable,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
         let name = staged.table.as_str();
         let spec = self.spec(name)?.clone();
         if let Some(done) = self.txn_version(name, app_id).await?
@@ -197,10 +248,17 @@ impl Warehouse {
             debug!(table = name, version, "already committed, skipping");
             return Ok(false);
         }
-        let props = CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
         let table = self.table(name).await?;
         let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
-        match staged.mode {
+        // Nothing to match against: an append is the same result, much cheaper.
+        let empty = table
+            .snapshot()
+            .map(|s| s.log_data().num_files() == 0)
+            .unwrap_or(false);
+        let mode = if empty { WriteMode::Append } else { staged.mode };
+        match mode {
             // An empty write still commits, to record the txn version.
             WriteMode::Append => {
                 table
@@ -220,9 +278,12 @@ impl Warehouse {
             }
             WriteMode::Upsert => {
                 let ctx = SessionContext::new();
-                let source = ctx
-                    .read_batches(staged.batches.clone())
-                    .map_err(|source| WarehouseError::Query { table: name.into(), source })?;
+                let source =
+                    ctx.read_batches(staged.batches.clone())
+                        .map_err(|source| WarehouseError::Query {
+                            table: name.into(),
+                            source,
+                        })?;
                 let mut predicate = None;
                 for k in spec.keys {
                     let e = col(format!("target.{k}")).eq(col(format!("source.{k}")));
@@ -239,10 +300,16 @@ impl Warehouse {
                     .with_target_alias("target")
                     .with_commit_properties(props)
                     .when_matched_update(|u| {
-                        columns.iter().fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
+                        columns
+                            .iter()
+                            .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
                     })
                     .map_err(Self::delta_err(name))?
-                    .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}")))))
+                    .when_not_matched_insert(|i| {
+                        columns
+                            .iter()
+                            .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
+                    })
                     .map_err(Self::delta_err(name))?
                     .await
                     .map_err(Self::delta_err(name))?;
@@ -260,14 +327,22 @@ impl Warehouse {
     /// Stage a commit, then apply it table by table, then drop the staging.
     /// `after_table` is called after each table (tests use it to simulate a
     /// crash mid-commit).
-    pub async fn commit(&self, commit: &StagedCommit, mut after_table: impl FnMut(&str)) -> Result<(), WarehouseError> {
+    pub async fn commit(
+        &self,
+        commit: &StagedCommit,
+        mut after_table: impl FnMut(&str),
+    ) -> Result<(), WarehouseError> {
         let dir = self.staging_dir(&commit.pipeline);
         commit.save(&dir)?;
         self.apply_staged(commit, &mut after_table).await?;
         StagedCommit::clear(&dir)
     }
 
-    async fn apply_staged(&self, commit: &StagedCommit, after_table: &mut impl FnMut(&str)) -> Result<(), WarehouseError> {
+    async fn apply_staged(
+        &self,
+        commit: &StagedCommit,
+        after_table: &mut impl FnMut(&str),
+    ) -> Result<(), WarehouseError> {
         for t in &commit.tables {
             let wrote = self.apply(t, &commit.app_id, commit.version).await?;
             info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
@@ -295,8 +370,13 @@ impl Warehouse {
 
     /// Read a query's result into batches.
     pub async fn query(&self, ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, WarehouseError> {
-        let df = ctx.sql(sql).await.map_err(|source| WarehouseError::Query { table: "query".into(), source })?;
-        df.collect().await.map_err(|source| WarehouseError::Query { table: "query".into(), source })
+        let df = ctx.sql(sql).await.map_err(|source| WarehouseError::Query {
+            table: "query".into(),
+            source,
+        })?;
+        df.collect().await.map_err(|source| WarehouseError::Query {
+            table: "query".into(),
+            source,
+        })
     }
 }
-

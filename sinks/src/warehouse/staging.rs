@@ -42,7 +42,10 @@ struct Manifest {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WarehouseError + '_ {
-    move |source| WarehouseError::Staging { path: path.to_path_buf(), source }
+    move |source| WarehouseError::Staging {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl StagedCommit {
@@ -78,7 +81,10 @@ impl StagedCommit {
         Ok(())
     }
 
-    pub(super) fn load(dir: &Path, specs: &HashMap<&'static str, TableSpec>) -> Result<Option<Self>, WarehouseError> {
+    pub(super) fn load(
+        dir: &Path,
+        specs: &HashMap<&'static str, TableSpec>,
+    ) -> Result<Option<Self>, WarehouseError> {
         let path = dir.join("manifest.json");
         if !path.exists() {
             if dir.exists() {
@@ -88,8 +94,10 @@ impl StagedCommit {
             return Ok(None);
         }
         let text = fs::read(&path).map_err(io(&path))?;
-        let m: Manifest = serde_json::from_slice(&text)
-            .map_err(|e| WarehouseError::StagingFormat { path: path.clone(), reason: e.to_string() })?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| WarehouseError::StagingFormat {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         let mut tables = Vec::new();
         for (name, mode) in m.tables {
             if !specs.contains_key(name.as_str()) {
@@ -103,9 +111,19 @@ impl StagedCommit {
                     batches.push(b?);
                 }
             }
-            tables.push(StagedTable { table: name, mode, batches });
+            tables.push(StagedTable {
+                table: name,
+                mode,
+                batches,
+            });
         }
-        Ok(Some(Self { pipeline: m.pipeline, run_id: m.run_id, app_id: m.app_id, version: m.version, tables }))
+        Ok(Some(Self {
+            pipeline: m.pipeline,
+            run_id: m.run_id,
+            app_id: m.app_id,
+            version: m.version,
+            tables,
+        }))
     }
 
     pub(super) fn clear(dir: &Path) -> Result<(), WarehouseError> {

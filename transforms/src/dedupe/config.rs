@@ -39,6 +39,10 @@ pub struct DedupeConfig {
 
 impl Default for DedupeConfig {
     fn default() -> Self {
-        Self { keys: vec![MatchKey::Phone, MatchKey::Email], name_check: true, name_similarity: 0.85 }
+        Self {
+            keys: vec![MatchKey::Phone, MatchKey::Email],
+            name_check: true,
+            name_similarity: 0.85,
+        }
     }
 }

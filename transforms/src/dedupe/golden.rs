@@ -34,10 +34,22 @@ pub(super) fn build_masters(
 ) -> Result<RecordBatch, DedupeError> {
     let k = clusters.len();
     let times = event_times(leads, stamp.now_us);
-    let m_last_seen = masters.column_by_name("last_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let m_first_seen = masters.column_by_name("first_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let m_count = masters.column_by_name("record_count").map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
-    let master_time = |j: usize| m_last_seen.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)).unwrap_or(i64::MIN);
+    let m_last_seen = masters
+        .column_by_name("last_seen")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let m_first_seen = masters
+        .column_by_name("first_seen")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let m_count = masters
+        .column_by_name("record_count")
+        .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    let master_time = |j: usize| {
+        m_last_seen
+            .as_ref()
+            .filter(|a| !a.is_null(j))
+            .map(|a| a.value(j))
+            .unwrap_or(i64::MIN)
+    };
 
     // Newest wins: ties go to the later row (input order is arrival order).
     let pick = |g: &Golden, lead_col: &StringArray, master_col: &StringArray| -> Option<String> {
@@ -67,8 +79,16 @@ pub(super) fn build_masters(
 
     // The name travels as one unit (first, last, full from one record), so a
     // golden record never pairs one record's first name with another's last.
-    let (lf, ll, lfull) = (strings(leads, "first_name")?, strings(leads, "last_name")?, strings(leads, "full_name")?);
-    let (mf, ml, mfull) = (strings(masters, "first_name")?, strings(masters, "last_name")?, strings(masters, "full_name")?);
+    let (lf, ll, lfull) = (
+        strings(leads, "first_name")?,
+        strings(leads, "last_name")?,
+        strings(leads, "full_name")?,
+    );
+    let (mf, ml, mfull) = (
+        strings(masters, "first_name")?,
+        strings(masters, "last_name")?,
+        strings(masters, "full_name")?,
+    );
     let mut nb = [StringBuilder::new(), StringBuilder::new(), StringBuilder::new()];
     for g in clusters {
         let mut best: Option<(i64, i64, [Option<&str>; 3])> = None;
@@ -98,10 +118,16 @@ pub(super) fn build_masters(
     for field in ["phone", "email"] {
         let (lc, mc) = (strings(leads, field)?, strings(masters, field)?);
         // An invalid e-mail kept by `invalid_email: keep` has no key: skip it.
-        let valid = if field == "email" { Some(strings(leads, "email_key")?) } else { None };
+        let valid = if field == "email" {
+            Some(strings(leads, "email_key")?)
+        } else {
+            None
+        };
         let mut b = StringBuilder::new();
         for g in clusters {
-            let mut best: Option<(i64, i64, &str)> = g.existing.and_then(|j| opt(mc, j).map(|v| (master_time(j), -1, v)));
+            let mut best: Option<(i64, i64, &str)> = g
+                .existing
+                .and_then(|j| opt(mc, j).map(|v| (master_time(j), -1, v)));
             for &i in &g.rows {
                 if valid.is_some_and(|k| opt(k, i).is_none()) {
                     continue;
@@ -119,8 +145,14 @@ pub(super) fn build_masters(
     }
 
     // Every phone, e-mail and e-mail key seen: existing first, then new in order.
-    for (list_col, lead_col) in [("phones", "phone"), ("emails", "email"), ("email_keys", "email_key")] {
-        let existing = masters.column_by_name(list_col).map(|c| c.as_list::<i32>().clone());
+    for (list_col, lead_col) in [
+        ("phones", "phone"),
+        ("emails", "email"),
+        ("email_keys", "email_key"),
+    ] {
+        let existing = masters
+            .column_by_name(list_col)
+            .map(|c| c.as_list::<i32>().clone());
         let lc = strings(leads, lead_col)?;
         let keys = strings(leads, "email_key")?;
         let mut b = crate::schema::list_builder();
@@ -161,11 +193,19 @@ pub(super) fn build_masters(
     let mut last_seen = ts_builder(k);
     for g in clusters {
         let new_rows = g.rows.iter().filter(|&&i| !known[i]).count() as i64;
-        let before = g.existing.and_then(|j| m_count.as_ref().map(|a| a.value(j))).unwrap_or(0);
+        let before = g
+            .existing
+            .and_then(|j| m_count.as_ref().map(|a| a.value(j)))
+            .unwrap_or(0);
         counts.push(before + new_rows);
         let lead_min = g.rows.iter().map(|&i| times[i]).min();
         let lead_max = g.rows.iter().map(|&i| times[i]).max();
-        let fs = g.existing.and_then(|j| m_first_seen.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
+        let fs = g.existing.and_then(|j| {
+            m_first_seen
+                .as_ref()
+                .filter(|a| !a.is_null(j))
+                .map(|a| a.value(j))
+        });
         let ls = g.existing.map(master_time).filter(|t| *t != i64::MIN);
         first_seen.append_option([fs, lead_min].into_iter().flatten().min());
         last_seen.append_option([ls, lead_max].into_iter().flatten().max());
@@ -173,7 +213,9 @@ pub(super) fn build_masters(
     out.push(Arc::new(Int64Array::from(counts)));
     out.push(Arc::new(first_seen.finish()));
     out.push(Arc::new(last_seen.finish()));
-    out.push(Arc::new(std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>()));
+    out.push(Arc::new(
+        std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>(),
+    ));
     Ok(RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?)
 }
 
@@ -195,9 +237,15 @@ pub fn project_links(
     let times = event_times(leads, stamp.now_us);
     let (e_master, e_project) = (strings(existing, "master_id")?, strings(existing, "project")?);
     let (e_status, e_owner) = (strings(existing, "status")?, strings(existing, "owner")?);
-    let e_count = existing.column_by_name("record_count").map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
-    let e_fs = existing.column_by_name("first_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let e_ls = existing.column_by_name("last_seen").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let e_count = existing
+        .column_by_name("record_count")
+        .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    let e_fs = existing
+        .column_by_name("first_seen")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let e_ls = existing
+        .column_by_name("last_seen")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     for j in 0..existing.num_rows() {
         index.insert((e_master.value(j), e_project.value(j)), j);
@@ -217,7 +265,13 @@ pub fn project_links(
         let key = (master_id.value(i), p);
         let l = links.entry(key).or_insert_with(|| {
             order.push(key);
-            Link { status: None, owner: None, count: 0, first: i64::MAX, last: i64::MIN }
+            Link {
+                status: None,
+                owner: None,
+                count: 0,
+                first: i64::MAX,
+                last: i64::MIN,
+            }
         });
         let t = times[i];
         if let Some(s) = opt(status, i)
@@ -238,7 +292,12 @@ pub fn project_links(
     }
     order.sort();
     let k = order.len();
-    let (mut mb, mut pb, mut sb, mut ob) = (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut mb, mut pb, mut sb, mut ob) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let (mut counts, mut fs, mut ls) = (Vec::with_capacity(k), ts_builder(k), ts_builder(k));
     for key in &order {
         let l = &links[key];
@@ -249,7 +308,12 @@ pub fn project_links(
         let prior_owner = prior.and_then(|j| opt(e_owner, j));
         sb.append_option(l.status.map(|s| s.2).or(prior_status).or(Some(default_status)));
         ob.append_option(l.owner.map(|o| o.2).or(prior_owner));
-        counts.push(prior.and_then(|j| e_count.as_ref().map(|a| a.value(j))).unwrap_or(0) + l.count);
+        counts.push(
+            prior
+                .and_then(|j| e_count.as_ref().map(|a| a.value(j)))
+                .unwrap_or(0)
+                + l.count,
+        );
         let pf = prior.and_then(|j| e_fs.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
         let pl = prior.and_then(|j| e_ls.as_ref().filter(|a| !a.is_null(j)).map(|a| a.value(j)));
         fs.append_value(pf.map_or(l.first, |p| p.min(l.first)));

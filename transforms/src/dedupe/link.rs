@@ -62,7 +62,9 @@ pub struct LinkOutcome {
 }
 
 pub(super) fn strings<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray, DedupeError> {
-    b.column_by_name(name).map(|c| c.as_string::<i32>()).ok_or_else(|| DedupeError::MissingColumn(name.into()))
+    b.column_by_name(name)
+        .map(|c| c.as_string::<i32>())
+        .ok_or_else(|| DedupeError::MissingColumn(name.into()))
 }
 
 pub(super) fn opt(a: &StringArray, i: usize) -> Option<&str> {
@@ -75,7 +77,10 @@ pub(super) fn list_values(a: &ListArray, i: usize) -> Vec<String> {
     }
     let v = a.value(i);
     let s = v.as_string::<i32>();
-    (0..s.len()).filter(|&j| !s.is_null(j)).map(|j| s.value(j).to_string()).collect()
+    (0..s.len())
+        .filter(|&j| !s.is_null(j))
+        .map(|j| s.value(j).to_string())
+        .collect()
 }
 
 /// Master id of a new person: derived from the first record that created
@@ -92,7 +97,14 @@ fn event_id(parts: &[&str]) -> String {
 type KeyChains<'k> = HashMap<(MatchKey, &'k str), (u32, u32)>;
 
 /// Append `node` to the chain of nodes holding `key`.
-fn push_key<'k>(entries: &mut Vec<(u32, u32)>, head: &mut KeyChains<'k>, order: &mut Vec<(MatchKey, &'k str)>, kind: MatchKey, node: usize, key: &'k str) {
+fn push_key<'k>(
+    entries: &mut Vec<(u32, u32)>,
+    head: &mut KeyChains<'k>,
+    order: &mut Vec<(MatchKey, &'k str)>,
+    kind: MatchKey,
+    node: usize,
+    key: &'k str,
+) {
     let e = entries.len() as u32;
     entries.push((node as u32, u32::MAX));
     match head.get_mut(&(kind, key)) {
@@ -135,12 +147,17 @@ pub fn link(
     let master_ids = strings(masters, "master_id")?;
     let (m_first, m_last) = (strings(masters, "first_name")?, strings(masters, "last_name")?);
     let list = |name: &str| -> Result<&ListArray, DedupeError> {
-        masters.column_by_name(name).map(|c| c.as_list::<i32>()).ok_or_else(|| DedupeError::MissingColumn(name.into()))
+        masters
+            .column_by_name(name)
+            .map(|c| c.as_list::<i32>())
+            .ok_or_else(|| DedupeError::MissingColumn(name.into()))
     };
     let (m_phones, m_email_keys) = (list("phones")?, list("email_keys")?);
 
     // Nodes: leads 0..n, existing masters n..n+m.
-    let mut names: Vec<FoldedName> = (0..n).map(|i| FoldedName::new(opt(first, i), opt(last, i))).collect();
+    let mut names: Vec<FoldedName> = (0..n)
+        .map(|i| FoldedName::new(opt(first, i), opt(last, i)))
+        .collect();
     names.extend((0..m).map(|j| FoldedName::new(opt(m_first, j), opt(m_last, j))));
     let master_index: HashMap<&str, usize> = (0..m).map(|j| (master_ids.value(j), n + j)).collect();
     let mut clusters = Clusters::new(&names, |x| x >= n, config.name_similarity, config.name_check);
@@ -149,13 +166,13 @@ pub fn link(
 
     // Records seen before stay with their master.
     if !known.is_empty() {
-        for i in 0..n {
+        for (i, r) in rule.iter_mut().enumerate() {
             let key = (source.value(i).to_string(), record_id.value(i).to_string());
             if let Some(mid) = known.get(&key)
                 && let Some(&node) = master_index.get(mid.as_str())
             {
                 clusters.force(i, node);
-                rule[i] = Rule::Known;
+                *r = Rule::Known;
             }
         }
     }
@@ -169,10 +186,18 @@ pub fn link(
     let mut owned_master_keys: Vec<(MatchKey, usize, String)> = Vec::new();
     for j in 0..m {
         if use_phone {
-            owned_master_keys.extend(list_values(m_phones, j).into_iter().map(|k| (MatchKey::Phone, n + j, k)));
+            owned_master_keys.extend(
+                list_values(m_phones, j)
+                    .into_iter()
+                    .map(|k| (MatchKey::Phone, n + j, k)),
+            );
         }
         if use_email {
-            owned_master_keys.extend(list_values(m_email_keys, j).into_iter().map(|k| (MatchKey::Email, n + j, k)));
+            owned_master_keys.extend(
+                list_values(m_email_keys, j)
+                    .into_iter()
+                    .map(|k| (MatchKey::Email, n + j, k)),
+            );
         }
     }
     for (kind, node, key) in &owned_master_keys {
@@ -275,7 +300,13 @@ pub fn link(
         })
         .collect();
     clusters_out.sort_by(|a, b| a.master_id.cmp(&b.master_id));
-    let masters_out = build_masters(leads, masters, &clusters_out, &rule.iter().map(|r| *r == Rule::Known).collect::<Vec<_>>(), stamp)?;
+    let masters_out = build_masters(
+        leads,
+        masters,
+        &clusters_out,
+        &rule.iter().map(|r| *r == Rule::Known).collect::<Vec<_>>(),
+        stamp,
+    )?;
     stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
 
     // Decisions: every key link, every conflict.
@@ -288,8 +319,14 @@ pub fn link(
         }
     };
     let name_of = |node: usize| -> String {
-        let (f, l) = if node < n { (opt(first, node), opt(last, node)) } else { (opt(m_first, node - n), opt(m_last, node - n)) };
-        format!("{} {}", f.unwrap_or(""), l.unwrap_or("")).trim().to_string()
+        let (f, l) = if node < n {
+            (opt(first, node), opt(last, node))
+        } else {
+            (opt(m_first, node - n), opt(m_last, node - n))
+        };
+        format!("{} {}", f.unwrap_or(""), l.unwrap_or(""))
+            .trim()
+            .to_string()
     };
     for i in 0..n {
         if let Rule::Key(k) = rule[i] {
@@ -334,10 +371,25 @@ pub fn link(
                 "bridge",
             ),
         };
-        let (src, rid) = if *node < n { (Some(source.value(*node)), Some(record_id.value(*node))) } else { (None, None) };
-        let mid = if *node < n { master_id.value(*node).to_string() } else { master_ids.value(*node - n).to_string() };
+        let (src, rid) = if *node < n {
+            (Some(source.value(*node)), Some(record_id.value(*node)))
+        } else {
+            (None, None)
+        };
+        let mid = if *node < n {
+            master_id.value(*node).to_string()
+        } else {
+            master_ids.value(*node - n).to_string()
+        };
         mb.push(
-            event_id(&[kind_name, kind.as_str(), key, &mid, src.unwrap_or(""), rid.unwrap_or("")]),
+            event_id(&[
+                kind_name,
+                kind.as_str(),
+                key,
+                &mid,
+                src.unwrap_or(""),
+                rid.unwrap_or(""),
+            ]),
             kind_name,
             Some(&mid),
             other_master.as_deref(),
@@ -424,7 +476,9 @@ pub(super) fn event_times(leads: &RecordBatch, now_us: i64) -> Vec<i64> {
     match leads.column_by_name("source_created_at") {
         Some(c) => {
             let a = c.as_primitive::<TimestampMicrosecondType>();
-            (0..a.len()).map(|i| if a.is_null(i) { now_us } else { a.value(i) }).collect()
+            (0..a.len())
+                .map(|i| if a.is_null(i) { now_us } else { a.value(i) })
+                .collect()
         }
         None => vec![now_us; leads.num_rows()],
     }
@@ -432,4 +486,270 @@ pub(super) fn event_times(leads: &RecordBatch, now_us: i64) -> Vec<i64> {
 
 pub(super) fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{MASTERS_SCHEMA, list_builder};
+    use arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    /// (id, first, last, phone, email_key, project)
+    type Lead<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+    );
+
+    fn leads(rows: &[Lead]) -> RecordBatch {
+        let text = [
+            "source",
+            "source_record_id",
+            "first_name",
+            "last_name",
+            "full_name",
+            "phone",
+            "email",
+            "email_key",
+            "company",
+            "job_title",
+            "country",
+            "city",
+            "website",
+            "project",
+            "status",
+            "owner",
+        ];
+        let mut fields: Vec<Field> = text
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true))
+            .collect();
+        fields.push(Field::new(
+            "source_created_at",
+            crate::schema::RECORDS_SCHEMA
+                .field_with_name("source_created_at")
+                .unwrap()
+                .data_type()
+                .clone(),
+            true,
+        ));
+        let col = |f: &dyn Fn(&Lead) -> Option<String>| {
+            Arc::new(rows.iter().map(f).collect::<StringArray>()) as ArrayRef
+        };
+        let cols: Vec<ArrayRef> = vec![
+            col(&|_| Some("src".into())),
+            col(&|r| Some(r.0.into())),
+            col(&|r| Some(r.1.into())),
+            col(&|r| Some(r.2.into())),
+            col(&|r| Some(format!("{} {}", r.1, r.2))),
+            col(&|r| r.3.map(Into::into)),
+            col(&|r| r.4.map(Into::into)),
+            col(&|r| r.4.map(Into::into)),
+            col(&|_| None),
+            col(&|_| None),
+            col(&|_| Some("IN".into())),
+            col(&|r| Some(format!("City of {}", r.0))),
+            col(&|_| None),
+            col(&|r| Some(r.5.into())),
+            col(&|_| None),
+            col(&|_| None),
+            Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; rows.len()]).with_timezone("UTC")),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+    }
+
+    /// (master_id, first, last, phones, email_keys)
+    fn masters(rows: &[(&str, &str, &str, &[&str], &[&str])]) -> RecordBatch {
+        let s = |f: &dyn Fn(&(&str, &str, &str, &[&str], &[&str])) -> Option<String>| {
+            Arc::new(rows.iter().map(f).collect::<StringArray>()) as ArrayRef
+        };
+        let list = |f: &dyn Fn(&(&str, &str, &str, &[&str], &[&str])) -> Vec<String>| {
+            let mut b = list_builder();
+            for r in rows {
+                for v in f(r) {
+                    b.values().append_value(v);
+                }
+                b.append(true);
+            }
+            Arc::new(b.finish()) as ArrayRef
+        };
+        let n = rows.len();
+        let ts =
+            || Arc::new(TimestampMicrosecondArray::from(vec![1_000i64; n]).with_timezone("UTC")) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            s(&|r| Some(r.0.into())),
+            s(&|r| Some(r.1.into())),
+            s(&|r| Some(r.2.into())),
+            s(&|r| Some(format!("{} {}", r.1, r.2))),
+            s(&|r| r.3.first().map(|x| x.to_string())),
+            s(&|r| r.4.first().map(|x| x.to_string())),
+            list(&|r| r.3.iter().map(|x| x.to_string()).collect()),
+            list(&|r| r.4.iter().map(|x| x.to_string()).collect()),
+            list(&|r| r.4.iter().map(|x| x.to_string()).collect()),
+            s(&|_| Some("Old Co".into())),
+            s(&|_| None),
+            s(&|_| Some("IN".into())),
+            s(&|_| Some("Old City".into())),
+            s(&|_| None),
+            Arc::new(Int64Array::from(vec![3i64; n])),
+            ts(),
+            ts(),
+            s(&|_| Some("r0".into())),
+        ];
+        RecordBatch::try_new(MASTERS_SCHEMA.clone(), cols).unwrap()
+    }
+
+    fn stamp() -> RunStamp {
+        RunStamp {
+            run_id: "r1".into(),
+            now_us: 2_000,
+        }
+    }
+
+    #[test]
+    fn links_within_the_run_and_keeps_a_family_apart() {
+        let b = leads(&[
+            ("a", "Vikram", "Mehta", Some("+919820012345"), None, "Riverside"),
+            (
+                "b",
+                "Vikram",
+                "Mehta",
+                Some("+919820012345"),
+                Some("vikram@x.in"),
+                "Lakeside",
+            ),
+            ("c", "Vikram", "", None, Some("vikram@x.in"), "Lakeside"),
+            (
+                "d",
+                "Anil",
+                "Sharma",
+                Some("+919811145678"),
+                Some("family@x.in"),
+                "Riverside",
+            ),
+            (
+                "e",
+                "Sunita",
+                "Sharma",
+                Some("+919811145678"),
+                Some("family@x.in"),
+                "Riverside",
+            ),
+        ]);
+        let out = link(
+            &b,
+            &masters(&[]),
+            &HashMap::new(),
+            &DedupeConfig::default(),
+            &stamp(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = (0..5).map(|i| out.master_id.value(i)).collect();
+        assert_eq!(ids[0], new_master_id("src", "a"));
+        assert_eq!(ids[0], ids[1]);
+        assert_eq!(ids[1], ids[2]);
+        assert_ne!(ids[3], ids[4], "family stays apart");
+        let rules: Vec<&str> = (0..5).map(|i| out.match_rule.value(i)).collect();
+        assert_eq!(rules, vec!["new", "phone", "email", "new", "new"]);
+        assert_eq!(out.stats.masters_new, 3);
+        assert_eq!(out.stats.merged_in_batch, 2);
+        assert_eq!(out.stats.conflicts, 2, "phone and e-mail conflicts");
+        let kinds = out.merges.column_by_name("kind").unwrap().as_string::<i32>();
+        assert_eq!(
+            (0..kinds.len()).filter(|&i| kinds.value(i) == "conflict").count(),
+            2
+        );
+        assert_eq!(out.masters.num_rows(), 3);
+        // Vikram's golden record keeps his phone and e-mail.
+        let m = &out.masters;
+        let mid = m.column_by_name("master_id").unwrap().as_string::<i32>();
+        let row = (0..m.num_rows()).find(|&i| mid.value(i) == ids[0]).unwrap();
+        let emails = m.column_by_name("email_keys").unwrap().as_list::<i32>();
+        assert_eq!(list_values(emails, row), vec!["vikram@x.in"]);
+        assert_eq!(
+            m.column_by_name("record_count")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(row),
+            3
+        );
+    }
+
+    #[test]
+    fn matches_existing_masters_and_never_merges_two() {
+        let existing = masters(&[
+            (
+                "m-1",
+                "Neha",
+                "Kapoor",
+                &["+919845067890"],
+                &["nehakapoor@gmail.com"],
+            ),
+            ("m-2", "Neha", "Kapoor", &["+919800000001"], &["neha.k@work.in"]),
+        ]);
+        let b = leads(&[
+            (
+                "x",
+                "Neha",
+                "Kapoor",
+                None,
+                Some("nehakapoor@gmail.com"),
+                "Lakeside",
+            ),
+            // Bridges m-1 (phone) and m-2 (e-mail): linked to one, flagged.
+            (
+                "y",
+                "Neha",
+                "Kapoor",
+                Some("+919845067890"),
+                Some("neha.k@work.in"),
+                "Lakeside",
+            ),
+            ("z", "Priya", "Kapoor", Some("+919845067890"), None, "Lakeside"),
+        ]);
+        let out = link(&b, &existing, &HashMap::new(), &DedupeConfig::default(), &stamp()).unwrap();
+        assert_eq!(out.master_id.value(0), "m-1");
+        assert!(["m-1", "m-2"].contains(&out.master_id.value(1)));
+        assert_ne!(
+            out.master_id.value(2),
+            "m-1",
+            "different first name on a shared phone"
+        );
+        assert_eq!(out.stats.matched_existing, 2);
+        let kinds = out.merges.column_by_name("kind").unwrap().as_string::<i32>();
+        assert!((0..kinds.len()).any(|i| kinds.value(i) == "bridge"));
+        // m-1 now counts the new record, keeps its first_seen, takes newer values.
+        let m = &out.masters;
+        let mid = m.column_by_name("master_id").unwrap().as_string::<i32>();
+        let row = (0..m.num_rows()).find(|&i| mid.value(i) == "m-1").unwrap();
+        let count = m
+            .column_by_name("record_count")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        assert!(count.value(row) >= 4);
+        let city = m.column_by_name("city").unwrap().as_string::<i32>();
+        assert!(city.value(row).starts_with("City of"), "newest non-null wins");
+        let company = m.column_by_name("company").unwrap().as_string::<i32>();
+        assert_eq!(company.value(row), "Old Co", "a null never overwrites");
+    }
+
+    #[test]
+    fn known_records_stay_on_their_master() {
+        let existing = masters(&[("m-9", "Ravi", "Kumar", &["+919811122233"], &[])]);
+        let b = leads(&[("k", "Ravi", "Kumar", Some("+919811122233"), None, "Riverside")]);
+        let known = HashMap::from([(("src".to_string(), "k".to_string()), "m-9".to_string())]);
+        let out = link(&b, &existing, &known, &DedupeConfig::default(), &stamp()).unwrap();
+        assert_eq!(out.master_id.value(0), "m-9");
+        assert_eq!(out.match_rule.value(0), "known_record");
+        assert_eq!(out.stats.records_known, 1);
+        assert_eq!(
+            out.merges.num_rows(),
+            0,
+            "no new decision for a record seen before"
+        );
+    }
 }

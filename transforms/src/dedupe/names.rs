@@ -6,7 +6,11 @@ use strsim::jaro_winkler;
 /// Fold a name part for comparison: ASCII transliteration, lower case,
 /// letters and digits only ("Zoë" -> "zoe", "O'Brien" -> "obrien").
 pub fn fold_name(s: &str) -> String {
-    deunicode::deunicode(s).chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+    deunicode::deunicode(s)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 /// Common English and Indian short forms that share no prefix with the full name.
@@ -68,7 +72,9 @@ const NICKNAMES: &[(&str, &str)] = &[
 ];
 
 fn nickname_pair(a: &str, b: &str) -> bool {
-    NICKNAMES.iter().any(|(n, f)| (a == *n && b == *f) || (a == *f && b == *n))
+    NICKNAMES
+        .iter()
+        .any(|(n, f)| (a == *n && b == *f) || (a == *f && b == *n))
 }
 
 /// Do two folded name parts agree? Missing on either side agrees.
@@ -97,7 +103,10 @@ pub struct FoldedName {
 
 impl FoldedName {
     pub fn new(first: Option<&str>, last: Option<&str>) -> Self {
-        Self { first: first.map(fold_name).unwrap_or_default(), last: last.map(fold_name).unwrap_or_default() }
+        Self {
+            first: first.map(fold_name).unwrap_or_default(),
+            last: last.map(fold_name).unwrap_or_default(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,7 +119,8 @@ impl FoldedName {
         if self.is_empty() || other.is_empty() {
             return true;
         }
-        let straight = part_agrees(&self.first, &other.first, threshold) && part_agrees(&self.last, &other.last, threshold);
+        let straight = part_agrees(&self.first, &other.first, threshold)
+            && part_agrees(&self.last, &other.last, threshold);
         straight
             || (!self.first.is_empty()
                 && !other.first.is_empty()
@@ -138,7 +148,10 @@ mod tests {
         assert!(n("Raj", "Mehta").agrees(&n("Rajesh", "Mehta"), t));
         assert!(n("S", "Iyer").agrees(&n("Sunita", "Iyer"), t));
         assert!(n("Zoë", "Ng").agrees(&n("zoe", "NG"), t));
-        assert!(n("Mehta", "Vikram").agrees(&n("Vikram", "Mehta"), t), "swapped first/last");
+        assert!(
+            n("Mehta", "Vikram").agrees(&n("Vikram", "Mehta"), t),
+            "swapped first/last"
+        );
         assert!(FoldedName::new(Some("Vikram"), None).agrees(&n("Vikram", "Mehta"), t));
         assert!(FoldedName::default().agrees(&n("Anyone", "At All"), t));
     }
@@ -149,6 +162,9 @@ mod tests {
         assert!(!n("Anil", "Sharma").agrees(&n("Sunita", "Sharma"), t));
         assert!(!n("Aarav", "Patel").agrees(&n("Aarush", "Patel"), t));
         assert!(!n("Ravi", "Kumar").agrees(&n("Meera", "Nair"), t));
-        assert!(!n("Priya", "Sharma").agrees(&n("Priya", "Fernandes"), t), "different surname, same first name");
+        assert!(
+            !n("Priya", "Sharma").agrees(&n("Priya", "Fernandes"), t),
+            "different surname, same first name"
+        );
     }
 }

@@ -30,12 +30,25 @@ pub struct Clusters<'a> {
 const MAX_NAMES: usize = 12;
 
 impl<'a> Clusters<'a> {
-    pub fn new(node_names: &'a [FoldedName], is_master: impl Fn(usize) -> bool, threshold: f64, check_names: bool) -> Self {
+    pub fn new(
+        node_names: &'a [FoldedName],
+        is_master: impl Fn(usize) -> bool,
+        threshold: f64,
+        check_names: bool,
+    ) -> Self {
         let n = node_names.len();
         Self {
             parent: (0..n as u32).collect(),
             size: vec![1; n],
-            names: (0..n).map(|i| if node_names[i].is_empty() { vec![] } else { vec![i as u32] }).collect(),
+            names: (0..n)
+                .map(|i| {
+                    if node_names[i].is_empty() {
+                        vec![]
+                    } else {
+                        vec![i as u32]
+                    }
+                })
+                .collect(),
             master: (0..n).map(|i| is_master(i).then_some(i as u32)).collect(),
             node_names,
             threshold,
@@ -89,12 +102,18 @@ impl<'a> Clusters<'a> {
     }
 
     fn join(&mut self, ra: usize, rb: usize) {
-        let (big, small) = if self.size[ra] >= self.size[rb] { (ra, rb) } else { (rb, ra) };
+        let (big, small) = if self.size[ra] >= self.size[rb] {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
         self.parent[small] = big as u32;
         self.size[big] += self.size[small];
         let moved = std::mem::take(&mut self.names[small]);
         for x in moved {
-            let dup = self.names[big].iter().any(|&y| self.node_names[y as usize] == self.node_names[x as usize]);
+            let dup = self.names[big]
+                .iter()
+                .any(|&y| self.node_names[y as usize] == self.node_names[x as usize]);
             if !dup && self.names[big].len() < MAX_NAMES {
                 self.names[big].push(x);
             }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Headers are matched ignoring case, spaces and punctuation, so "E-mail",
 /// "email" and "EMAIL " are one header. Built-in aliases cover the usual
 /// spellings ("Mobile No.", "Contact Number", "Surname", ...); add yours here.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MappingConfig {
     /// Explicit `source header: lead field` pairs. They win over aliases.
@@ -30,6 +30,18 @@ pub struct MappingConfig {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            columns: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+            values: BTreeMap::new(),
+            ignore: Vec::new(),
+            keep_extras: true,
+        }
+    }
 }
 
 /// Values a pipeline fills in when a row has none.

@@ -15,7 +15,11 @@ use crate::schema::{self, LEAD_FIELDS, MAPPED_SCHEMA};
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
     #[error("mapping.{key}: unknown lead field `{field}` (known: {known})")]
-    UnknownField { key: String, field: String, known: String },
+    UnknownField {
+        key: String,
+        field: String,
+        known: String,
+    },
     #[error("file has no column for any of phone, email, name (headers: {headers})")]
     NothingMapped { headers: String },
     #[error("batch is missing meta column `{0}`")]
@@ -26,40 +30,152 @@ pub enum MappingError {
 
 /// Built-in header aliases (folded) per field.
 const BUILTIN_ALIASES: &[(&str, &[&str])] = &[
-    ("first_name", &["firstname", "fname", "givenname", "forename", "first"]),
-    ("last_name", &["lastname", "surname", "lname", "familyname", "last"]),
+    (
+        "first_name",
+        &["firstname", "fname", "givenname", "forename", "first"],
+    ),
+    (
+        "last_name",
+        &["lastname", "surname", "lname", "familyname", "last"],
+    ),
     (
         "full_name",
-        &["name", "fullname", "leadname", "contactname", "customername", "studentname", "clientname", "personname"],
+        &[
+            "name",
+            "fullname",
+            "leadname",
+            "contactname",
+            "customername",
+            "studentname",
+            "clientname",
+            "personname",
+        ],
     ),
     (
         "phone",
         &[
-            "phone", "phonenumber", "phoneno", "mobile", "mobilenumber", "mobileno", "mobilephone", "cell",
-            "cellphone", "cellnumber", "contactnumber", "contactno", "telephone", "tel", "telephone1",
-            "whatsapp", "whatsappnumber", "phone1", "primaryphone",
+            "phone",
+            "phonenumber",
+            "phoneno",
+            "mobile",
+            "mobilenumber",
+            "mobileno",
+            "mobilephone",
+            "cell",
+            "cellphone",
+            "cellnumber",
+            "contactnumber",
+            "contactno",
+            "telephone",
+            "tel",
+            "telephone1",
+            "whatsapp",
+            "whatsappnumber",
+            "phone1",
+            "primaryphone",
         ],
     ),
-    ("email", &["email", "emailaddress", "mail", "emailid", "email1", "emailaddress1", "primaryemail"]),
+    (
+        "email",
+        &[
+            "email",
+            "emailaddress",
+            "mail",
+            "emailid",
+            "email1",
+            "emailaddress1",
+            "primaryemail",
+        ],
+    ),
     (
         "company",
-        &["company", "companyname", "organisation", "organization", "businessname", "employer", "account", "firm"],
+        &[
+            "company",
+            "companyname",
+            "organisation",
+            "organization",
+            "businessname",
+            "employer",
+            "account",
+            "firm",
+        ],
     ),
-    ("job_title", &["jobtitle", "title", "designation", "position", "role", "occupation"]),
-    ("country", &["country", "countryname", "nation", "countryregion", "addresscountry"]),
+    (
+        "job_title",
+        &[
+            "jobtitle",
+            "title",
+            "designation",
+            "position",
+            "role",
+            "occupation",
+        ],
+    ),
+    (
+        "country",
+        &[
+            "country",
+            "countryname",
+            "nation",
+            "countryregion",
+            "addresscountry",
+        ],
+    ),
     ("city", &["city", "town", "location", "addresscity"]),
-    ("website", &["website", "web", "url", "companywebsite", "homepage", "site", "websiteurl"]),
+    (
+        "website",
+        &[
+            "website",
+            "web",
+            "url",
+            "companywebsite",
+            "homepage",
+            "site",
+            "websiteurl",
+        ],
+    ),
     (
         "project",
-        &["project", "projectname", "campaign", "course", "program", "programme", "property", "interestedin"],
+        &[
+            "project",
+            "projectname",
+            "campaign",
+            "course",
+            "program",
+            "programme",
+            "property",
+            "interestedin",
+        ],
     ),
     ("status", &["status", "leadstatus", "stage", "leadstage"]),
-    ("owner", &["owner", "assignedto", "assignee", "salesperson", "leadowner", "salesrep", "counsellor", "agent"]),
+    (
+        "owner",
+        &[
+            "owner",
+            "assignedto",
+            "assignee",
+            "salesperson",
+            "leadowner",
+            "salesrep",
+            "counsellor",
+            "agent",
+        ],
+    ),
     (
         "source_created_at",
         &[
-            "createdat", "created", "createddate", "createdon", "date", "timestamp", "submittedat", "enquirydate",
-            "leaddate", "dateadded", "dateofvisit", "visitdate",
+            "createdat",
+            "created",
+            "createddate",
+            "createdon",
+            "date",
+            "timestamp",
+            "submittedat",
+            "enquirydate",
+            "leaddate",
+            "dateadded",
+            "dateofvisit",
+            "visitdate",
         ],
     ),
 ];
@@ -88,7 +204,10 @@ const BUILTIN_STATUS: &[(&str, &str)] = &[
 
 /// Fold a header or value key: lower-case, letters and digits only.
 pub fn fold_key(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// The mapping of one pipeline, compiled.
@@ -185,11 +304,11 @@ impl Mapper {
         // Explicit mappings claim their columns first, then aliases in order.
         let mut claimed = vec![false; headers.len()];
         for (ci, h) in headers.iter().enumerate() {
-            if let Some(&fi) = self.explicit.get(&fold_key(h)) {
-                if sources[fi].is_none() {
-                    sources[fi] = Some(ci);
-                    claimed[ci] = true;
-                }
+            if let Some(&fi) = self.explicit.get(&fold_key(h))
+                && sources[fi].is_none()
+            {
+                sources[fi] = Some(ci);
+                claimed[ci] = true;
             }
         }
         for (ci, h) in headers.iter().enumerate() {
@@ -201,20 +320,25 @@ impl Mapper {
                 claimed[ci] = true;
                 continue;
             }
-            if let Some(&fi) = self.aliases.get(&key) {
-                if sources[fi].is_none() {
-                    sources[fi] = Some(ci);
-                    claimed[ci] = true;
-                    continue;
-                }
+            if let Some(&fi) = self.aliases.get(&key)
+                && sources[fi].is_none()
+            {
+                sources[fi] = Some(ci);
+                claimed[ci] = true;
+                continue;
             }
             if self.keep_extras {
                 extras.push((ci, h.clone()));
             }
         }
         let has = |f: &str| sources[field_index(f).expect("field")].is_some();
-        if !["phone", "email", "full_name", "first_name", "last_name"].iter().any(|f| has(f)) {
-            return Err(MappingError::NothingMapped { headers: headers.join(", ") });
+        if !["phone", "email", "full_name", "first_name", "last_name"]
+            .iter()
+            .any(|f| has(f))
+        {
+            return Err(MappingError::NothingMapped {
+                headers: headers.join(", "),
+            });
         }
         let mapped = LEAD_FIELDS
             .iter()
@@ -268,14 +392,24 @@ impl FileMapping {
     /// Map one raw batch (data columns in header order, then `_source`,
     /// `_source_file`, `_source_row`). `raw_index` is the batch's position in
     /// the run, kept in `_raw_pos` so rejects can show the original row.
-    pub fn apply(&mut self, raw: &RecordBatch, raw_index: u32, file_key: &str) -> Result<RecordBatch, MappingError> {
+    pub fn apply(
+        &mut self,
+        raw: &RecordBatch,
+        raw_index: u32,
+        file_key: &str,
+    ) -> Result<RecordBatch, MappingError> {
         let n = raw.num_rows();
         let col = |name: &'static str| raw.column_by_name(name).ok_or(MappingError::MissingMeta(name));
         let source = col(schema::SOURCE)?.clone();
         let source_file = col(schema::SOURCE_FILE)?.clone();
         let source_row = col(schema::SOURCE_ROW)?.clone();
         let data: Vec<&StringArray> = (0..self.headers.len())
-            .map(|i| raw.column(i).as_any().downcast_ref::<StringArray>().expect("raw columns are Utf8"))
+            .map(|i| {
+                raw.column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("raw columns are Utf8")
+            })
             .collect();
 
         // Record ids: content hash of the row within its file, plus an
@@ -303,11 +437,17 @@ impl FileMapping {
 
         let idx = |f: &str| field_index(f).expect("field");
         let (fi_first, fi_last, fi_full) = (idx("first_name"), idx("last_name"), idx("full_name"));
-        let mut builders: Vec<StringBuilder> = (0..LEAD_FIELDS.len()).map(|_| StringBuilder::with_capacity(n, n * 12)).collect();
+        let mut builders: Vec<StringBuilder> = (0..LEAD_FIELDS.len())
+            .map(|_| StringBuilder::with_capacity(n, n * 12))
+            .collect();
         for i in 0..n {
             // Names: split a single Name column; build full from parts.
-            let first = self.sources[fi_first].and_then(|c| trimmed(data[c], i)).and_then(clean_name_part);
-            let last = self.sources[fi_last].and_then(|c| trimmed(data[c], i)).and_then(clean_name_part);
+            let first = self.sources[fi_first]
+                .and_then(|c| trimmed(data[c], i))
+                .and_then(clean_name_part);
+            let last = self.sources[fi_last]
+                .and_then(|c| trimmed(data[c], i))
+                .and_then(clean_name_part);
             let full_raw = self.sources[fi_full].and_then(|c| trimmed(data[c], i));
             let (first, last, full) = match (first, last, full_raw) {
                 (None, None, Some(full)) => {
@@ -315,8 +455,14 @@ impl FileMapping {
                     (p.first, p.last, p.full)
                 }
                 (f, l, full) => {
-                    let joined = clean_spaces(&format!("{} {}", f.as_deref().unwrap_or(""), l.as_deref().unwrap_or("")));
-                    let full = full.map(|s| clean_spaces(s)).or(if joined.is_empty() { None } else { Some(joined) });
+                    let joined = clean_spaces(&format!(
+                        "{} {}",
+                        f.as_deref().unwrap_or(""),
+                        l.as_deref().unwrap_or("")
+                    ));
+                    let full = full
+                        .map(clean_spaces)
+                        .or(if joined.is_empty() { None } else { Some(joined) });
                     (f, l, full)
                 }
             };
@@ -373,7 +519,13 @@ impl FileMapping {
             }
             b.finish()
         };
-        let mut columns: Vec<ArrayRef> = vec![source, source_file, source_row, Arc::new(ids.finish()), Arc::new(raw_pos)];
+        let mut columns: Vec<ArrayRef> = vec![
+            source,
+            source_file,
+            source_row,
+            Arc::new(ids.finish()),
+            Arc::new(raw_pos),
+        ];
         columns.extend(builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(extras.finish()));
         Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?)
@@ -387,7 +539,10 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
 
     fn raw_batch(headers: &[&str], rows: &[&[&str]]) -> RecordBatch {
-        let mut fields: Vec<Field> = headers.iter().map(|h| Field::new(*h, DataType::Utf8, true)).collect();
+        let mut fields: Vec<Field> = headers
+            .iter()
+            .map(|h| Field::new(*h, DataType::Utf8, true))
+            .collect();
         fields.push(Field::new(schema::SOURCE, DataType::Utf8, false));
         fields.push(Field::new(schema::SOURCE_FILE, DataType::Utf8, false));
         fields.push(Field::new(schema::SOURCE_ROW, DataType::UInt64, false));
@@ -396,7 +551,9 @@ mod tests {
             .collect();
         cols.push(Arc::new(StringArray::from(vec!["drops"; rows.len()])));
         cols.push(Arc::new(StringArray::from(vec!["a.csv"; rows.len()])));
-        cols.push(Arc::new(UInt64Array::from((2..2 + rows.len() as u64).collect::<Vec<_>>())));
+        cols.push(Arc::new(UInt64Array::from(
+            (2..2 + rows.len() as u64).collect::<Vec<_>>(),
+        )));
         RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
     }
 
@@ -407,17 +564,34 @@ mod tests {
 
     #[test]
     fn maps_aliases_values_defaults_and_extras() {
-        let mut cfg = MappingConfig { keep_extras: true, ..Default::default() };
-        cfg.values.insert("status".into(), [("Interested!!".to_string(), "warm".to_string())].into());
-        let defaults = Defaults { project: Some("Riverside".into()), ..Default::default() };
+        let mut cfg = MappingConfig {
+            keep_extras: true,
+            ..Default::default()
+        };
+        cfg.values.insert(
+            "status".into(),
+            [("Interested!!".to_string(), "warm".to_string())].into(),
+        );
+        let defaults = Defaults {
+            project: Some("Riverside".into()),
+            ..Default::default()
+        };
         let mapper = Mapper::new(&cfg, &defaults).unwrap();
-        let headers: Vec<String> = ["Name", "Mobile No.", "E-Mail", "Lead Status", "Notes"].map(String::from).to_vec();
+        let headers: Vec<String> = ["Name", "Mobile No.", "E-Mail", "Lead Status", "Notes"]
+            .map(String::from)
+            .to_vec();
         let mut fm = mapper.for_headers(&headers).unwrap();
         assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("Mobile No."));
         let raw = raw_batch(
             &["Name", "Mobile No.", "E-Mail", "Lead Status", "Notes"],
             &[
-                &["SHARMA, Priya", " 98200 12345 ", "p@x.com", "Hot Lead", "call \"after\" 6"],
+                &[
+                    "SHARMA, Priya",
+                    " 98200 12345 ",
+                    "p@x.com",
+                    "Hot Lead",
+                    "call \"after\" 6",
+                ],
                 &["Mr. anil  kumar", "", "", "interested", ""],
                 &["Zoë", "1", "", "Some Odd Status", ""],
             ],
@@ -435,7 +609,10 @@ mod tests {
         assert_eq!(get(&out, "first_name", 1), Some("Anil"));
         assert_eq!(get(&out, "_extras", 0), Some(r#"{"Notes":"call \"after\" 6"}"#));
         assert_eq!(get(&out, "_extras", 1), None);
-        let pos = out.column_by_name(schema::RAW_POS).unwrap().as_primitive::<arrow::datatypes::UInt64Type>();
+        let pos = out
+            .column_by_name(schema::RAW_POS)
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
         assert_eq!(pos.value(2), (3u64 << 32) | 2);
     }
 
@@ -444,10 +621,26 @@ mod tests {
         let mapper = Mapper::new(&MappingConfig::default(), &Defaults::default()).unwrap();
         let headers: Vec<String> = ["Phone"].map(String::from).to_vec();
         let raw = raw_batch(&["Phone"], &[&["1"], &["2"], &["1"]]);
-        let a = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "a.csv").unwrap();
-        let b = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "a.csv").unwrap();
-        let c = mapper.for_headers(&headers).unwrap().apply(&raw, 0, "b.csv").unwrap();
-        let ids = |x: &RecordBatch| (0..3).map(|i| get(x, schema::RECORD_ID, i).unwrap().to_string()).collect::<Vec<_>>();
+        let a = mapper
+            .for_headers(&headers)
+            .unwrap()
+            .apply(&raw, 0, "a.csv")
+            .unwrap();
+        let b = mapper
+            .for_headers(&headers)
+            .unwrap()
+            .apply(&raw, 0, "a.csv")
+            .unwrap();
+        let c = mapper
+            .for_headers(&headers)
+            .unwrap()
+            .apply(&raw, 0, "b.csv")
+            .unwrap();
+        let ids = |x: &RecordBatch| {
+            (0..3)
+                .map(|i| get(x, schema::RECORD_ID, i).unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(&a), ids(&b));
         assert_ne!(ids(&a)[0], ids(&c)[0], "the file is part of the identity");
         assert_eq!(ids(&a)[2], format!("{}-2", ids(&a)[0]));
@@ -464,9 +657,14 @@ mod tests {
         cfg.aliases.clear();
         cfg.values.clear();
         let m = Mapper::new(&cfg, &Defaults::default()).unwrap();
-        let fm = m.for_headers(&["Contact".to_string(), "Mobile".to_string()]).unwrap();
+        let fm = m
+            .for_headers(&["Contact".to_string(), "Mobile".to_string()])
+            .unwrap();
         assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("Contact"));
-        let err = m.for_headers(&["Foo".to_string(), "Bar".to_string()]).err().unwrap();
+        let err = m
+            .for_headers(&["Foo".to_string(), "Bar".to_string()])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("Foo, Bar"));
     }
 }

@@ -2,8 +2,8 @@
 
 /// Honorifics dropped from the start of a name (folded, without dots).
 const HONORIFICS: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "shri", "sri", "smt", "kumari",
-    "er", "adv", "capt", "col", "rev", "fr",
+    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "madam", "shri", "sri", "smt", "kumari", "er",
+    "adv", "capt", "col", "rev", "fr",
 ];
 
 /// A name split into parts; `full` is "First [Middle] Last".
@@ -74,9 +74,10 @@ pub fn split_full_name(raw: &str) -> NameParts {
     let (first_part, last_part) = match cleaned.split_once(',') {
         // "Sharma, Priya" (a trailing ", Jr" style suffix is rare in leads; the
         // comma form is far more often an export's "Last, First").
-        Some((last, first)) if !first.trim().is_empty() && !last.trim().is_empty() => {
-            (strip_honorifics(first.trim()), Some(strip_honorifics(last.trim())))
-        }
+        Some((last, first)) if !first.trim().is_empty() && !last.trim().is_empty() => (
+            strip_honorifics(first.trim()),
+            Some(strip_honorifics(last.trim())),
+        ),
         _ => (strip_honorifics(cleaned.trim_matches(',')), None),
     };
     let first_part = fix_case(&first_part);
@@ -85,13 +86,25 @@ pub fn split_full_name(raw: &str) -> NameParts {
             let last = fix_case(&last);
             let first = first_part.split(' ').next().unwrap_or("").to_string();
             let full = clean_spaces(&format!("{first_part} {last}"));
-            NameParts { first: non_empty(first), last: non_empty(last), full: non_empty(full) }
+            NameParts {
+                first: non_empty(first),
+                last: non_empty(last),
+                full: non_empty(full),
+            }
         }
         None => {
             let tokens: Vec<&str> = first_part.split(' ').collect();
             let first = tokens.first().map(|s| s.to_string()).unwrap_or_default();
-            let last = if tokens.len() > 1 { tokens[tokens.len() - 1].to_string() } else { String::new() };
-            NameParts { first: non_empty(first), last: non_empty(last), full: non_empty(first_part) }
+            let last = if tokens.len() > 1 {
+                tokens[tokens.len() - 1].to_string()
+            } else {
+                String::new()
+            };
+            NameParts {
+                first: non_empty(first),
+                last: non_empty(last),
+                full: non_empty(first_part),
+            }
         }
     }
 }
@@ -115,7 +128,11 @@ mod tests {
     fn splits_first_last() {
         assert_eq!(
             parts("  Priya   Sharma "),
-            (Some("Priya".into()), Some("Sharma".into()), Some("Priya Sharma".into()))
+            (
+                Some("Priya".into()),
+                Some("Sharma".into()),
+                Some("Priya Sharma".into())
+            )
         );
     }
 
@@ -123,11 +140,19 @@ mod tests {
     fn splits_last_comma_first_with_honorific() {
         assert_eq!(
             parts("Dr. SHARMA, PRIYA"),
-            (Some("Priya".into()), Some("Sharma".into()), Some("Priya Sharma".into()))
+            (
+                Some("Priya".into()),
+                Some("Sharma".into()),
+                Some("Priya Sharma".into())
+            )
         );
         assert_eq!(
             parts("Mehta, Vikram Raj"),
-            (Some("Vikram".into()), Some("Mehta".into()), Some("Vikram Raj Mehta".into()))
+            (
+                Some("Vikram".into()),
+                Some("Mehta".into()),
+                Some("Vikram Raj Mehta".into())
+            )
         );
     }
 
@@ -135,7 +160,10 @@ mod tests {
     fn middle_names_and_single_names() {
         assert_eq!(parts("Mr. anil kumar sharma").0, Some("Anil".into()));
         assert_eq!(parts("Mr. anil kumar sharma").1, Some("Sharma".into()));
-        assert_eq!(parts("Madonna"), (Some("Madonna".into()), None, Some("Madonna".into())));
+        assert_eq!(
+            parts("Madonna"),
+            (Some("Madonna".into()), None, Some("Madonna".into()))
+        );
         // An honorific alone is kept: it is all there is.
         assert_eq!(parts("Dr.").0, Some("Dr.".into()));
     }

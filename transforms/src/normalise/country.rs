@@ -32,14 +32,13 @@ impl BaseTable {
     fn insert(&mut self, name: &str, code: &'static str) {
         let key = fold_key(name);
         if key.is_empty() {
-            self.conflicts
-                .push(format!("{name:?} folds to an empty key"));
+            self.conflicts.push(format!("{name:?} folds to an empty key"));
             return;
         }
         match self.by_key.get(&key) {
-            Some(existing) if *existing != code => self.conflicts.push(format!(
-                "{name:?} (key {key:?}) → {code}, already → {existing}"
-            )),
+            Some(existing) if *existing != code => self
+                .conflicts
+                .push(format!("{name:?} (key {key:?}) → {code}, already → {existing}")),
             Some(_) => {}
             None => {
                 self.by_key.insert(key, code);
@@ -79,8 +78,7 @@ static BASE: LazyLock<BaseTable> = LazyLock::new(|| {
     for line in data_lines(ALIAS_TABLE) {
         let (code, names) = line.split_once('\t').expect("alias line: CODE<TAB>names");
         let Some((&code, _)) = t.names.get_key_value(code) else {
-            t.conflicts
-                .push(format!("alias line for unknown code {code:?}"));
+            t.conflicts.push(format!("alias line for unknown code {code:?}"));
             continue;
         };
         for name in names.split('|') {
@@ -215,9 +213,7 @@ impl CountryResolver {
                     map.insert(key, code);
                 }
                 Some(_) => bad.push(format!("{name:?} → {target:?} (empty name)")),
-                None => bad.push(format!(
-                    "{name:?} → {target:?} (not an ISO 3166-1 alpha-2 code)"
-                )),
+                None => bad.push(format!("{name:?} → {target:?} (not an ISO 3166-1 alpha-2 code)")),
             }
         }
         if bad.is_empty() {

@@ -41,8 +41,7 @@ pub fn normalise_email(raw: &str) -> EmailResult {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 fn clean(raw: &str) -> &str {
@@ -202,10 +201,7 @@ mod tests {
             assert_eq!(r.key, None, "{raw}");
             assert!(r.email.is_some(), "{raw}: cleaned text kept");
         }
-        assert_eq!(
-            normalise_email("A B@C.com").email.as_deref(),
-            Some("a b@c.com")
-        );
+        assert_eq!(normalise_email("A B@C.com").email.as_deref(), Some("a b@c.com"));
         assert_eq!(normalise_email("   "), EmailResult::default());
         assert_eq!(normalise_email("<>"), EmailResult::default());
     }
@@ -213,10 +209,7 @@ mod tests {
     #[test]
     fn keys() {
         let k = |s: &str| normalise_email(s).key;
-        assert_eq!(
-            k("John.Doe+x@Gmail.com").as_deref(),
-            Some("johndoe@gmail.com")
-        );
+        assert_eq!(k("John.Doe+x@Gmail.com").as_deref(), Some("johndoe@gmail.com"));
         assert_eq!(
             k("j.o.h.n.doe@googlemail.com").as_deref(),
             Some("johndoe@gmail.com")
@@ -225,10 +218,7 @@ mod tests {
             k("johndoe+news+more@gmail.com").as_deref(),
             Some("johndoe@gmail.com")
         );
-        assert_eq!(
-            k("John.Doe+crm@Acme.io").as_deref(),
-            Some("john.doe@acme.io")
-        );
+        assert_eq!(k("John.Doe+crm@Acme.io").as_deref(), Some("john.doe@acme.io"));
         assert_eq!(k("john.doe@acme.io").as_deref(), Some("john.doe@acme.io"));
         assert_eq!(k("+tag@acme.io").as_deref(), Some("+tag@acme.io"));
         // the cleaned address keeps dots and tags
@@ -244,12 +234,7 @@ mod tests {
 
     #[test]
     fn array_version() {
-        let arr = StringArray::from(vec![
-            Some("John.Doe+x@Gmail.com"),
-            None,
-            Some(" "),
-            Some("john@"),
-        ]);
+        let arr = StringArray::from(vec![Some("John.Doe+x@Gmail.com"), None, Some(" "), Some("john@")]);
         let out = normalise_email_array(&arr);
         assert_eq!(out.email.value(0), "john.doe+x@gmail.com");
         assert_eq!(out.key.value(0), "johndoe@gmail.com");

@@ -87,9 +87,7 @@ pub fn blank_to_null(raw: &StringArray) -> StringArray {
 pub fn udfs(opts: &NormaliseOptions) -> Result<Vec<ScalarUDF>, NormaliseError> {
     let default_region = match opts.default_region.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(code) => {
-            Some(parse_region(code).ok_or_else(|| NormaliseError::UnknownRegion(code.to_owned()))?)
-        }
+        Some(code) => Some(parse_region(code).ok_or_else(|| NormaliseError::UnknownRegion(code.to_owned()))?),
     };
     let resolver = Arc::new(CountryResolver::new(&opts.country_overrides)?);
     Ok(udf::all(default_region, resolver))

@@ -84,11 +84,7 @@ pub fn kind_name(t: Type) -> &'static str {
 
 /// Normalise one phone number. The region used for numbers typed without an
 /// international prefix is `country_hint`, else `default_region`.
-pub fn normalise_phone(
-    raw: &str,
-    country_hint: Option<Id>,
-    default_region: Option<Id>,
-) -> PhoneResult {
+pub fn normalise_phone(raw: &str, country_hint: Option<Id>, default_region: Option<Id>) -> PhoneResult {
     let Some(cleaned) = clean(raw) else {
         return PhoneResult::default();
     };
@@ -143,6 +139,18 @@ fn resolve(c: &Cleaned, region: Option<Id>) -> Option<(PhoneNumber, Type)> {
     }
     if region.is_some()
         && let Some(found) = parse_valid(region, d)
+    {
+        return Some(found);
+    }
+    // "91672 34567" with region IN: a national number that happens to start
+    // with the country code. phonenumber strips the "91" and finds nothing
+    // valid; libphonenumber reads it nationally. Say so with the trunk prefix.
+    if let Some(r) = region
+        && !d.starts_with('0')
+        && let Some(prefix) = DATABASE
+            .by_id(r.as_ref())
+            .and_then(|m| m.national_prefix().map(str::to_owned))
+        && let Some(found) = parse_valid(region, &format!("{prefix}{d}"))
     {
         return Some(found);
     }
@@ -412,10 +420,7 @@ pub fn normalise_phone_array(
 fn concat_strings<'a>(parts: impl Iterator<Item = &'a StringArray>) -> StringArray {
     let parts: Vec<&dyn Array> = parts.map(|a| a as &dyn Array).collect();
     let out = arrow::compute::concat(&parts).expect("concat of equal-typed arrays");
-    out.as_any()
-        .downcast_ref::<StringArray>()
-        .expect("Utf8")
-        .clone()
+    out.as_any().downcast_ref::<StringArray>().expect("Utf8").clone()
 }
 
 fn concat_bools<'a>(parts: impl Iterator<Item = &'a BooleanArray>) -> BooleanArray {
@@ -597,10 +602,7 @@ mod tests {
         // no region and no '+': a 10-digit national number can't be placed
         assert_eq!(e164("9876543210", None, None), None);
         // but a full international number typed without '+' can
-        assert_eq!(
-            e164("447911123456", None, None),
-            Some("+447911123456".to_owned())
-        );
+        assert_eq!(e164("447911123456", None, None), Some("+447911123456".to_owned()));
     }
 
     #[test]
@@ -700,12 +702,16 @@ mod tests {
         let out = normalise_phone_array(&raw, None, Some(Id::IN));
         assert_eq!(out.e164.len(), n);
         for i in [0, 1, 4999, 5000, 16_383, 16_384, 29_999, n - 1] {
-            assert_eq!(
-                out.e164.value(i),
-                format!("+9198765{:05}", i % 5000),
-                "row {i}"
-            );
+            assert_eq!(out.e164.value(i), format!("+9198765{:05}", i % 5000), "row {i}");
             assert!(out.valid.value(i));
         }
+    }
+
+    #[test]
+    fn national_number_starting_with_the_country_code() {
+        let r = normalise_phone("91672 34567", None, parse_region("IN"));
+        assert_eq!(r.e164.as_deref(), Some("+919167234567"), "{r:?}");
+        let r = normalise_phone("919820012345", None, parse_region("IN"));
+        assert_eq!(r.e164.as_deref(), Some("+919820012345"), "{r:?}");
     }
 }

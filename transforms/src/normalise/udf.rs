@@ -19,15 +19,13 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, StringArray, StringBuilder, StructArray,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray, StringBuilder, StructArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
-    ColumnarValue, DocSection, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    ColumnarValue, DocSection, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use phonenumber::country::Id;
 
@@ -39,9 +37,7 @@ use super::url::normalise_url_array;
 const DOC_SECTION: DocSection = DocSection {
     include: true,
     label: "Lead normalisation functions",
-    description: Some(
-        "leadflow normalisers for phone numbers, e-mail addresses, countries and URLs",
-    ),
+    description: Some("leadflow normalisers for phone numbers, e-mail addresses, countries and URLs"),
 };
 
 /// Every normaliser UDF, configured with the default phone region and the
@@ -113,10 +109,7 @@ struct Args {
 
 impl Args {
     fn new(args: &ScalarFunctionArgs) -> Result<Self> {
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if all_scalar { 1 } else { args.number_rows };
         let arrays = args
             .args
@@ -143,12 +136,7 @@ impl Args {
     }
 }
 
-fn doc(
-    description: &str,
-    syntax: &str,
-    example: &str,
-    arguments: &[(&str, &str)],
-) -> Documentation {
+fn doc(description: &str, syntax: &str, example: &str, arguments: &[(&str, &str)]) -> Documentation {
     let mut b = Documentation::builder(DOC_SECTION, description, syntax).with_sql_example(example);
     for (name, text) in arguments {
         b = b.with_argument(*name, *text);
@@ -585,8 +573,7 @@ mod tests {
     }
 
     fn query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-        block_on(async { ctx.sql(sql).await?.collect().await })
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        block_on(async { ctx.sql(sql).await?.collect().await }).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     fn strings(batch: &RecordBatch, col: usize) -> Vec<Option<String>> {
@@ -695,13 +682,7 @@ mod tests {
         );
         assert_eq!(
             s(1),
-            o(&[
-                Some("true"),
-                Some("true"),
-                Some("false"),
-                None,
-                Some("true")
-            ])
+            o(&[Some("true"), Some("true"), Some("false"), None, Some("true")])
         );
         assert_eq!(
             s(2),
@@ -718,10 +699,7 @@ mod tests {
             s(4),
             o(&[None, Some("ab@gmail.com"), None, None, Some("x@acme.io")])
         );
-        assert_eq!(
-            s(5),
-            o(&[Some("false"), Some("true"), None, None, Some("true")])
-        );
+        assert_eq!(s(5), o(&[Some("false"), Some("true"), None, None, Some("true")]));
         // the literal default region US applies to row 1 (no hint): not a US number
         assert_eq!(s(6)[1], None);
         assert_eq!(s(6)[0].as_deref(), Some("+442079460958"));

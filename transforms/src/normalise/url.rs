@@ -36,8 +36,7 @@ pub fn normalise_url(raw: &str) -> Option<String> {
     };
     let trimmed = host.trim_end_matches('.');
     let (_, tld) = trimmed.rsplit_once('.')?;
-    let tld_ok =
-        tld.starts_with("xn--") || (tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    let tld_ok = tld.starts_with("xn--") || (tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
     if !tld_ok || trimmed.split('.').any(str::is_empty) {
         return None;
     }
@@ -78,10 +77,7 @@ mod tests {
         let cases = [
             ("www.Example.com", "https://www.example.com"),
             ("example.com/path", "https://example.com/path"),
-            (
-                "Example.com/Some/Path?Q=1",
-                "https://example.com/Some/Path?Q=1",
-            ),
+            ("Example.com/Some/Path?Q=1", "https://example.com/Some/Path?Q=1"),
             ("example.com/", "https://example.com"),
             ("http://Example.com", "http://example.com"),
             ("http://example.com/", "http://example.com"),

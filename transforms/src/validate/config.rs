@@ -25,9 +25,12 @@ pub struct ValidateConfig {
     /// Groups of fields of which at least one must have a usable value.
     /// Default: `[[phone, email]]` (a lead nobody can contact is a reject).
     pub require_any: Vec<Vec<String>>,
-    /// A phone that is present but not a valid number: `reject` (default) or `keep`.
+    /// A phone that is present but not a valid number: `keep` (default: the
+    /// row stays if it has another usable contact; the bad value is kept in
+    /// `phone_raw` with `phone_valid = false`) or `reject`.
     pub invalid_phone: OnInvalid,
-    /// An e-mail that is present but not valid: `reject` (default) or `keep`.
+    /// An e-mail that is present but not valid: `keep` (default, as for
+    /// phones) or `reject`.
     pub invalid_email: OnInvalid,
     /// Maximum length in characters per lead field, e.g. `{first_name: 100}`.
     pub max_length: BTreeMap<String, usize>,
@@ -38,8 +41,8 @@ impl Default for ValidateConfig {
         Self {
             required: Vec::new(),
             require_any: vec![vec!["phone".into(), "email".into()]],
-            invalid_phone: OnInvalid::Reject,
-            invalid_email: OnInvalid::Reject,
+            invalid_phone: OnInvalid::Keep,
+            invalid_email: OnInvalid::Keep,
             max_length: BTreeMap::new(),
         }
     }

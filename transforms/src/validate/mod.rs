@@ -5,4 +5,4 @@ pub mod config;
 mod rules;
 
 pub use config::{OnInvalid, ValidateConfig};
-pub use rules::{Reason, Validation, Validator, ValidateError};
+pub use rules::{Reason, ValidateError, Validation, Validator};

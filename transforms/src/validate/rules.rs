@@ -10,7 +10,11 @@ use crate::schema::LEAD_FIELDS;
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     #[error("validate.{key}: unknown lead field `{field}` (known: {known})")]
-    UnknownField { key: String, field: String, known: String },
+    UnknownField {
+        key: String,
+        field: String,
+        known: String,
+    },
     #[error("validate.require_any: an empty group can never be satisfied")]
     EmptyGroup,
     #[error("validated batch is missing column `{0}`")]
@@ -27,7 +31,10 @@ pub struct Reason {
 
 impl Reason {
     fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -62,7 +69,11 @@ impl Validator {
         let known = LEAD_FIELDS.join(", ");
         let mut check = |key: String, field: &str| {
             if !LEAD_FIELDS.contains(&field) {
-                errors.push(ValidateError::UnknownField { key, field: field.to_string(), known: known.clone() });
+                errors.push(ValidateError::UnknownField {
+                    key,
+                    field: field.to_string(),
+                    known: known.clone(),
+                });
             }
         };
         for f in &config.required {
@@ -79,7 +90,13 @@ impl Validator {
         if config.require_any.iter().any(Vec::is_empty) {
             errors.push(ValidateError::EmptyGroup);
         }
-        if errors.is_empty() { Ok(Self { config: config.clone() }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self {
+                config: config.clone(),
+            })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Evaluate every rule on a normalised batch.
@@ -105,13 +122,18 @@ impl Validator {
             let a = strings(usable)?;
             for (i, r) in reasons.iter_mut().enumerate() {
                 if !present(a, i) {
-                    r.push(Reason::new(format!("required:{f}"), format!("{f} is required but empty")));
+                    r.push(Reason::new(
+                        format!("required:{f}"),
+                        format!("{f} is required but empty"),
+                    ));
                 }
             }
         }
 
-        let (phone, phone_raw, phone_valid) = (strings("phone")?, strings("phone_raw")?, bools("phone_valid")?);
-        let (email_raw, email, email_valid) = (strings("email_raw")?, strings("email")?, bools("email_valid")?);
+        let (phone, phone_raw, phone_valid) =
+            (strings("phone")?, strings("phone_raw")?, bools("phone_valid")?);
+        let (email_raw, email, email_valid) =
+            (strings("email_raw")?, strings("email")?, bools("email_valid")?);
         for (i, r) in reasons.iter_mut().enumerate() {
             let bad_phone = present(phone_raw, i) && !(phone_valid.is_valid(i) && phone_valid.value(i));
             if bad_phone && self.config.invalid_phone == OnInvalid::Reject {
@@ -122,8 +144,15 @@ impl Validator {
             }
             let bad_email = present(email_raw, i) && !(email_valid.is_valid(i) && email_valid.value(i));
             if bad_email && self.config.invalid_email == OnInvalid::Reject {
-                let shown = if email.is_null(i) { email_raw.value(i) } else { email.value(i) };
-                r.push(Reason::new("invalid_email", format!("e-mail {shown:?} is not a valid address")));
+                let shown = if email.is_null(i) {
+                    email_raw.value(i)
+                } else {
+                    email.value(i)
+                };
+                r.push(Reason::new(
+                    "invalid_email",
+                    format!("e-mail {shown:?} is not a valid address"),
+                ));
             }
         }
         let _ = phone;
@@ -149,7 +178,11 @@ impl Validator {
                     let message = if given.is_empty() {
                         format!("needs at least one of {}; all are empty", group.join(", "))
                     } else {
-                        format!("needs at least one usable {}; {} given but invalid", group.join(" or "), given.join(", "))
+                        format!(
+                            "needs at least one usable {}; {} given but invalid",
+                            group.join(" or "),
+                            given.join(", ")
+                        )
                     };
                     r.push(Reason::new(code.clone(), message));
                 }
@@ -163,14 +196,21 @@ impl Validator {
                 if present(a, i) {
                     let len = a.value(i).chars().count();
                     if len > *max {
-                        r.push(Reason::new(format!("too_long:{f}"), format!("{f} has {len} characters, more than {max}")));
+                        r.push(Reason::new(
+                            format!("too_long:{f}"),
+                            format!("{f} has {len} characters, more than {max}"),
+                        ));
                     }
                 }
             }
         }
 
         let keep = BooleanArray::from(reasons.iter().map(Vec::is_empty).collect::<Vec<_>>());
-        let failures = reasons.into_iter().enumerate().filter(|(_, r)| !r.is_empty()).collect();
+        let failures = reasons
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+            .collect();
         Ok(Validation { keep, failures })
     }
 }
@@ -183,17 +223,45 @@ mod tests {
     use arrow::array::{ArrayRef, BooleanArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
-    type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<bool>, Option<&'a str>, Option<&'a str>, Option<bool>, Option<&'a str>);
+    type Row<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+        Option<&'a str>,
+    );
 
     fn batch(rows: &[Row<'_>]) -> RecordBatch {
         fn s<'a>(rows: &[Row<'a>], f: impl Fn(&Row<'a>) -> Option<&'a str>) -> ArrayRef {
             Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
         }
-        let fields = ["phone", "phone_raw", "phone_valid", "email", "email_raw", "email_valid", "email_key", "project", "first_name"];
+        let fields = [
+            "phone",
+            "phone_raw",
+            "phone_valid",
+            "email",
+            "email_raw",
+            "email_valid",
+            "email_key",
+            "project",
+            "first_name",
+        ];
         let schema = Schema::new(
             fields
                 .iter()
-                .map(|f| Field::new(*f, if f.ends_with("valid") { DataType::Boolean } else { DataType::Utf8 }, true))
+                .map(|f| {
+                    Field::new(
+                        *f,
+                        if f.ends_with("valid") {
+                            DataType::Boolean
+                        } else {
+                            DataType::Utf8
+                        },
+                        true,
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
         let cols: Vec<ArrayRef> = vec![
@@ -212,33 +280,90 @@ mod tests {
 
     #[test]
     fn reports_every_reason_per_row() {
-        let mut cfg = ValidateConfig::default();
+        let mut cfg = ValidateConfig {
+            invalid_phone: OnInvalid::Reject,
+            invalid_email: OnInvalid::Reject,
+            ..Default::default()
+        };
         cfg.required.push("project".into());
         cfg.max_length.insert("first_name".into(), 5);
         let v = Validator::new(&cfg).unwrap();
         let b = batch(&[
-            (Some("+919820012345"), Some("98200 12345"), Some(true), None, None, None, Some("R")),
-            (None, Some("12345"), Some(false), Some("john@"), Some("john@"), Some(false), None),
-            (None, None, None, Some("a@b.co"), Some("a@b.co"), Some(true), Some("R")),
+            (
+                Some("+919820012345"),
+                Some("98200 12345"),
+                Some(true),
+                None,
+                None,
+                None,
+                Some("R"),
+            ),
+            (
+                None,
+                Some("12345"),
+                Some(false),
+                Some("john@"),
+                Some("john@"),
+                Some(false),
+                None,
+            ),
+            (
+                None,
+                None,
+                None,
+                Some("a@b.co"),
+                Some("a@b.co"),
+                Some(true),
+                Some("R"),
+            ),
             (None, None, None, None, None, None, Some("R")),
         ]);
         let out = v.validate(&b).unwrap();
-        let codes: Vec<Vec<&str>> = out.failures.iter().map(|(_, r)| r.iter().map(|x| x.code.as_str()).collect()).collect();
-        assert_eq!(out.failures.iter().map(|f| f.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        let codes: Vec<Vec<&str>> = out
+            .failures
+            .iter()
+            .map(|(_, r)| r.iter().map(|x| x.code.as_str()).collect())
+            .collect();
+        assert_eq!(
+            out.failures.iter().map(|f| f.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert_eq!(codes[0], vec!["too_long:first_name"]);
         assert_eq!(
             codes[1],
-            vec!["required:project", "invalid_phone", "invalid_email", "require_any:phone|email", "too_long:first_name"]
+            vec![
+                "required:project",
+                "invalid_phone",
+                "invalid_email",
+                "require_any:phone|email",
+                "too_long:first_name"
+            ]
         );
         assert!(out.failures[1].1[3].message.contains("given but invalid"));
-        assert!(out.failures[3].1.iter().any(|r| r.message.contains("all are empty")));
+        assert!(
+            out.failures[3]
+                .1
+                .iter()
+                .any(|r| r.message.contains("all are empty"))
+        );
     }
 
     #[test]
     fn keep_mode_lets_valid_contact_through() {
-        let cfg = ValidateConfig { invalid_phone: OnInvalid::Keep, ..Default::default() };
+        let cfg = ValidateConfig {
+            invalid_phone: OnInvalid::Keep,
+            ..Default::default()
+        };
         let v = Validator::new(&cfg).unwrap();
-        let b = batch(&[(None, Some("12345"), Some(false), Some("a@b.co"), Some("a@b.co"), Some(true), None)]);
+        let b = batch(&[(
+            None,
+            Some("12345"),
+            Some(false),
+            Some("a@b.co"),
+            Some("a@b.co"),
+            Some(true),
+            None,
+        )]);
         let out = v.validate(&b).unwrap();
         assert!(out.failures.is_empty());
         assert!(out.keep.value(0));
