@@ -415,3 +415,84 @@ fn processed_files_move_to_the_archive_after_the_commit() {
     let again = sb.run();
     assert_eq!(again["files_seen"], 0, "the archive is not read again: {again}");
 }
+
+#[test]
+fn secrets_never_reach_errors_or_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("drops")).unwrap();
+    std::fs::write(
+        dir.path().join("drops/a.csv"),
+        "Name,Phone\nAsha Verma,+91 98111 22334\n",
+    )
+    .unwrap();
+    let secret = "sk-TOPSECRET-7f3a9c";
+    let good = "pipelines:\n  - name: p\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          storage_options:\n            aws_secret_access_key: ${LF_TEST_SECRET}\n";
+    let bad = format!("{good}    dedupe:\n      keys: [fax]\n    colour: ${{LF_TEST_SECRET}}\n");
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let o = leadflow(
+        &["validate", path.to_str().unwrap()],
+        &[("LF_TEST_SECRET", secret)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!text(&o).contains(secret), "secret leaked: {}", text(&o));
+    std::fs::write(&path, good).unwrap();
+    let o = leadflow(
+        &["run", path.to_str().unwrap(), "--log-format", "json"],
+        &[
+            ("LF_TEST_SECRET", secret),
+            ("LEADFLOW_LOG", "debug,deltalake_core=error"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains(secret), "secret leaked into logs");
+}
+
+#[test]
+fn a_missing_drop_folder_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, "pipelines:\n  - name: p\n    sources:\n      - name: drops\n        files:\n          path: ./no-such-folder\n").unwrap();
+    let o = leadflow(&["run", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no-such-folder"), "{}", text(&o));
+}
+
+#[test]
+fn an_sql_stage_naming_an_unknown_column_is_a_config_error() {
+    let sb = Sandbox::new();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
+        "    validate:\n",
+        "    sql:\n      - \"SELECT * FROM leads WHERE no_such_column = 1\"\n    validate:\n",
+    );
+    std::fs::write(sb.config(), cfg).unwrap();
+    let o = leadflow(&["validate", &sb.config()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("no_such_column") && text(&o).contains("pipelines.0.sql.0"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
+    let sb = Sandbox::new();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
+        "    validate:\n",
+        "    sql:\n      - \"SELECT * FROM leads WHERE arrow_cast(city, 'Int64') > 0\"\n    validate:\n",
+    );
+    std::fs::write(sb.config(), cfg).unwrap();
+    let o = leadflow(&["run", &sb.config()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("sql stage 0"), "{}", text(&o));
+    assert_eq!(
+        sb.count("SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%sql stage 0%'"),
+        1
+    );
+    assert_eq!(
+        sb.count("SELECT count(*) FROM records"),
+        0,
+        "a failed run commits no data"
+    );
+}

@@ -576,6 +576,41 @@ pub fn resolve_files(files: &FilesSourceConfig, base: &Path) -> FilesSourceConfi
     f
 }
 
+/// Plan every pipeline's `sql:` stages (async: DataFusion plans). Problems
+/// come back as a ConfigError like the others.
+pub async fn check_sql_stages(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(&loaded.path).unwrap_or_default();
+    let mut problems = Vec::new();
+    for (i, p) in loaded.config.pipelines.iter().enumerate() {
+        let opts = leadflow_transforms::normalise::NormaliseOptions {
+            default_region: p.defaults.phone_region.clone(),
+            country_overrides: p.normalise.countries.clone(),
+        };
+        for (k, message) in crate::stages::check_stages(&opts, &p.sql).await {
+            let path: Vec<String> = [
+                "pipelines".to_string(),
+                i.to_string(),
+                "sql".into(),
+                k.to_string(),
+            ]
+            .to_vec();
+            problems.push(ConfigProblem {
+                line: locate(&text, &path),
+                key: path.join("."),
+                message,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            file: loaded.path.clone(),
+            problems,
+        })
+    }
+}
+
 /// The JSON Schema of the config file, for editors.
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Config);

@@ -1022,7 +1022,9 @@ fn base_person(seed: u64, id: u64) -> Core {
             (Domain::Company, S[r.weighted(&[60, 25, 15])])
         }
     };
-    let em_num = 1 + r.below(98) as u16;
+    // Mailboxes are unique per person: a number keeps 700k people on 150 x 150
+    // names from sharing addresses by accident (only planted pairs share one).
+    let em_num = 1 + r.below(60_000) as u16;
     Core {
         culture,
         female,
@@ -1439,6 +1441,9 @@ fn email_local(out: &mut String, p: &Core) {
             push_email_name(out, l);
             out.push_str(".family");
         }
+    }
+    if !matches!(p.em_style, FirstDotLastNum | FirstNum | Family) {
+        push_num(out, p.em_num);
     }
 }
 

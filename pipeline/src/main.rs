@@ -92,11 +92,15 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
-    config::load(path).map_err(|e| {
+/// Load and check a config, SQL stages included; print every problem.
+async fn load(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
+    let fail = |e: config::ConfigError| {
         eprint!("{e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let loaded = config::load(path).map_err(fail)?;
+    config::check_sql_stages(&loaded).await.map_err(fail)?;
+    Ok(loaded)
 }
 
 fn main() -> ExitCode {
@@ -113,7 +117,7 @@ fn main() -> ExitCode {
                 print!("{}", config::json_schema());
                 ExitCode::SUCCESS
             }
-            Command::Validate { config } => match load(&config) {
+            Command::Validate { config } => match load(&config).await {
                 Ok(c) => {
                     println!(
                         "{}: ok ({} pipeline(s): {})",
@@ -135,7 +139,7 @@ fn main() -> ExitCode {
                 pipeline,
                 json,
             } => {
-                let loaded = match load(&config) {
+                let loaded = match load(&config).await {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
@@ -198,7 +202,7 @@ fn main() -> ExitCode {
                 id,
                 pipeline,
             } => {
-                let loaded = match load(&config) {
+                let loaded = match load(&config).await {
                     Ok(c) => c,
                     Err(code) => return code,
                 };

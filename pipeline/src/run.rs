@@ -241,6 +241,7 @@ async fn execute(
         .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
 
     // ---- read sources ------------------------------------------------------
+    let stage_clock = Instant::now();
     let mut raw_batches: Vec<RecordBatch> = Vec::new();
     let mut mapped: Vec<RecordBatch> = Vec::new();
     let mut rejects = RejectRows::default();
@@ -391,9 +392,22 @@ async fn execute(
         progress.finish();
     }
 
+    info!(
+        rows = report.rows_read,
+        files = report.files_imported,
+        seconds = stage_clock.elapsed().as_secs_f64(),
+        "stage read+map done"
+    );
+
     // ---- normalise, sql, validate -----------------------------------------
+    let stage_clock = Instant::now();
     let normalised = stages::normalise(&ctx, mapped).await?;
     let normalised = stages::user_stages(&ctx, normalised, &pipeline.sql).await?;
+    info!(
+        seconds = stage_clock.elapsed().as_secs_f64(),
+        "stage normalise done"
+    );
+    let stage_clock = Instant::now();
     let mut good: Vec<RecordBatch> = Vec::new();
     for b in &normalised {
         let v = validator
@@ -441,6 +455,13 @@ async fn execute(
     report.rows_rejected = rejects.len as u64;
     report.rejected_by_reason = rejects.by_reason.clone();
 
+    info!(
+        rejected = report.rows_rejected,
+        seconds = stage_clock.elapsed().as_secs_f64(),
+        "stage validate done"
+    );
+    let stage_clock = Instant::now();
+
     // ---- link --------------------------------------------------------------
     let mut tables: Vec<StagedTable> = vec![StagedTable {
         table: "rejects".into(),
@@ -451,6 +472,14 @@ async fn execute(
         let leads = concat_batches(&schema, &good)?;
         drop(good);
         let (candidates, known) = candidates(&ctx, &leads).await?;
+        info!(
+            rows = leads.num_rows(),
+            candidates = candidates.num_rows(),
+            known = known.len(),
+            seconds = stage_clock.elapsed().as_secs_f64(),
+            "stage candidates done"
+        );
+        let stage_clock = Instant::now();
         let outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp)
             .map_err(|e| RunError::Other(e.to_string()))?;
         let s = &outcome.stats;
@@ -459,6 +488,11 @@ async fn execute(
         report.merged_in_batch = s.merged_in_batch;
         report.records_known = s.records_known;
         report.conflicts = s.conflicts;
+        info!(
+            masters = outcome.masters.num_rows(),
+            seconds = stage_clock.elapsed().as_secs_f64(),
+            "stage link done"
+        );
         let known_flags: Vec<bool> = outcome
             .match_rule
             .iter()
@@ -526,6 +560,7 @@ async fn execute(
     });
 
     // ---- commit ------------------------------------------------------------
+    let stage_clock = Instant::now();
     // Tables with nothing to write are left alone: a run over unchanged
     // input changes no table but `runs`.
     tables.retain(|t| t.table == "runs" || t.batches.iter().any(|b| b.num_rows() > 0));
@@ -545,6 +580,8 @@ async fn execute(
             }
         })
         .await?;
+
+    info!(seconds = stage_clock.elapsed().as_secs_f64(), "stage commit done");
 
     // Only after the commit: a crash before this re-reads, never loses.
     for f in &imported {

@@ -152,6 +152,61 @@ pub async fn user_stages(
     Ok(batches)
 }
 
+/// Plan the pipeline's `sql:` stages against the real `leads` schema
+/// without running them: unknown columns or functions are config errors,
+/// found before any work. Returns (stage index, problem) pairs.
+pub async fn check_stages(opts: &NormaliseOptions, stages: &[String]) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    if stages.is_empty() {
+        return problems;
+    }
+    let ctx = match session(opts) {
+        Ok(c) => c,
+        Err(e) => return vec![(0, e.to_string())],
+    };
+    let mapped = RecordBatch::new_empty(leadflow_transforms::schema::MAPPED_SCHEMA.clone());
+    let plan = async {
+        let mem = MemTable::try_new(mapped.schema(), vec![vec![mapped]])?;
+        ctx.register_table("mapped", Arc::new(mem))?;
+        let df = ctx.sql(NORMALISE_SQL).await?;
+        Ok::<_, datafusion::error::DataFusionError>(Arc::new(df.schema().as_arrow().clone()))
+    };
+    let schema = match plan.await {
+        Ok(s) => s,
+        Err(e) => return vec![(0, format!("normalise stage: {e}"))],
+    };
+    for (index, sql) in stages.iter().enumerate() {
+        let _ = ctx.deregister_table("leads");
+        let mem = MemTable::try_new(schema.clone(), vec![vec![]]).expect("empty table");
+        if let Err(e) = ctx.register_table("leads", Arc::new(mem)) {
+            problems.push((index, e.to_string()));
+            continue;
+        }
+        match ctx.sql(sql).await {
+            Ok(df) => {
+                let out = df.schema().as_arrow();
+                let missing: Vec<&str> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|n| out.field_with_name(n).is_err())
+                    .collect();
+                if !missing.is_empty() {
+                    problems.push((
+                        index,
+                        format!(
+                            "drops column(s) {}; a stage must keep every column of `leads`",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+            }
+            Err(e) => problems.push((index, e.to_string())),
+        }
+    }
+    problems
+}
+
 /// Is this one SELECT statement? (config check; columns are checked at run time)
 pub fn check_sql(sql: &str) -> Result<(), String> {
     let stmts = DFParser::parse_sql(sql).map_err(|e| format!("not valid SQL: {e}"))?;

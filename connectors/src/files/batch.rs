@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringBuilder, UInt64Builder};
+use arrow::array::{ArrayRef, BinaryArray, BinaryBuilder, StringArray, UInt64Builder};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
@@ -51,9 +52,12 @@ pub fn is_blank<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> bool {
 
 /// Builds `RecordBatch`es of `batch_size` rows: one Utf8 column per header,
 /// then `_source`, `_source_file`, `_source_row`.
+///
+/// Values are collected as bytes and checked as UTF-8 once per column and
+/// batch (one pass over a large buffer instead of one call per field).
 pub struct BatchBuilder {
     schema: SchemaRef,
-    columns: Vec<StringBuilder>,
+    columns: Vec<BinaryBuilder>,
     source_row: UInt64Builder,
     source_name: String,
     file: String,
@@ -72,34 +76,36 @@ impl BatchBuilder {
         fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, false));
         fields.push(Field::new(SOURCE_FILE_COLUMN, DataType::Utf8, false));
         fields.push(Field::new(SOURCE_ROW_COLUMN, DataType::UInt64, false));
-        let mut b = Self {
+        // Start small and let builders grow: many drops are a few hundred rows,
+        // and a 65536-row preallocation per column would dominate their cost.
+        // Later batches are sized from the previous one (see `flush`).
+        let rows = batch_size.min(1024);
+        Self {
+            columns: (0..headers.len())
+                .map(|_| BinaryBuilder::with_capacity(rows, rows * 16))
+                .collect(),
+            source_row: UInt64Builder::with_capacity(rows),
             schema: Arc::new(Schema::new(fields)),
-            columns: Vec::new(),
-            source_row: UInt64Builder::new(),
             source_name: source_name.to_string(),
             file: file.to_string(),
             batch_size,
             len: 0,
             batches: Vec::new(),
-        };
-        b.reset_builders();
-        b
-    }
-
-    fn reset_builders(&mut self) {
-        // Start small and let builders grow: many drops are a few hundred rows,
-        // and a 65536-row preallocation per column would dominate their cost.
-        let rows = self.batch_size.min(1024);
-        self.columns = (0..self.schema.fields().len() - 3)
-            .map(|_| StringBuilder::with_capacity(rows, rows * 16))
-            .collect();
-        self.source_row = UInt64Builder::with_capacity(rows);
+        }
     }
 
     /// Appends the value of column `col` for the current row. Call for every
     /// column in order, then [`Self::finish_row`].
     #[inline]
     pub fn push(&mut self, col: usize, value: &str) {
+        self.columns[col].append_value(value.as_bytes());
+    }
+
+    /// Like [`Self::push`] for bytes that should be UTF-8 (split from UTF-8
+    /// text at ASCII delimiters). Invalid sequences, should any slip through,
+    /// become U+FFFD at flush time.
+    #[inline]
+    pub fn push_bytes(&mut self, col: usize, value: &[u8]) {
         self.columns[col].append_value(value);
     }
 
@@ -120,11 +126,17 @@ impl BatchBuilder {
         let n = self.len;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 3);
         for c in &mut self.columns {
-            arrays.push(Arc::new(c.finish()));
+            // Size the next batch's buffers like this one: no regrowth on
+            // homogeneous data.
+            let bytes = c.values_slice().len();
+            let next = BinaryBuilder::with_capacity(n, bytes + bytes / 8);
+            arrays.push(Arc::new(to_utf8(std::mem::replace(c, next).finish())));
         }
         arrays.push(Arc::new(repeated(&self.source_name, n)));
         arrays.push(Arc::new(repeated(&self.file, n)));
-        arrays.push(Arc::new(self.source_row.finish()));
+        arrays.push(Arc::new(
+            std::mem::replace(&mut self.source_row, UInt64Builder::with_capacity(n)).finish(),
+        ));
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .expect("builders are filled in lockstep with the schema");
         self.batches.push(batch);
@@ -138,12 +150,22 @@ impl BatchBuilder {
     }
 }
 
-fn repeated(value: &str, n: usize) -> arrow::array::StringArray {
-    let mut b = StringBuilder::with_capacity(n, value.len() * n);
-    for _ in 0..n {
-        b.append_value(value);
+fn to_utf8(bin: BinaryArray) -> StringArray {
+    match StringArray::try_from_binary(bin.clone()) {
+        Ok(a) => a,
+        Err(_) => bin.iter().map(|v| v.map(String::from_utf8_lossy)).collect(),
     }
-    b.finish()
+}
+
+/// `value` repeated `n` times, built directly from buffers.
+fn repeated(value: &str, n: usize) -> StringArray {
+    let len = value.len();
+    let offsets: Vec<i32> = (0..=n).map(|i| (i * len) as i32).collect();
+    StringArray::new(
+        OffsetBuffer::new(ScalarBuffer::from(offsets)),
+        Buffer::from(value.repeat(n).into_bytes()),
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -175,7 +197,7 @@ mod tests {
         let mut b = BatchBuilder::new(&headers, "crm", "/in/x.csv", 2);
         for row in 0..5u64 {
             b.push(0, &format!("a{row}"));
-            b.push(1, "");
+            b.push_bytes(1, if row == 4 { b"\xFF" } else { b"" });
             b.finish_row(row + 2);
         }
         let batches = b.finish();
@@ -186,9 +208,11 @@ mod tests {
         let last = &batches[2];
         assert_eq!(last.schema().field(2).name(), "_source");
         assert_eq!(last.column(0).as_string::<i32>().value(0), "a4");
+        // Invalid UTF-8 never makes it into a Utf8 column.
+        assert_eq!(last.column(1).as_string::<i32>().value(0), "\u{FFFD}");
         // Empty stays an empty string, not null: blank handling is the mapping's job.
-        assert_eq!(last.column(1).as_string::<i32>().value(0), "");
-        assert_eq!(last.column(1).null_count(), 0);
+        assert_eq!(batches[0].column(1).as_string::<i32>().value(0), "");
+        assert_eq!(batches[0].column(1).null_count(), 0);
         assert_eq!(last.column(2).as_string::<i32>().value(0), "crm");
         assert_eq!(last.column(3).as_string::<i32>().value(0), "/in/x.csv");
         assert_eq!(last.column(4).as_primitive::<UInt64Type>().value(0), 6);

@@ -84,6 +84,13 @@ async fn score(dir: &Path, cfg: &Path, source: &str, truth: &Path) -> (f64, f64,
 
 fn main() {
     leadflow::install_crypto_provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEADFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deltalake_core=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rows: usize = arg("--rows", "1000000").parse().expect("--rows N");
     let second: usize = arg("--second", "100000").parse().expect("--second N");
     let dir = PathBuf::from(arg("--dir", "/tmp/leadflow-bench"));
@@ -127,9 +134,14 @@ fn main() {
     )
     .expect("generate");
 
+    // Answer keys live beside the drops, not in them (they are CSV too).
+    let truth1 = dir.join("first.truth.csv");
+    let truth2 = dir.join("second.truth.csv");
+    std::fs::rename(&g1.truth_path, &truth1).expect("move truth");
+    std::fs::rename(&g2.truth_path, &truth2).expect("move truth");
     rt.block_on(async {
         let opts = RunOptions { trigger: "bench".into(), ..Default::default() };
-        for (label, drops, n, truth) in [("empty warehouse", "first", g1.rows, &g1.truth_path), ("existing warehouse", "second", g2.rows, &g2.truth_path)] {
+        for (label, drops, n, truth) in [("empty warehouse", "first", g1.rows, &truth1), ("existing warehouse", "second", g2.rows, &truth2)] {
             let cfg = config(&dir, drops);
             let loaded = leadflow::config::load(&cfg).expect("config");
             let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");

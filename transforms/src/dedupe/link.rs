@@ -94,6 +94,9 @@ fn event_id(parts: &[&str]) -> String {
     format!("e-{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()))
 }
 
+/// Distinct people one key may stand for before it counts as a hub.
+const MAX_ANCHORS: usize = 16;
+
 type KeyChains<'k> = HashMap<(MatchKey, &'k str), (u32, u32)>;
 
 /// Append `node` to the chain of nodes holding `key`.
@@ -215,9 +218,11 @@ pub fn link(
     // Walk each key's chain: each node joins the first anchor that accepts it.
     let mut conflicts: Vec<(MatchKey, String, usize, Veto)> = Vec::new();
     let mut anchors: Vec<usize> = Vec::new();
+    let mut hubs: Vec<(MatchKey, String, usize)> = Vec::new();
     for &(kind, key) in &order {
         let (mut e, _) = head[&(kind, key)];
         anchors.clear();
+        let mut hub = false;
         while e != u32::MAX {
             let (node, next) = entries[e as usize];
             let node = node as usize;
@@ -238,10 +243,18 @@ pub fn link(
                 }
             }
             if !joined {
-                if let Some(v) = first_veto {
-                    conflicts.push((kind, key.to_string(), node, v));
+                if anchors.len() < MAX_ANCHORS {
+                    if let Some(v) = first_veto {
+                        conflicts.push((kind, key.to_string(), node, v));
+                    }
+                    anchors.push(node);
+                } else if !hub {
+                    // A key shared by this many different people is a hub
+                    // (a reception desk, "noemail@..."): say so once and
+                    // stop using it for anyone else.
+                    hub = true;
+                    hubs.push((kind, key.to_string(), node));
                 }
-                anchors.push(node);
             }
             e = next;
         }
@@ -397,6 +410,27 @@ pub fn link(
             kind.as_str(),
             0.0,
             explanation,
+        );
+    }
+    for (kind, key, node) in &hubs {
+        stats.conflicts += 1;
+        let mid = if *node < n {
+            master_id.value(*node).to_string()
+        } else {
+            master_ids.value(*node - n).to_string()
+        };
+        mb.push(
+            event_id(&["hub", kind.as_str(), key]),
+            "hub_key",
+            Some(&mid),
+            None,
+            None,
+            kind.as_str(),
+            0.0,
+            format!(
+                "{} {key} is shared by more than {MAX_ANCHORS} people whose names disagree; it links no one beyond them",
+                kind.as_str()
+            ),
         );
     }
     let merges = mb.finish(stamp)?;
