@@ -74,9 +74,22 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,buoyant_kernel=off,deltalake_core=error,deltalake=error,datafusion=warn")
-    });
+    let mut filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Dependencies' noise (delta-kernel logs an ERROR for every new table,
+    // delta-rs a WARN per MERGE) stays quiet unless asked for by name.
+    let asked = std::env::var("LEADFLOW_LOG").unwrap_or_default();
+    for (target, level) in [
+        ("buoyant_kernel", "off"),
+        ("deltalake_core", "error"),
+        ("deltalake", "error"),
+        ("datafusion", "warn"),
+    ] {
+        if !asked.contains(target)
+            && let Ok(d) = format!("{target}={level}").parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

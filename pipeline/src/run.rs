@@ -470,6 +470,15 @@ async fn execute(
     }];
     if let Some(schema) = good.first().map(|b| b.schema()) {
         let leads = concat_batches(&schema, &good)?;
+        // DataFusion may hand partitions back in any order; linking is
+        // order-sensitive (first record names a new master, ties go to the
+        // later row), so put rows back in arrival order first.
+        let pos = leads
+            .column_by_name(lschema::RAW_POS)
+            .expect("normalised")
+            .clone();
+        let order = arrow::compute::sort_to_indices(&pos, None, None)?;
+        let leads = arrow::compute::take_record_batch(&leads, &order)?;
         drop(good);
         let (candidates, known) = candidates(&ctx, &leads).await?;
         info!(

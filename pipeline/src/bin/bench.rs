@@ -61,7 +61,7 @@ async fn score(dir: &Path, cfg: &Path, source: &str, truth: &Path) -> (f64, f64,
     let mut by_both: HashMap<(String, u64), u64> = HashMap::new();
     for b in &batches {
         let rows = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-        let masters = b.column(1).as_string::<i32>();
+        let masters = leadflow::run::utf8(b.column(1)).expect("text");
         for i in 0..b.num_rows() {
             let Some(&p) = person.get(&rows.value(i)) else {
                 continue;

@@ -12,6 +12,8 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::protocol::SaveMode;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tracing::{debug, info};
 use url::Url;
 
@@ -343,7 +345,23 @@ impl Warehouse {
         commit: &StagedCommit,
         after_table: &mut impl FnMut(&str),
     ) -> Result<(), WarehouseError> {
-        for t in &commit.tables {
+        // Data tables are independent (each carries its own txn version), so
+        // they are written concurrently: Parquet encoding is one core per
+        // file. The ledger and then `runs` follow, in that order.
+        let (data, tail): (Vec<&StagedTable>, Vec<&StagedTable>) = commit
+            .tables
+            .iter()
+            .partition(|t| t.table != "source_files" && t.table != "runs");
+        let mut pending: FuturesUnordered<_> = data
+            .into_iter()
+            .map(|t| async move { (t, self.apply(t, &commit.app_id, commit.version).await) })
+            .collect();
+        while let Some((t, result)) = pending.next().await {
+            let wrote = result?;
+            info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
+            after_table(&t.table);
+        }
+        for t in tail {
             let wrote = self.apply(t, &commit.app_id, commit.version).await?;
             info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
             after_table(&t.table);
@@ -378,5 +396,107 @@ impl Warehouse {
             table: "query".into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            name: "people",
+            schema: Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            keys: &["id"],
+        }
+    }
+
+    fn rows(ids: &[&str], n: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            spec().schema,
+            vec![
+                Arc::new(StringArray::from(ids.to_vec())),
+                Arc::new(Int64Array::from(vec![n; ids.len()])),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn count(wh: &Warehouse, sql: &str) -> i64 {
+        let ctx = SessionContext::new();
+        wh.register(&ctx, &["people"]).await.unwrap();
+        let b = wh.query(&ctx, sql).await.unwrap();
+        b[0].column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    }
+
+    #[tokio::test]
+    async fn a_txn_version_is_applied_once_and_upserts_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let t = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![rows(&["a", "b"], 1)],
+        };
+        assert!(wh.apply(&t, "app", 1).await.unwrap());
+        assert!(
+            !wh.apply(&t, "app", 1).await.unwrap(),
+            "same version again is skipped"
+        );
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 2);
+        let t2 = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![rows(&["b", "c"], 2)],
+        };
+        assert!(wh.apply(&t2, "app", 2).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 2 + 2);
+        assert_eq!(wh.last_txn_version("app").await.unwrap(), Some(2));
+        assert_eq!(wh.last_txn_version("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_staged_commit_is_finished_by_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let commit = StagedCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            app_id: "app".into(),
+            version: 1,
+            tables: vec![StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Append,
+                batches: vec![rows(&["a"], 1)],
+            }],
+        };
+        // Stage only, as a run that crashed before applying anything.
+        commit.save(&wh.staging_dir("p")).unwrap();
+        let done = wh.recover("p").await.unwrap().expect("a pending commit");
+        assert_eq!(done.run_id, "r1");
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 1);
+        assert!(wh.recover("p").await.unwrap().is_none(), "staging cleared");
+        // A staging folder without a manifest never committed: dropped.
+        std::fs::create_dir_all(wh.staging_dir("p")).unwrap();
+        assert!(wh.recover("p").await.unwrap().is_none());
+        assert!(!wh.staging_dir("p").exists());
     }
 }

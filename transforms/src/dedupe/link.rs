@@ -597,11 +597,13 @@ mod tests {
     }
 
     /// (master_id, first, last, phones, email_keys)
-    fn masters(rows: &[(&str, &str, &str, &[&str], &[&str])]) -> RecordBatch {
-        let s = |f: &dyn Fn(&(&str, &str, &str, &[&str], &[&str])) -> Option<String>| {
+    type Master<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+
+    fn masters(rows: &[Master]) -> RecordBatch {
+        let s = |f: &dyn Fn(&Master) -> Option<String>| {
             Arc::new(rows.iter().map(f).collect::<StringArray>()) as ArrayRef
         };
-        let list = |f: &dyn Fn(&(&str, &str, &str, &[&str], &[&str])) -> Vec<String>| {
+        let list = |f: &dyn Fn(&Master) -> Vec<String>| {
             let mut b = list_builder();
             for r in rows {
                 for v in f(r) {
