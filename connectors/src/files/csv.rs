@@ -357,40 +357,6 @@ mod tests {
         assert!(e.to_string().contains("klingon"), "{e}");
     }
 
-    /// Throughput smoke check; run with
-    /// `cargo test -p leadflow-connectors --release -- --ignored --nocapture csv_throughput`.
-    #[test]
-    #[ignore = "timing; run in release"]
-    fn csv_throughput() {
-        let mut data = String::from("id,first,last,email,phone,city,country,created\n");
-        for i in 0..1_000_000 {
-            data.push_str(&format!(
-                "{i},Ann{i},Smith,ann.{i}@example.com,+9198765{i:05},Pune,IN,2025-03-14\n"
-            ));
-        }
-        // Best of 3: the machine is shared.
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            let p = parse_csv(
-                "crm",
-                "/drop/leads/2025-03-14.csv",
-                data.as_bytes(),
-                &CsvOptions::default(),
-                false,
-                65_536,
-            )
-            .unwrap();
-            best = best.min(start.elapsed().as_secs_f64());
-            assert_eq!(p.rows, 1_000_000);
-        }
-        println!(
-            "1000000 rows x 8 columns, {:.1} MB in {best:.3}s: {:.2}M rows/s",
-            data.len() as f64 / 1e6,
-            1.0 / best
-        );
-    }
-
     #[test]
     fn many_rows_split_into_batches() {
         let mut data = String::from("id,email\n");

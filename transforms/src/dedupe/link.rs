@@ -97,7 +97,10 @@ fn event_id(parts: &[&str]) -> String {
 /// Distinct people one key may stand for before it counts as a hub.
 const MAX_ANCHORS: usize = 16;
 
-type KeyChains<'k> = HashMap<(MatchKey, &'k str), (u32, u32)>;
+/// Keys hashed with xxh3: SipHash over 2M keys was a visible cost.
+type FastMap<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
+type KeyChains<'k> = FastMap<(MatchKey, &'k str), (u32, u32)>;
 
 /// Append `node` to the chain of nodes holding `key`.
 fn push_key<'k>(
@@ -183,7 +186,7 @@ pub fn link(
     // Key -> chain of nodes holding it, masters first, then leads in order.
     let use_phone = config.keys.contains(&MatchKey::Phone);
     let use_email = config.keys.contains(&MatchKey::Email);
-    let mut head: KeyChains = HashMap::with_capacity(2 * (n + m));
+    let mut head: KeyChains = FastMap::with_capacity_and_hasher(2 * (n + m), Default::default());
     let mut order: Vec<(MatchKey, &str)> = Vec::new();
     let mut entries: Vec<(u32, u32)> = Vec::with_capacity(2 * (n + m)); // (node, next entry)
     let mut owned_master_keys: Vec<(MatchKey, usize, String)> = Vec::new();
@@ -261,12 +264,12 @@ pub fn link(
     }
 
     // Assign master ids: the existing master, else the first record's id.
-    let mut root_master: HashMap<usize, (String, bool)> = HashMap::new();
+    let mut root_master: FastMap<usize, (String, bool)> = FastMap::default();
     let mut ids = StringBuilder::with_capacity(n, n * 27);
     let mut rules = StringBuilder::with_capacity(n, n * 6);
     let mut scores = Float64Builder::with_capacity(n);
     let mut stats = LinkStats::default();
-    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut members: FastMap<usize, Vec<usize>> = FastMap::default();
     for i in 0..n {
         let r = clusters.find(i);
         let (mid, existing) = root_master

@@ -6,11 +6,18 @@ use strsim::jaro_winkler;
 /// Fold a name part for comparison: ASCII transliteration, lower case,
 /// letters and digits only ("Zoë" -> "zoe", "O'Brien" -> "obrien").
 pub fn fold_name(s: &str) -> String {
-    deunicode::deunicode(s)
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+    let fold = |t: &str| {
+        t.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    // Most names are ASCII already: skip the transliteration allocation.
+    if s.is_ascii() {
+        fold(s)
+    } else {
+        fold(&deunicode::deunicode(s))
+    }
 }
 
 /// Common English and Indian short forms that share no prefix with the full name.

@@ -144,9 +144,116 @@ fn parse_valid(region: Option<Id>, text: &str) -> Option<(PhoneNumber, Type)> {
         let n = catch_unwind(AssertUnwindSafe(|| phonenumber::parse_with(db, region, text)))
             .ok()?
             .ok()?;
-        let t = n.number_type(db);
+        let t = fast_number_type(db, &n);
         (t != Type::Unknown).then_some((n, t))
     })
+}
+
+/// One descriptor of a region (general, mobile, ...) compiled by us.
+struct Desc {
+    lengths: Vec<u16>,
+    re: regex::Regex,
+}
+
+impl Desc {
+    fn new(d: &phonenumber::metadata::Descriptor) -> Option<Self> {
+        // Same semantics as `Descriptor::is_match`: a possible length, and a
+        // match starting at 0 (leftmost-first, so `^` is equivalent).
+        let re = regex::RegexBuilder::new(&format!("^(?:{})", d.national_number().as_str()))
+            .ignore_whitespace(true)
+            .build()
+            .ok()?;
+        Some(Self {
+            lengths: d.possible_length().to_vec(),
+            re,
+        })
+    }
+
+    fn is_match(&self, value: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(value.len() as u16))) && self.re.is_match(value)
+    }
+}
+
+/// A region's descriptors in `phonenumber::validator::number_type` order.
+struct RegionTypes {
+    general: Desc,
+    special: Vec<(Type, Desc)>,
+    fixed: Option<Desc>,
+    mobile: Option<Desc>,
+    fixed_is_mobile: bool,
+}
+
+impl RegionTypes {
+    fn new(m: &phonenumber::metadata::Metadata) -> Option<Self> {
+        let d = m.descriptors();
+        let desc = |x: Option<&phonenumber::metadata::Descriptor>| x.and_then(Desc::new);
+        let special = [
+            (Type::PremiumRate, d.premium_rate()),
+            (Type::TollFree, d.toll_free()),
+            (Type::SharedCost, d.shared_cost()),
+            (Type::Voip, d.voip()),
+            (Type::PersonalNumber, d.personal_number()),
+            (Type::Pager, d.pager()),
+            (Type::Uan, d.uan()),
+            (Type::Voicemail, d.voicemail()),
+        ]
+        .into_iter()
+        .filter_map(|(t, x)| desc(x).map(|c| (t, c)))
+        .collect();
+        Some(Self {
+            general: Desc::new(d.general())?,
+            special,
+            fixed: desc(d.fixed_line()),
+            mobile: desc(d.mobile()),
+            fixed_is_mobile: d.fixed_line().map(|x| x.national_number().as_str())
+                == d.mobile().map(|x| x.national_number().as_str()),
+        })
+    }
+
+    fn number_type(&self, value: &str) -> Type {
+        if !self.general.is_match(value) {
+            return Type::Unknown;
+        }
+        if let Some((t, _)) = self.special.iter().find(|(_, d)| d.is_match(value)) {
+            return *t;
+        }
+        if self.fixed.as_ref().is_some_and(|d| d.is_match(value)) {
+            if self.fixed_is_mobile || self.mobile.as_ref().is_some_and(|d| d.is_match(value)) {
+                return Type::FixedLineOrMobile;
+            }
+            return Type::FixedLine;
+        }
+        if self.mobile.as_ref().is_some_and(|d| d.is_match(value)) {
+            return Type::Mobile;
+        }
+        Type::Unknown
+    }
+}
+
+thread_local! {
+    static TYPES: std::cell::RefCell<HashMap<String, Option<std::rc::Rc<RegionTypes>>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// `PhoneNumber::number_type`, with each region's patterns compiled once per
+/// thread into plain `regex::Regex`es: phonenumber looks every pattern up in
+/// its LRU cache (hashing the pattern text) on every use, and that lookup
+/// was most of the cost of validating a number.
+fn fast_number_type(db: &Database, n: &PhoneNumber) -> Type {
+    let Some(meta) = n.metadata(db) else {
+        return Type::Unknown;
+    };
+    let types = TYPES.with(|t| {
+        t.borrow_mut()
+            .entry(meta.id().to_string())
+            .or_insert_with(|| RegionTypes::new(meta).map(std::rc::Rc::new))
+            .clone()
+    });
+    match types {
+        // Same input the crate uses: the national number without leading zeros.
+        Some(t) => t.number_type(&n.national().value().to_string()),
+        None => n.number_type(db),
+    }
 }
 
 fn region_code(region: Id) -> Option<u16> {
@@ -737,5 +844,35 @@ mod tests {
         assert_eq!(r.e164.as_deref(), Some("+919167234567"), "{r:?}");
         let r = normalise_phone("919820012345", None, parse_region("IN"));
         assert_eq!(r.e164.as_deref(), Some("+919820012345"), "{r:?}");
+    }
+
+    #[test]
+    fn fast_number_type_agrees_with_the_crate() {
+        let samples = [
+            ("+919820012345", None),
+            ("+912266554400", None),
+            ("+442079460958", None),
+            ("+447912345678", None),
+            ("+14155550123", None),
+            ("+16175550199", None),
+            ("+85261234567", None),
+            ("+85221234567", None),
+            ("+971502345678", None),
+            ("+390612345678", None),
+            ("+4915123456789", None),
+            ("+33612345678", None),
+            ("1800 123 4567", Some("IN")),
+            ("0800 123 4567", Some("GB")),
+            ("09876543210", Some("IN")),
+            ("12345", Some("IN")),
+        ];
+        DB.with(|db| {
+            for (raw, region) in samples {
+                let region = region.and_then(parse_region);
+                if let Ok(n) = phonenumber::parse_with(db, region, raw) {
+                    assert_eq!(fast_number_type(db, &n), n.number_type(db), "{raw}");
+                }
+            }
+        });
     }
 }
