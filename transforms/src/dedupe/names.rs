@@ -73,6 +73,17 @@ const NICKNAMES: &[(&str, &str)] = &[
     ("sam", "samuel"),
     ("ben", "benjamin"),
     ("raju", "rajesh"),
+    ("venky", "venkatesh"),
+    ("becky", "rebecca"),
+    ("becca", "rebecca"),
+    ("vicky", "victoria"),
+    ("vicky", "vikram"),
+    ("sunny", "sunil"),
+    ("bablu", "babul"),
+    ("chintu", "chintan"),
+    ("pinky", "priyanka"),
+    ("manny", "manish"),
+    ("nikki", "nikita"),
     ("bunty", "balwinder"),
     ("mohd", "mohammed"),
     ("md", "mohammed"),
@@ -82,6 +93,33 @@ fn nickname_pair(a: &str, b: &str) -> bool {
     NICKNAMES
         .iter()
         .any(|(n, f)| (a == *n && b == *f) || (a == *f && b == *n))
+}
+
+/// A rough sound-alike form of a folded name part, so transliteration
+/// variants compare equal or close: Aisha/Ayesha, Pooja/Puja, Preethi/Priti,
+/// Mohammed/Muhammad. Vowel digraphs and silent letters collapse; consonants
+/// stay, so different names stay different (Anil/Sunita, Aarav/Aarush).
+pub fn sound_alike(s: &str) -> String {
+    let mut t = s
+        .replace("ee", "i")
+        .replace("oo", "u")
+        .replace("th", "t")
+        .replace("ph", "f")
+        .replace("ou", "u");
+    t = t.replace('y', "i").replace('w', "v").replace('z', "s");
+    let mut out = String::with_capacity(t.len());
+    for (i, c) in t.chars().enumerate() {
+        // A non-initial h is mostly silent in transliterations (Mehta/Meta).
+        if c == 'h' && i > 0 {
+            continue;
+        }
+        // Double letters: Mohammed/Mohamed.
+        if out.ends_with(c) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Do two folded name parts agree? Missing on either side agrees.
@@ -98,7 +136,11 @@ pub fn part_agrees(a: &str, b: &str, threshold: f64) -> bool {
     if short.len() >= 3 && long.starts_with(short) {
         return true;
     }
-    nickname_pair(a, b) || jaro_winkler(a, b) >= threshold
+    if nickname_pair(a, b) || jaro_winkler(a, b) >= threshold {
+        return true;
+    }
+    let (sa, sb) = (sound_alike(a), sound_alike(b));
+    sa == sb || (sa.len() >= 4 && sb.len() >= 4 && jaro_winkler(&sa, &sb) >= threshold.max(0.9))
 }
 
 /// A person's name, folded once for repeated comparisons.
@@ -125,6 +167,22 @@ impl FoldedName {
     pub fn agrees(&self, other: &FoldedName, threshold: f64) -> bool {
         if self.is_empty() || other.is_empty() {
             return true;
+        }
+        // Given names written together or apart ("Kaming Li", "Ka Ming Li",
+        // "Li, Ka Ming"): the same letters in the same name order.
+        if !self.first.is_empty()
+            && !self.last.is_empty()
+            && !other.first.is_empty()
+            && !other.last.is_empty()
+        {
+            let a = [self.first.as_str(), self.last.as_str()];
+            let b = [other.first.as_str(), other.last.as_str()];
+            let joined = |x: [&str; 2]| (x.concat(), format!("{}{}", x[1], x[0]));
+            let (a1, a2) = joined(a);
+            let (b1, _) = joined(b);
+            if a1.len() >= 5 && (a1 == b1 || a2 == b1) {
+                return true;
+            }
         }
         let straight = part_agrees(&self.first, &other.first, threshold)
             && part_agrees(&self.last, &other.last, threshold);
