@@ -92,7 +92,15 @@ pub fn normalise_phone(raw: &str, country_hint: Option<Id>, default_region: Opti
         return PhoneResult::default();
     };
     let region = country_hint.or(default_region);
-    match resolve(&cleaned, region) {
+    if let Some(fast) = fast_resolve(&cleaned, region) {
+        return fast;
+    }
+    slow_normalise(&cleaned, region)
+}
+
+/// The full path through `phonenumber::parse_with` (and our fallbacks).
+fn slow_normalise(cleaned: &Cleaned, region: Option<Id>) -> PhoneResult {
+    match resolve(cleaned, region) {
         Some((n, t)) => {
             let region = n.country().id().map(|id| id.as_ref().to_owned());
             PhoneResult {
@@ -233,6 +241,80 @@ impl RegionTypes {
 thread_local! {
     static TYPES: std::cell::RefCell<HashMap<String, Option<std::rc::Rc<RegionTypes>>>> =
         std::cell::RefCell::new(HashMap::new());
+}
+
+/// The common shapes without the crate's parser: `+CC NSN`, or a national
+/// number (with or without the trunk prefix) of the given region, validated
+/// against the region's compiled patterns. Anything else, anything invalid
+/// here, and regions whose national prefix rewrites digits go the full way.
+/// A test compares both paths on random numbers of a dozen countries.
+fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
+    DB.with(|db| {
+        let d = c.digits.as_str();
+        if d.len() < 4 || d.len() > 17 {
+            return None;
+        }
+        let check = |meta: &phonenumber::metadata::Metadata, nsn: &str| -> Option<PhoneResult> {
+            if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() {
+                return None;
+            }
+            let types = region_types(meta)?;
+            // The crate validates the national number without leading zeros.
+            let t = types.number_type(nsn.trim_start_matches('0'));
+            if t == Type::Unknown || nsn.starts_with('0') && meta.id() != "IT" {
+                return None;
+            }
+            Some(PhoneResult {
+                e164: Some(format!("+{}{nsn}", meta.country_code())),
+                valid: true,
+                kind: Some(kind_name(t)),
+                region: Some(meta.id().to_owned()),
+            })
+        };
+        if c.plus {
+            for cc_len in 1..=3.min(d.len() - 1) {
+                let Ok(cc) = d[..cc_len].parse::<u16>() else {
+                    return None;
+                };
+                if let Some(metas) = db.by_code(&cc) {
+                    // The crate picks the first region of the code the number is valid for.
+                    return metas.into_iter().find_map(|m| check(m, &d[cc_len..]));
+                }
+            }
+            return None;
+        }
+        let meta = db.by_id(region?.as_ref())?;
+        if d.starts_with("00") {
+            return None;
+        }
+        // A national number that starts with the region's own country code
+        // may be read either way: the full parser decides.
+        if d.starts_with(&meta.country_code().to_string()) {
+            return None;
+        }
+        let nsn = match meta.national_prefix() {
+            Some(p) if !p.is_empty() && d.starts_with(p) => &d[p.len()..],
+            _ => d,
+        };
+        if meta.national_prefix_transform_rule().is_some() {
+            return None;
+        }
+        // Like the crate: the number belongs to the first region of its
+        // country code it is valid for (a Canadian number read with region
+        // US is still Canadian, and the reverse).
+        db.by_code(&meta.country_code())?
+            .into_iter()
+            .find_map(|m| check(m, nsn))
+    })
+}
+
+fn region_types(meta: &phonenumber::metadata::Metadata) -> Option<std::rc::Rc<RegionTypes>> {
+    TYPES.with(|t| {
+        t.borrow_mut()
+            .entry(meta.id().to_string())
+            .or_insert_with(|| RegionTypes::new(meta).map(std::rc::Rc::new))
+            .clone()
+    })
 }
 
 /// `PhoneNumber::number_type`, with each region's patterns compiled once per
@@ -874,5 +956,70 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// The fast path must say exactly what the full parser says, or nothing.
+    #[test]
+    fn fast_path_agrees_with_the_full_parser_on_random_numbers() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let regions = [
+            "IN", "GB", "US", "HK", "AE", "DE", "FR", "IT", "SG", "AU", "CA", "BR", "MX", "AR", "CN", "JP",
+        ];
+        let (mut fast_hits, mut checked) = (0, 0);
+        for _ in 0..20000 {
+            let r = regions[(next() % regions.len() as u64) as usize];
+            let len = 6 + (next() % 8) as usize;
+            let mut digits: String = (0..len).map(|_| char::from(b'0' + (next() % 10) as u8)).collect();
+            // Bias toward real ranges: Indian mobiles, UK mobiles, US numbers.
+            match next() % 4 {
+                0 => {
+                    digits = format!(
+                        "9{}",
+                        &digits[1..]
+                            .chars()
+                            .chain("000000000".chars())
+                            .take(9)
+                            .collect::<String>()
+                    )
+                }
+                1 => {
+                    digits = format!(
+                        "07{}",
+                        &digits
+                            .chars()
+                            .chain("000000000".chars())
+                            .take(9)
+                            .collect::<String>()
+                    )
+                }
+                _ => {}
+            }
+            let raw = match next() % 3 {
+                0 => format!(
+                    "+{}{}",
+                    region_code(parse_region(r).unwrap()).unwrap(),
+                    digits.trim_start_matches('0')
+                ),
+                _ => digits.clone(),
+            };
+            let Some(c) = clean(&raw) else { continue };
+            let region = parse_region(r);
+            checked += 1;
+            if let Some(fast) = fast_resolve(&c, region) {
+                fast_hits += 1;
+                let slow = slow_normalise(&c, region);
+                assert_eq!(fast, slow, "{raw} in {r}");
+            }
+        }
+        assert!(
+            checked > 15000 && fast_hits > 1500,
+            "{checked} checked, {fast_hits} fast"
+        );
     }
 }
