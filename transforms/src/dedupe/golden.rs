@@ -156,22 +156,25 @@ pub(super) fn build_masters(
         let lc = strings(leads, lead_col)?;
         let keys = strings(leads, "email_key")?;
         let mut b = crate::schema::list_builder();
+        let mut seen: Vec<&str> = Vec::new();
         for g in clusters {
-            let mut seen: Vec<String> = match (&existing, g.existing) {
+            let old: Vec<String> = match (&existing, g.existing) {
                 (Some(a), Some(j)) => list_values(a, j),
                 _ => Vec::new(),
             };
+            seen.clear();
             for &i in &g.rows {
                 if lead_col == "email" && opt(keys, i).is_none() {
                     continue;
                 }
                 if let Some(v) = opt(lc, i)
-                    && !seen.iter().any(|s| s == v)
+                    && !seen.contains(&v)
+                    && !old.iter().any(|o| o == v)
                 {
-                    seen.push(v.to_string());
+                    seen.push(v);
                 }
             }
-            for v in &seen {
+            for v in old.iter().map(String::as_str).chain(seen.iter().copied()) {
                 b.values().append_value(v);
             }
             b.append(true);

@@ -264,28 +264,40 @@ pub fn link(
     }
 
     // Assign master ids: the existing master, else the first record's id.
-    let mut root_master: FastMap<usize, (String, bool)> = FastMap::default();
+    // Clusters numbered in order of their first row: a dense index per root
+    // instead of hashing (1M rows), and a deterministic output order.
+    let mut cluster_of_root: Vec<u32> = vec![u32::MAX; n + m];
+    let mut clusters_out: Vec<Golden> = Vec::new();
     let mut ids = StringBuilder::with_capacity(n, n * 27);
     let mut rules = StringBuilder::with_capacity(n, n * 6);
     let mut scores = Float64Builder::with_capacity(n);
     let mut stats = LinkStats::default();
-    let mut members: FastMap<usize, Vec<usize>> = FastMap::default();
     for i in 0..n {
         let r = clusters.find(i);
-        let (mid, existing) = root_master
-            .entry(r)
-            .or_insert_with(|| match clusters.master[r] {
-                Some(node) => (master_ids.value(node as usize - n).to_string(), true),
+        if cluster_of_root[r] == u32::MAX {
+            cluster_of_root[r] = clusters_out.len() as u32;
+            let (master_id, existing) = match clusters.master[r] {
+                Some(node) => (
+                    master_ids.value(node as usize - n).to_string(),
+                    Some(node as usize - n),
+                ),
                 None => {
                     stats.masters_new += 1;
                     rule[i] = Rule::New;
-                    (new_master_id(source.value(i), record_id.value(i)), false)
+                    (new_master_id(source.value(i), record_id.value(i)), None)
                 }
-            })
-            .clone();
+            };
+            clusters_out.push(Golden {
+                master_id,
+                existing,
+                rows: Vec::new(),
+            });
+        }
+        let g = &mut clusters_out[cluster_of_root[r] as usize];
+        g.rows.push(i);
         if rule[i] == Rule::None {
             rule[i] = Rule::Key(via[i].map(|v| v.0).unwrap_or(MatchKey::Phone));
-            if existing {
+            if g.existing.is_some() {
                 stats.matched_existing += 1;
             } else {
                 stats.merged_in_batch += 1;
@@ -293,7 +305,7 @@ pub fn link(
         } else if rule[i] == Rule::Known {
             stats.records_known += 1;
         }
-        ids.append_value(&mid);
+        ids.append_value(&g.master_id);
         let (name, score) = match rule[i] {
             Rule::New => ("new", 1.0),
             Rule::Known => ("known_record", 1.0),
@@ -302,20 +314,10 @@ pub fn link(
         };
         rules.append_value(name);
         scores.append_value(score);
-        members.entry(r).or_default().push(i);
     }
     let master_id = ids.finish();
 
     // Golden records for every cluster this run touched.
-    let mut clusters_out: Vec<Golden> = members
-        .into_iter()
-        .map(|(r, rows)| Golden {
-            master_id: root_master[&r].0.clone(),
-            existing: clusters.master[r].map(|node| node as usize - n),
-            rows,
-        })
-        .collect();
-    clusters_out.sort_by(|a, b| a.master_id.cmp(&b.master_id));
     let masters_out = build_masters(
         leads,
         masters,
