@@ -69,6 +69,21 @@ impl Sandbox {
         self.path().join("pipeline.yaml").display().to_string()
     }
 
+    /// Replace `from` (which must be there) by `to` in the sandbox config.
+    fn edit_config(&self, from: &str, to: &str) {
+        let cfg = std::fs::read_to_string(self.config()).unwrap();
+        assert!(cfg.contains(from), "config has no {from:?}");
+        std::fs::write(self.config(), cfg.replace(from, to)).unwrap();
+    }
+
+    /// Add one `sql:` stage to the pipeline.
+    fn add_sql_stage(&self, sql: &str) {
+        self.edit_config(
+            "    validate:\n",
+            &format!("    sql:\n      - {sql:?}\n    validate:\n"),
+        );
+    }
+
     fn run(&self) -> serde_json::Value {
         let o = leadflow(&["run", &self.config(), "--json"], &[]);
         assert!(o.status.success(), "{}", text(&o));
@@ -302,11 +317,7 @@ fn the_quickstart_config_validates() {
 #[test]
 fn sql_stage_can_call_the_normalisers() {
     let sb = Sandbox::new();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
-        "    validate:\n",
-        "    sql:\n      - \"SELECT * EXCEPT (city), upper(city) AS city FROM leads WHERE country_code(country_raw) IS DISTINCT FROM 'KP'\"\n    validate:\n",
-    );
-    std::fs::write(sb.config(), cfg).unwrap();
+    sb.add_sql_stage("SELECT * EXCEPT (city), upper(city) AS city FROM leads WHERE country_code(country_raw) IS DISTINCT FROM 'KP'");
     sb.run();
     assert_eq!(
         sb.count("SELECT count(*) FROM records WHERE city IS NOT NULL AND city <> upper(city)"),
@@ -397,11 +408,10 @@ fn show_finds_a_person_by_any_spelling_of_their_phone() {
 #[test]
 fn processed_files_move_to_the_archive_after_the_commit() {
     let sb = Sandbox::new();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
+    sb.edit_config(
         "quarantine: _quarantine",
         "quarantine: _quarantine\n          archive: _archive",
     );
-    std::fs::write(sb.config(), cfg).unwrap();
     let r = sb.run();
     assert_eq!(r["files_imported"], 3, "{r}");
     for f in [
@@ -461,11 +471,7 @@ fn a_missing_drop_folder_is_a_config_error() {
 #[test]
 fn an_sql_stage_naming_an_unknown_column_is_a_config_error() {
     let sb = Sandbox::new();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
-        "    validate:\n",
-        "    sql:\n      - \"SELECT * FROM leads WHERE no_such_column = 1\"\n    validate:\n",
-    );
-    std::fs::write(sb.config(), cfg).unwrap();
+    sb.add_sql_stage("SELECT * FROM leads WHERE no_such_column = 1");
     let o = leadflow(&["validate", &sb.config()], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
@@ -478,11 +484,7 @@ fn an_sql_stage_naming_an_unknown_column_is_a_config_error() {
 #[test]
 fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
     let sb = Sandbox::new();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap().replace(
-        "    validate:\n",
-        "    sql:\n      - \"SELECT * FROM leads WHERE arrow_cast(city, 'Int64') > 0\"\n    validate:\n",
-    );
-    std::fs::write(sb.config(), cfg).unwrap();
+    sb.add_sql_stage("SELECT * FROM leads WHERE arrow_cast(city, 'Int64') > 0");
     let o = leadflow(&["run", &sb.config()], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("sql stage 0"), "{}", text(&o));

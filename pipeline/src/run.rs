@@ -12,7 +12,6 @@ use arrow::array::{
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use leadflow_connectors::files::{FileDrop, FileEntry, parse_file};
 use leadflow_sinks::{StagedCommit, StagedTable, Warehouse, WriteMode};
@@ -508,11 +507,7 @@ async fn execute(
             .map(|r| r == Some("known_record"))
             .collect();
         let existing_links = existing_links(&ctx, &outcome.master_id).await?;
-        let links_mode = if existing_links.num_rows() == 0 {
-            WriteMode::Append
-        } else {
-            WriteMode::Upsert
-        };
+        let links_mode = WriteMode::upsert_if(existing_links.num_rows() > 0);
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
         let links = dedupe::project_links(
             &leads,
@@ -527,20 +522,12 @@ async fn execute(
         report.records_written = records.num_rows() as u64;
         tables.push(StagedTable {
             table: "records".into(),
-            mode: if s.records_known > 0 {
-                WriteMode::Upsert
-            } else {
-                WriteMode::Append
-            },
+            mode: WriteMode::upsert_if(s.records_known > 0),
             batches: vec![records],
         });
         tables.push(StagedTable {
             table: "masters".into(),
-            mode: if s.masters_updated > 0 {
-                WriteMode::Upsert
-            } else {
-                WriteMode::Append
-            },
+            mode: WriteMode::upsert_if(s.masters_updated > 0),
             batches: vec![outcome.masters],
         });
         tables.push(StagedTable {
@@ -689,14 +676,8 @@ async fn candidates(
                 .clone(),
         ],
     )?;
-    ctx.register_table(
-        "run_keys",
-        Arc::new(MemTable::try_new(keys.schema(), vec![vec![keys]])?),
-    )?;
-    ctx.register_table(
-        "run_records",
-        Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?),
-    )?;
+    stages::register_mem(ctx, "run_keys", keys.schema(), vec![vec![keys]])?;
+    stages::register_mem(ctx, "run_records", ids.schema(), vec![vec![ids]])?;
     let known_batches = ctx
         .sql("SELECT r.source, r.source_record_id, r.master_id FROM records r JOIN run_records q ON r.source = q.source AND r.source_record_id = q.source_record_id")
         .await?
@@ -712,16 +693,30 @@ async fn candidates(
             );
         }
     }
+    // Masters sharing a key with the run, plus the masters of records seen
+    // before (known above: the records table is scanned once).
+    let known_masters: StringArray = known.values().map(|m| Some(m.as_str())).collect();
+    let known_masters = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, true)])),
+        vec![Arc::new(known_masters) as ArrayRef],
+    )?;
+    stages::register_mem(
+        ctx,
+        "run_known",
+        known_masters.schema(),
+        vec![vec![known_masters]],
+    )?;
     let sql = "SELECT * FROM masters WHERE master_id IN (
             SELECT mk.master_id FROM (
                 SELECT master_id, unnest(phones) AS k FROM masters
                 UNION ALL SELECT master_id, unnest(email_keys) AS k FROM masters
             ) mk JOIN (SELECT DISTINCT key FROM run_keys) rk ON mk.k = rk.key
-            UNION SELECT r.master_id FROM records r JOIN run_records q ON r.source = q.source AND r.source_record_id = q.source_record_id
+            UNION SELECT master_id FROM run_known
         ) ORDER BY master_id";
     let batches = ctx.sql(sql).await?.collect().await?;
-    ctx.deregister_table("run_keys")?;
-    ctx.deregister_table("run_records")?;
+    for t in ["run_keys", "run_records", "run_known"] {
+        ctx.deregister_table(t)?;
+    }
     let masters = if batches.is_empty() {
         RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone())
     } else {
@@ -753,10 +748,7 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
         Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, false)])),
         vec![Arc::new(master_ids.clone()) as ArrayRef],
     )?;
-    ctx.register_table(
-        "run_masters",
-        Arc::new(MemTable::try_new(ids.schema(), vec![vec![ids]])?),
-    )?;
+    stages::register_mem(ctx, "run_masters", ids.schema(), vec![vec![ids]])?;
     let batches = ctx
         .sql("SELECT * FROM project_links WHERE master_id IN (SELECT DISTINCT master_id FROM run_masters)")
         .await?

@@ -77,6 +77,19 @@ fn partitioned(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>>
     out
 }
 
+/// (Re)register in-memory partitions as table `name`.
+pub fn register_mem(
+    ctx: &SessionContext,
+    name: &str,
+    schema: arrow::datatypes::SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+) -> Result<(), datafusion::error::DataFusionError> {
+    let mem = MemTable::try_new(schema, partitions)?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(mem))?;
+    Ok(())
+}
+
 async fn run_over(
     ctx: &SessionContext,
     table: &str,
@@ -87,9 +100,7 @@ async fn run_over(
         return Ok(Vec::new());
     };
     let parts = ctx.state().config().target_partitions();
-    let mem = MemTable::try_new(schema, partitioned(batches, parts))?;
-    ctx.deregister_table(table)?;
-    ctx.register_table(table, Arc::new(mem))?;
+    register_mem(ctx, table, schema, partitioned(batches, parts))?;
     let out = ctx.sql(sql).await?.collect().await;
     ctx.deregister_table(table)?;
     out
@@ -158,6 +169,22 @@ pub async fn user_stages(
     Ok(batches)
 }
 
+/// The schema of `leads` after normalising, from the plans alone (the
+/// `mapped` and `parsed` tables are left registered, empty).
+async fn normalised_schema(
+    ctx: &SessionContext,
+) -> Result<arrow::datatypes::SchemaRef, datafusion::error::DataFusionError> {
+    register_mem(
+        ctx,
+        "mapped",
+        leadflow_transforms::schema::MAPPED_SCHEMA.clone(),
+        vec![vec![]],
+    )?;
+    let parsed = Arc::new(ctx.sql(PARSE_SQL).await?.schema().as_arrow().clone());
+    register_mem(ctx, "parsed", parsed, vec![vec![]])?;
+    Ok(Arc::new(ctx.sql(SHAPE_SQL).await?.schema().as_arrow().clone()))
+}
+
 /// Plan the pipeline's `sql:` stages against the real `leads` schema
 /// without running them: unknown columns or functions are config errors,
 /// found before any work. Returns (stage index, problem) pairs.
@@ -170,26 +197,12 @@ pub async fn check_stages(opts: &NormaliseOptions, stages: &[String]) -> Vec<(us
         Ok(c) => c,
         Err(e) => return vec![(0, e.to_string())],
     };
-    let mapped = RecordBatch::new_empty(leadflow_transforms::schema::MAPPED_SCHEMA.clone());
-    let plan = async {
-        let mem = MemTable::try_new(mapped.schema(), vec![vec![mapped]])?;
-        ctx.register_table("mapped", Arc::new(mem))?;
-        let parsed = ctx.sql(PARSE_SQL).await?.schema().as_arrow().clone();
-        ctx.register_table(
-            "parsed",
-            Arc::new(MemTable::try_new(Arc::new(parsed), vec![vec![]])?),
-        )?;
-        let df = ctx.sql(SHAPE_SQL).await?;
-        Ok::<_, datafusion::error::DataFusionError>(Arc::new(df.schema().as_arrow().clone()))
-    };
-    let schema = match plan.await {
+    let schema = match normalised_schema(&ctx).await {
         Ok(s) => s,
         Err(e) => return vec![(0, format!("normalise stage: {e}"))],
     };
     for (index, sql) in stages.iter().enumerate() {
-        let _ = ctx.deregister_table("leads");
-        let mem = MemTable::try_new(schema.clone(), vec![vec![]]).expect("empty table");
-        if let Err(e) = ctx.register_table("leads", Arc::new(mem)) {
+        if let Err(e) = register_mem(&ctx, "leads", schema.clone(), vec![vec![]]) {
             problems.push((index, e.to_string()));
             continue;
         }
@@ -244,12 +257,8 @@ mod tests {
     #[tokio::test]
     async fn normalise_plan_parses_each_phone_once() {
         let ctx = session(&NormaliseOptions::default()).unwrap();
-        let mapped = RecordBatch::new_empty(leadflow_transforms::schema::MAPPED_SCHEMA.clone());
-        ctx.register_table(
-            "mapped",
-            Arc::new(MemTable::try_new(mapped.schema(), vec![vec![mapped]]).unwrap()),
-        )
-        .unwrap();
+        // Registers `mapped` and `parsed` for the plans below.
+        normalised_schema(&ctx).await.unwrap();
         let explain = |sql: String| {
             let ctx = ctx.clone();
             async move {
@@ -267,12 +276,6 @@ mod tests {
         let parse = explain(PARSE_SQL.to_string()).await;
         assert_eq!(parse.matches("phone_parse(").count(), 1, "{parse}");
         assert_eq!(parse.matches("email_parse(").count(), 1, "{parse}");
-        let parsed = ctx.sql(PARSE_SQL).await.unwrap().schema().as_arrow().clone();
-        ctx.register_table(
-            "parsed",
-            Arc::new(MemTable::try_new(Arc::new(parsed), vec![vec![]]).unwrap()),
-        )
-        .unwrap();
         let shape = explain(SHAPE_SQL.to_string()).await;
         assert!(
             !shape.contains("phone_parse(") && !shape.contains("email_parse("),

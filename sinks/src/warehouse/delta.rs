@@ -68,6 +68,17 @@ pub enum WriteMode {
     Append,
 }
 
+impl WriteMode {
+    /// Upsert when some of the rows may already be in the table, else append.
+    pub fn upsert_if(some_exist: bool) -> Self {
+        if some_exist {
+            WriteMode::Upsert
+        } else {
+            WriteMode::Append
+        }
+    }
+}
+
 /// A folder of Delta tables.
 pub struct Warehouse {
     root: PathBuf,
@@ -216,6 +227,14 @@ impl Warehouse {
     /// The last version committed to `table` by `app_id`, if any.
     pub async fn txn_version(&self, table: &str, app_id: &str) -> Result<Option<i64>, WarehouseError> {
         let t = self.table(table).await?;
+        Self::loaded_txn_version(&t, table, app_id).await
+    }
+
+    async fn loaded_txn_version(
+        t: &DeltaTable,
+        table: &str,
+        app_id: &str,
+    ) -> Result<Option<i64>, WarehouseError> {
         let state = t.snapshot().map_err(Self::delta_err(table))?;
         state
             .transaction_version(t.log_store().as_ref(), app_id)
@@ -244,7 +263,9 @@ impl Warehouse {
     ) -> Result<bool, WarehouseError> {
         let name = staged.table.as_str();
         let spec = self.spec(name)?.clone();
-        if let Some(done) = self.txn_version(name, app_id).await?
+        // One load of the table serves the txn check and the write.
+        let table = self.table(name).await?;
+        if let Some(done) = Self::loaded_txn_version(&table, name, app_id).await?
             && done >= version
         {
             debug!(table = name, version, "already committed, skipping");
@@ -252,27 +273,23 @@ impl Warehouse {
         }
         let props =
             CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
-        let table = self.table(name).await?;
         let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
-        // Nothing to match against: an append is the same result, much cheaper.
+        // Nothing to match against (or nothing to write): an append is the
+        // same result, much cheaper, and still records the txn version.
         let empty = table
             .snapshot()
             .map(|s| s.log_data().num_files() == 0)
             .unwrap_or(false);
-        let mode = if empty { WriteMode::Append } else { staged.mode };
+        let mode = if empty || rows == 0 {
+            WriteMode::Append
+        } else {
+            staged.mode
+        };
         match mode {
             // An empty write still commits, to record the txn version.
             WriteMode::Append => {
                 table
                     .write(staged.batches.clone())
-                    .with_save_mode(SaveMode::Append)
-                    .with_commit_properties(props)
-                    .await
-                    .map_err(Self::delta_err(name))?;
-            }
-            WriteMode::Upsert if rows == 0 => {
-                table
-                    .write(Vec::<RecordBatch>::new())
                     .with_save_mode(SaveMode::Append)
                     .with_commit_properties(props)
                     .await

@@ -19,6 +19,27 @@ pub(super) struct Golden {
     pub rows: Vec<usize>,
 }
 
+/// A value stamped with (event time, arrival order); the newest wins and a
+/// tie goes to the later row. An existing master's values arrive at -1.
+type Stamped<T> = (i64, i64, T);
+
+/// Keep `cand` if it is at least as new as `best`.
+fn keep_newest<T>(best: &mut Option<Stamped<T>>, cand: Stamped<T>) {
+    if best.as_ref().is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
+        *best = Some(cand);
+    }
+}
+
+fn timestamps(b: &RecordBatch, name: &str) -> Option<arrow::array::TimestampMicrosecondArray> {
+    b.column_by_name(name)
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+}
+
+fn int64s(b: &RecordBatch, name: &str) -> Option<Int64Array> {
+    b.column_by_name(name)
+        .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone())
+}
+
 /// Fields whose newest non-null value wins.
 const NEWEST_WINS: &[&str] = &["company", "job_title", "country", "city", "website"];
 
@@ -34,15 +55,9 @@ pub(super) fn build_masters(
 ) -> Result<RecordBatch, DedupeError> {
     let k = clusters.len();
     let times = event_times(leads, stamp.now_us);
-    let m_last_seen = masters
-        .column_by_name("last_seen")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let m_first_seen = masters
-        .column_by_name("first_seen")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let m_count = masters
-        .column_by_name("record_count")
-        .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    let m_last_seen = timestamps(masters, "last_seen");
+    let m_first_seen = timestamps(masters, "first_seen");
+    let m_count = int64s(masters, "record_count");
     let master_time = |j: usize| {
         m_last_seen
             .as_ref()
@@ -61,10 +76,7 @@ pub(super) fn build_masters(
         }
         for &i in &g.rows {
             if let Some(v) = opt(lead_col, i) {
-                let cand = (times[i], i as i64, v);
-                if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
-                    best = Some(cand);
-                }
+                keep_newest(&mut best, (times[i], i as i64, v));
             }
         }
         best.map(|b| b.2.to_string())
@@ -99,10 +111,10 @@ pub(super) fn build_masters(
         }
         for &i in &g.rows {
             if opt(lf, i).is_some() || opt(lfull, i).is_some() {
-                let cand = (times[i], i as i64, [opt(lf, i), opt(ll, i), opt(lfull, i)]);
-                if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
-                    best = Some(cand);
-                }
+                keep_newest(
+                    &mut best,
+                    (times[i], i as i64, [opt(lf, i), opt(ll, i), opt(lfull, i)]),
+                );
             }
         }
         let parts = best.map(|b| b.2).unwrap_or([None; 3]);
@@ -133,10 +145,7 @@ pub(super) fn build_masters(
                     continue;
                 }
                 if let Some(v) = opt(lc, i) {
-                    let cand = (times[i], i as i64, v);
-                    if best.is_none_or(|b| (cand.0, cand.1) >= (b.0, b.1)) {
-                        best = Some(cand);
-                    }
+                    keep_newest(&mut best, (times[i], i as i64, v));
                 }
             }
             b.append_option(best.map(|b| b.2));
@@ -240,23 +249,17 @@ pub fn project_links(
     let times = event_times(leads, stamp.now_us);
     let (e_master, e_project) = (strings(existing, "master_id")?, strings(existing, "project")?);
     let (e_status, e_owner) = (strings(existing, "status")?, strings(existing, "owner")?);
-    let e_count = existing
-        .column_by_name("record_count")
-        .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone());
-    let e_fs = existing
-        .column_by_name("first_seen")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
-    let e_ls = existing
-        .column_by_name("last_seen")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone());
+    let e_count = int64s(existing, "record_count");
+    let e_fs = timestamps(existing, "first_seen");
+    let e_ls = timestamps(existing, "last_seen");
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     for j in 0..existing.num_rows() {
         index.insert((e_master.value(j), e_project.value(j)), j);
     }
 
     struct Link<'a> {
-        status: Option<(i64, usize, &'a str)>,
-        owner: Option<(i64, usize, &'a str)>,
+        status: Option<Stamped<&'a str>>,
+        owner: Option<Stamped<&'a str>>,
         count: i64,
         first: i64,
         last: i64,
@@ -277,15 +280,11 @@ pub fn project_links(
             }
         });
         let t = times[i];
-        if let Some(s) = opt(status, i)
-            && l.status.is_none_or(|b| (t, i) >= (b.0, b.1))
-        {
-            l.status = Some((t, i, s));
+        if let Some(s) = opt(status, i) {
+            keep_newest(&mut l.status, (t, i as i64, s));
         }
-        if let Some(o) = opt(owner, i)
-            && l.owner.is_none_or(|b| (t, i) >= (b.0, b.1))
-        {
-            l.owner = Some((t, i, o));
+        if let Some(o) = opt(owner, i) {
+            keep_newest(&mut l.owner, (t, i as i64, o));
         }
         if !known[i] {
             l.count += 1;

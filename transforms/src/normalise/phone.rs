@@ -310,10 +310,13 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
 
 fn region_types(meta: &phonenumber::metadata::Metadata) -> Option<std::rc::Rc<RegionTypes>> {
     TYPES.with(|t| {
-        t.borrow_mut()
-            .entry(meta.id().to_string())
-            .or_insert_with(|| RegionTypes::new(meta).map(std::rc::Rc::new))
-            .clone()
+        // Hot path: look up without allocating the key.
+        if let Some(found) = t.borrow().get(meta.id()) {
+            return found.clone();
+        }
+        let built = RegionTypes::new(meta).map(std::rc::Rc::new);
+        t.borrow_mut().insert(meta.id().to_string(), built.clone());
+        built
     })
 }
 
@@ -325,13 +328,7 @@ fn fast_number_type(db: &Database, n: &PhoneNumber) -> Type {
     let Some(meta) = n.metadata(db) else {
         return Type::Unknown;
     };
-    let types = TYPES.with(|t| {
-        t.borrow_mut()
-            .entry(meta.id().to_string())
-            .or_insert_with(|| RegionTypes::new(meta).map(std::rc::Rc::new))
-            .clone()
-    });
-    match types {
+    match region_types(meta) {
         // Same input the crate uses: the national number without leading zeros.
         Some(t) => t.number_type(&n.national().value().to_string()),
         None => n.number_type(db),
