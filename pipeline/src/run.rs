@@ -318,15 +318,17 @@ async fn execute(
                     report.rows_read += parsed.rows;
                     progress.rows(parsed.rows);
                     info!(file = %entry.relative, rows = parsed.rows, format = parsed.format, bad_rows = parsed.bad_rows.len(), "file read");
-                    for b in &parsed.batches {
-                        let raw_index = u32::try_from(raw_batches.len())
-                            .map_err(|_| RunError::Other("too many batches in one run".into()))?;
-                        mapped.push(
-                            fm.apply(b, raw_index, &entry.relative)
-                                .map_err(|e| RunError::Other(e.to_string()))?,
-                        );
-                        raw_batches.push(b.clone());
-                    }
+                    let first_index = u32::try_from(raw_batches.len())
+                        .map_err(|_| RunError::Other("too many batches in one run".into()))?;
+                    // CPU-bound and parallel (rayon): off the async workers.
+                    let batches = parsed.batches.clone();
+                    let file_key = entry.relative.clone();
+                    let result =
+                        tokio::task::spawn_blocking(move || fm.apply_all(&batches, first_index, &file_key))
+                            .await
+                            .map_err(|e| RunError::Other(format!("mapping task failed: {e}")))?;
+                    mapped.extend(result.map_err(|e| RunError::Other(e.to_string()))?);
+                    raw_batches.extend(parsed.batches.iter().cloned());
                     let mut bad_seen: HashMap<u128, u32> = HashMap::new();
                     for bad in &parsed.bad_rows {
                         let raw = serde_json::to_string(
@@ -479,7 +481,16 @@ async fn execute(
         let order = arrow::compute::sort_to_indices(&pos, None, None)?;
         let leads = arrow::compute::take_record_batch(&leads, &order)?;
         drop(good);
-        let (candidates, known) = candidates(&ctx, &leads).await?;
+        // A warehouse's first load has nothing to look up: skip the joins.
+        let (candidates, known) =
+            if warehouse.has_data("records").await? || warehouse.has_data("masters").await? {
+                candidates(&ctx, &leads).await?
+            } else {
+                (
+                    RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone()),
+                    HashMap::new(),
+                )
+            };
         info!(
             rows = leads.num_rows(),
             candidates = candidates.num_rows(),
@@ -506,7 +517,11 @@ async fn execute(
             .iter()
             .map(|r| r == Some("known_record"))
             .collect();
-        let existing_links = existing_links(&ctx, &outcome.master_id).await?;
+        let existing_links = if warehouse.has_data("project_links").await? {
+            existing_links(&ctx, &outcome.master_id).await?
+        } else {
+            RecordBatch::new_empty(lschema::PROJECT_LINKS_SCHEMA.clone())
+        };
         let links_mode = WriteMode::upsert_if(existing_links.num_rows() > 0);
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
         let links = dedupe::project_links(

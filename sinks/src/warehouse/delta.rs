@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionContext, col};
@@ -11,9 +12,10 @@ use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use tracing::{debug, info};
 use url::Url;
 
@@ -46,6 +48,8 @@ pub enum WarehouseError {
     },
     #[error("staging area {path}: {reason}")]
     StagingFormat { path: PathBuf, reason: String },
+    #[error("warehouse write task failed: {0}")]
+    Task(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -79,10 +83,43 @@ impl WriteMode {
     }
 }
 
-/// A folder of Delta tables.
+/// A folder of Delta tables. Cheap to clone (a path and the table specs).
+#[derive(Clone)]
 pub struct Warehouse {
     root: PathBuf,
     specs: HashMap<&'static str, TableSpec>,
+}
+
+/// Parquet settings for a write. Delta-rs encodes a table's file on one
+/// thread, so encoding work is the commit's critical path: dictionary
+/// encoding is kept only for text columns that repeat (a sample of the
+/// first batch decides; ids, phones and e-mails are nearly unique and
+/// would build a dictionary only to throw it away), and statistics are kept
+/// per column chunk, which is what Delta's file skipping uses.
+fn writer_properties(batches: &[RecordBatch]) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    if let Some(first) = batches.iter().find(|b| b.num_rows() > 0) {
+        let sample = first.num_rows().min(2048);
+        let schema = first.schema();
+        for (field, column) in schema.fields().iter().zip(first.columns()) {
+            let Some(text) = column.as_string_opt::<i32>() else {
+                continue;
+            };
+            let mut seen = std::collections::HashSet::with_capacity(sample);
+            let mut values = 0usize;
+            let head = text.slice(0, sample);
+            for v in head.iter().flatten() {
+                values += 1;
+                seen.insert(v);
+            }
+            if values >= 256 && seen.len() * 2 > values {
+                b = b.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+    }
+    b.build()
 }
 
 fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
@@ -194,6 +231,16 @@ impl Warehouse {
         Ok(())
     }
 
+    /// Does the table hold any data file? Lets a run skip lookups against
+    /// tables that are still empty (the first load of a warehouse).
+    pub async fn has_data(&self, name: &str) -> Result<bool, WarehouseError> {
+        let table = self.table(name).await?;
+        Ok(table
+            .snapshot()
+            .map(|s| s.log_data().num_files() > 0)
+            .unwrap_or(false))
+    }
+
     /// Is the warehouse there and readable? (for readiness checks)
     pub async fn test(&self) -> Result<(), WarehouseError> {
         self.table("runs").await.map(|_| ())
@@ -290,6 +337,7 @@ impl Warehouse {
             WriteMode::Append => {
                 table
                     .write(staged.batches.clone())
+                    .with_writer_properties(writer_properties(&staged.batches))
                     .with_save_mode(SaveMode::Append)
                     .with_commit_properties(props)
                     .await
@@ -317,6 +365,7 @@ impl Warehouse {
                     .merge(source, predicate)
                     .with_source_alias("source")
                     .with_target_alias("target")
+                    .with_writer_properties(writer_properties(&staged.batches))
                     .with_commit_properties(props)
                     .when_matched_update(|u| {
                         columns
@@ -369,14 +418,33 @@ impl Warehouse {
             .tables
             .iter()
             .partition(|t| t.table != "source_files" && t.table != "runs");
-        let mut pending: FuturesUnordered<_> = data
-            .into_iter()
-            .map(|t| async move { (t, self.apply(t, &commit.app_id, commit.version).await) })
-            .collect();
-        while let Some((t, result)) = pending.next().await {
-            let wrote = result?;
-            info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
-            after_table(&t.table);
+        // Spawned, not just joined: the encoding is CPU work and each table
+        // should get its own worker thread.
+        let mut pending = tokio::task::JoinSet::new();
+        for t in data {
+            let (wh, t) = (self.clone(), t.clone());
+            let (app_id, version) = (commit.app_id.clone(), commit.version);
+            pending.spawn(async move {
+                let r = wh.apply(&t, &app_id, version).await;
+                (t, r)
+            });
+        }
+        let mut failed = None;
+        while let Some(joined) = pending.join_next().await {
+            let (t, result) = joined.map_err(|e| WarehouseError::Task(e.to_string()))?;
+            match result {
+                Ok(wrote) => {
+                    info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
+                    after_table(&t.table);
+                }
+                // Let the other tables finish (each is txn-guarded), then fail.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         for t in tail {
             let wrote = self.apply(t, &commit.app_id, commit.version).await?;

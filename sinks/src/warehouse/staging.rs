@@ -54,18 +54,17 @@ impl StagedCommit {
             fs::remove_dir_all(dir).map_err(io(dir))?;
         }
         fs::create_dir_all(dir).map_err(io(dir))?;
-        for t in &self.tables {
-            let path = dir.join(format!("{}.arrow", t.table));
-            let file = File::create(&path).map_err(io(&path))?;
-            let schema = t.batches.first().map(|b| b.schema());
-            if let Some(schema) = schema {
-                let mut w = FileWriter::try_new(BufWriter::new(file), &schema)?;
-                for b in &t.batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-            }
-        }
+        // One thread per table: a big run stages hundreds of MB.
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = self
+                .tables
+                .iter()
+                .map(|t| scope.spawn(move || Self::save_table(dir, t)))
+                .collect();
+            writers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("staging writer does not panic"))
+        })?;
         let manifest = Manifest {
             pipeline: self.pipeline.clone(),
             run_id: self.run_id.clone(),
@@ -78,6 +77,19 @@ impl StagedCommit {
         fs::write(&tmp, json).map_err(io(&tmp))?;
         // fsync-free rename is enough here: a torn staging is simply re-run.
         fs::rename(&tmp, dir.join("manifest.json")).map_err(io(dir))?;
+        Ok(())
+    }
+
+    fn save_table(dir: &Path, t: &StagedTable) -> Result<(), WarehouseError> {
+        let path = dir.join(format!("{}.arrow", t.table));
+        let file = File::create(&path).map_err(io(&path))?;
+        if let Some(schema) = t.batches.first().map(|b| b.schema()) {
+            let mut w = FileWriter::try_new(BufWriter::new(file), &schema)?;
+            for b in &t.batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
         Ok(())
     }
 

@@ -51,10 +51,10 @@ pub(super) fn build_masters(
     masters: &RecordBatch,
     clusters: &[Golden],
     known: &[bool],
+    times: &[i64],
     stamp: &RunStamp,
 ) -> Result<RecordBatch, DedupeError> {
     let k = clusters.len();
-    let times = event_times(leads, stamp.now_us);
     let m_last_seen = timestamps(masters, "last_seen");
     let m_first_seen = timestamps(masters, "first_seen");
     let m_count = int64s(masters, "record_count");

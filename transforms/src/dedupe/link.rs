@@ -9,6 +9,7 @@ use arrow::array::{
 };
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::{DedupeConfig, MatchKey};
@@ -161,10 +162,17 @@ pub fn link(
     let (m_phones, m_email_keys) = (list("phones")?, list("email_keys")?);
 
     // Nodes: leads 0..n, existing masters n..n+m.
-    let mut names: Vec<FoldedName> = (0..n)
-        .map(|i| FoldedName::new(opt(first, i), opt(last, i)))
+    // Folding 1M names is a visible cost: spread it over the rayon pool.
+    let names: Vec<FoldedName> = (0..n + m)
+        .into_par_iter()
+        .map(|x| {
+            if x < n {
+                FoldedName::new(opt(first, x), opt(last, x))
+            } else {
+                FoldedName::new(opt(m_first, x - n), opt(m_last, x - n))
+            }
+        })
         .collect();
-    names.extend((0..m).map(|j| FoldedName::new(opt(m_first, j), opt(m_last, j))));
     let master_index: HashMap<&str, usize> = (0..m).map(|j| (master_ids.value(j), n + j)).collect();
     let mut clusters = Clusters::new(&names, |x| x >= n, config.name_similarity, config.name_check);
     let mut rule = vec![Rule::None; n];
@@ -318,13 +326,22 @@ pub fn link(
     let master_id = ids.finish();
 
     // Golden records for every cluster this run touched.
-    let masters_out = build_masters(
-        leads,
-        masters,
-        &clusters_out,
-        &rule.iter().map(|r| *r == Rule::Known).collect::<Vec<_>>(),
-        stamp,
-    )?;
+    // Clusters are independent: build them in chunks on the rayon pool.
+    let known_rows: Vec<bool> = rule.iter().map(|r| *r == Rule::Known).collect();
+    let times = event_times(leads, stamp.now_us);
+    let chunk = clusters_out
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .max(4096);
+    let parts = clusters_out
+        .par_chunks(chunk)
+        .map(|c| build_masters(leads, masters, c, &known_rows, &times, stamp))
+        .collect::<Result<Vec<_>, _>>()?;
+    let masters_out = if parts.is_empty() {
+        build_masters(leads, masters, &[], &known_rows, &times, stamp)?
+    } else {
+        arrow::compute::concat_batches(&parts[0].schema(), &parts)?
+    };
     stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
 
     // Decisions: every key link, every conflict.
@@ -346,22 +363,32 @@ pub fn link(
             .trim()
             .to_string()
     };
-    for i in 0..n {
-        if let Rule::Key(k) = rule[i] {
-            let mid = master_id.value(i);
-            let with = via[i].map(|(_, a)| describe(a as usize)).unwrap_or_default();
-            mb.push(
-                event_id(&["link", source.value(i), record_id.value(i), mid]),
-                "link",
-                Some(mid),
-                None,
-                Some((source.value(i), record_id.value(i))),
-                k.as_str(),
-                1.0,
-                format!("exact {} match with {with}; names agree", k.as_str()),
-            );
-        }
-    }
+    // One decision per linked record (hundreds of thousands on a big
+    // file): built in row chunks on the rayon pool, kept in row order.
+    let link_parts: Vec<MergeRows> = (0..n)
+        .collect::<Vec<_>>()
+        .par_chunks(65_536)
+        .map(|rows| {
+            let mut part = MergeRows::default();
+            for &i in rows {
+                if let Rule::Key(k) = rule[i] {
+                    let mid = master_id.value(i);
+                    let with = via[i].map(|(_, a)| describe(a as usize)).unwrap_or_default();
+                    part.push(
+                        event_id(&["link", source.value(i), record_id.value(i), mid]),
+                        "link",
+                        Some(mid),
+                        None,
+                        Some((source.value(i), record_id.value(i))),
+                        k.as_str(),
+                        1.0,
+                        format!("exact {} match with {with}; names agree", k.as_str()),
+                    );
+                }
+            }
+            part
+        })
+        .collect();
     for (kind, key, node, veto) in &conflicts {
         stats.conflicts += 1;
         let (explanation, other_master, kind_name) = match veto {
@@ -438,7 +465,12 @@ pub fn link(
             ),
         );
     }
-    let merges = mb.finish(stamp)?;
+    let mut merge_parts = link_parts
+        .into_iter()
+        .map(|p| p.finish(stamp))
+        .collect::<Result<Vec<_>, _>>()?;
+    merge_parts.push(mb.finish(stamp)?);
+    let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &merge_parts)?;
 
     Ok(LinkOutcome {
         master_id,

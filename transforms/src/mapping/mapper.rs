@@ -1,10 +1,12 @@
 //! The mapper: compiled once per pipeline, bound to each file's headers.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, StringArray, StringBuilder, UInt64Array, UInt64Builder};
 use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3;
 
 use super::config::{Defaults, MappingConfig};
@@ -398,6 +400,67 @@ impl FileMapping {
         raw_index: u32,
         file_key: &str,
     ) -> Result<RecordBatch, MappingError> {
+        let mut out = self.apply_all(std::slice::from_ref(raw), raw_index, file_key)?;
+        Ok(out.pop().expect("one batch in, one out"))
+    }
+
+    /// Map a file's batches in order; batch `k` gets raw index
+    /// `first_index + k`. Rows are mapped in parallel on the rayon pool;
+    /// only the record-id occurrence numbering runs in file order.
+    pub fn apply_all(
+        &mut self,
+        raws: &[RecordBatch],
+        first_index: u32,
+        file_key: &str,
+    ) -> Result<Vec<RecordBatch>, MappingError> {
+        let mapped: Vec<(Vec<ArrayRef>, Vec<u128>)> = raws
+            .par_iter()
+            .enumerate()
+            .map(|(k, raw)| self.map_rows(raw, first_index + k as u32, file_key))
+            .collect::<Result<_, _>>()?;
+        // Occurrence numbers in file order (sequential, cheap), then the id
+        // text in parallel.
+        let counts: Vec<Vec<u32>> = mapped
+            .iter()
+            .map(|(_, digests)| {
+                digests
+                    .iter()
+                    .map(|d| {
+                        let c = self.seen.entry(*d).or_insert(0);
+                        *c += 1;
+                        *c
+                    })
+                    .collect()
+            })
+            .collect();
+        mapped
+            .into_par_iter()
+            .zip(counts)
+            .map(|((mut columns, digests), counts)| {
+                let mut ids = StringBuilder::with_capacity(digests.len(), digests.len() * 34);
+                let mut buf = String::with_capacity(40);
+                for (d, c) in digests.iter().zip(counts) {
+                    buf.clear();
+                    write!(buf, "{d:032x}").expect("write to String");
+                    if c > 1 {
+                        write!(buf, "-{c}").expect("write to String");
+                    }
+                    ids.append_value(&buf);
+                }
+                columns.insert(3, Arc::new(ids.finish()));
+                Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?)
+            })
+            .collect()
+    }
+
+    /// The order-free part of mapping one batch: every column but the record
+    /// id, plus each row's content digest (the id before numbering).
+    fn map_rows(
+        &self,
+        raw: &RecordBatch,
+        raw_index: u32,
+        file_key: &str,
+    ) -> Result<(Vec<ArrayRef>, Vec<u128>), MappingError> {
         let n = raw.num_rows();
         let col = |name: &'static str| raw.column_by_name(name).ok_or(MappingError::MissingMeta(name));
         let source = col(schema::SOURCE)?.clone();
@@ -413,27 +476,21 @@ impl FileMapping {
             .collect();
 
         // Record ids: content hash of the row within its file, plus an
-        // occurrence number for exact repeats, so re-reading a changed file
-        // gives unchanged rows their old ids.
-        let mut ids = StringBuilder::with_capacity(n, n * 34);
-        for i in 0..n {
-            let mut h = Xxh3::new();
-            h.update(file_key.as_bytes());
-            for a in &data {
-                h.update(&[0x1f]);
-                if !a.is_null(i) {
-                    h.update(a.value(i).trim().as_bytes());
+        // occurrence number for exact repeats (added in `apply_all`), so
+        // re-reading a changed file gives unchanged rows their old ids.
+        let digests: Vec<u128> = (0..n)
+            .map(|i| {
+                let mut h = Xxh3::new();
+                h.update(file_key.as_bytes());
+                for a in &data {
+                    h.update(&[0x1f]);
+                    if !a.is_null(i) {
+                        h.update(a.value(i).trim().as_bytes());
+                    }
                 }
-            }
-            let digest = h.digest128();
-            let count = self.seen.entry(digest).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                ids.append_value(format!("{digest:032x}"));
-            } else {
-                ids.append_value(format!("{digest:032x}-{count}"));
-            }
-        }
+                h.digest128()
+            })
+            .collect();
 
         let idx = |f: &str| field_index(f).expect("field");
         let (fi_first, fi_last, fi_full) = (idx("first_name"), idx("last_name"), idx("full_name"));
@@ -519,16 +576,11 @@ impl FileMapping {
             }
             b.finish()
         };
-        let mut columns: Vec<ArrayRef> = vec![
-            source,
-            source_file,
-            source_row,
-            Arc::new(ids.finish()),
-            Arc::new(raw_pos),
-        ];
+        // The record id column (index 3) is inserted by `apply_all`.
+        let mut columns: Vec<ArrayRef> = vec![source, source_file, source_row, Arc::new(raw_pos)];
         columns.extend(builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(extras.finish()));
-        Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?)
+        Ok((columns, digests))
     }
 }
 
