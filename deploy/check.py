@@ -14,7 +14,9 @@ paths), and that every alert is tested and documented.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -182,6 +184,33 @@ def check_sample_config(c: Checks) -> None:
     c.expect(copy.read_bytes() == (DEPLOY / "leadflow.yaml").read_bytes(),
              "k8s/base/leadflow.yaml is identical to deploy/leadflow.yaml",
              "copy deploy/leadflow.yaml over it (kustomize cannot read files outside its folder)")
+
+
+def check_config_schema(c: Checks) -> None:
+    """deploy/leadflow.yaml against the committed JSON Schema of config files
+    (what `leadflow schema` prints), when the jsonschema module is there."""
+    try:
+        import jsonschema
+    except ImportError:
+        if os.environ.get("DEPLOY_CHECK_STRICT") == "1":
+            c.fail("python module jsonschema not installed (deploy/check --install)")
+        else:
+            print("   SKIPPED: python module jsonschema not installed (config schema check)")
+        return
+    schema = json.loads((REPO / "configs/leadflow.schema.json").read_text(encoding="utf-8"))
+    cfg = load_yaml(DEPLOY / "leadflow.yaml")
+    note = ""
+    if "daemon" not in schema.get("properties", {}):
+        # A schema from before the daemon existed: check the rest.
+        cfg = copy.deepcopy(cfg)
+        cfg.pop("daemon", None)
+        for p in cfg.get("pipelines", []):
+            for k in ("schedule", "every", "time_zone"):
+                p.pop(k, None)
+        note = " (the schema has no daemon keys yet: checked without daemon/schedule)"
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in validator.iter_errors(cfg)]
+    c.expect(not errors, f"leadflow.yaml matches configs/leadflow.schema.json{note}", "; ".join(errors))
 
 
 # ------------------------------------------------------------------ alerts --
@@ -557,6 +586,7 @@ def main(argv: list[str]) -> int:
     for title, fn in [
         ("YAML files parse", check_yaml_parses),
         ("sample config", check_sample_config),
+        ("sample config against the config JSON Schema", check_config_schema),
         ("alert rules: names, labels, runbooks, tests", check_alerts),
         ("Grafana dashboard: panels and metric names", check_dashboard),
         ("Kubernetes: kustomizations, security, probes, references", check_k8s),
