@@ -219,7 +219,7 @@ def check_alerts(c: Checks) -> None:
     tests = load_yaml(DEPLOY / "prometheus/alerts_test.yml")
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
     anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
-               for h in re.findall(r"^#+\s+(.+)$", readme, flags=re.M)}
+               for h in re.findall(r"^#+\s+(.+)$", readme, flags=re.MULTILINE)}
     alerts = {}
     for g in rules["groups"]:
         for r in g["rules"]:
@@ -506,17 +506,17 @@ def check_compose(c: Checks) -> None:
 # -------------------------------------------------------------- Dockerfile --
 def check_dockerfile(c: Checks) -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
-    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.M)
+    froms = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     c.expect(len(froms) >= 2 and "rust:${RUST_VERSION}-slim-bookworm" in froms[0],
              "Dockerfile: multi-stage, rust slim-bookworm builder")
-    c.expect(re.search(r"^ARG RUST_VERSION=1\.95$", text, flags=re.M) is not None, "Dockerfile: Rust 1.95")
+    c.expect(re.search(r"^ARG RUST_VERSION=1\.95$", text, flags=re.MULTILINE) is not None, "Dockerfile: Rust 1.95")
     c.expect("distroless/cc" in froms[-1] or "debian:bookworm-slim" in froms[-1],
              f"Dockerfile: slim runtime ({froms[-1]})")
     c.expect(all(m in text for m in ("target=/usr/local/cargo/registry", "target=/src/target")),
              "Dockerfile: BuildKit cache mounts for the cargo registry and target")
     c.expect("cargo build --release --locked -p leadflow --bin leadflow" in text, "Dockerfile: builds the leadflow bin")
-    c.expect(re.search(r"^USER 10001:10001$", text, flags=re.M) is not None, "Dockerfile: USER 10001")
-    c.expect(re.search(r"^EXPOSE 8080$", text, flags=re.M) is not None, "Dockerfile: EXPOSE 8080")
+    c.expect(re.search(r"^USER 10001:10001$", text, flags=re.MULTILINE) is not None, "Dockerfile: USER 10001")
+    c.expect(re.search(r"^EXPOSE 8080$", text, flags=re.MULTILINE) is not None, "Dockerfile: EXPOSE 8080")
     c.expect('CMD ["daemon", "/etc/leadflow/leadflow.yaml"]' in text, "Dockerfile: runs the daemon by default")
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
     for needed in ("!Cargo.toml", "!Cargo.lock", "!pipeline/", "!connectors/", "!transforms/", "!sinks/",
@@ -568,7 +568,7 @@ def check_systemd(c: Checks) -> None:
     c.expect(stop > grace, f"leadflow.service: TimeoutStopSec {stop:.0f}s > shutdown_grace {grace:.0f}s")
     c.expect("[Install]WantedBy" in keys, "leadflow.service: [Install] WantedBy")
     env = (DEPLOY / "systemd/leadflow.env.example").read_text()
-    c.expect(re.search(r"^LEADFLOW_API_TOKEN=$", env, flags=re.M) is not None,
+    c.expect(re.search(r"^LEADFLOW_API_TOKEN=$", env, flags=re.MULTILINE) is not None,
              "leadflow.env.example: LEADFLOW_API_TOKEN (empty, no secret committed)")
 
 
@@ -599,7 +599,7 @@ def main(argv: list[str]) -> int:
             print(f"-- {title}")
         try:
             fn(c)
-        except Exception as e:  # a malformed file: report it as a failure, not a traceback
+        except Exception as e:  # noqa: BLE001  (a malformed file: a failure line, not a traceback)
             c.fail(f"{title}: {type(e).__name__}: {e}")
         if not c.verbose:
             print(f"  {c.passed - before:3d} ok  {title}")
