@@ -10,6 +10,7 @@ paths), and that every alert is tested and documented.
     check.py static [-v]            every structural check (-v: list each); exit 1 on a problem
     check.py dashboard-rules OUT    the dashboard's PromQL as a rules file (for promtool)
     check.py configmap OUT          the ConfigMap kustomize generates (for kubernetes-validate)
+    check.py rendered FILE...       `kubectl kustomize` output: references resolve, config is deploy/leadflow.yaml
 """
 
 from __future__ import annotations
@@ -461,6 +462,39 @@ def write_configmap(out: Path) -> None:
     }))
 
 
+def check_rendered(paths: list[str]) -> int:
+    """The output of `kubectl kustomize`: the generated (hash-named) ConfigMap
+    is what the pods mount and holds deploy/leadflow.yaml; every claim exists."""
+    c = Checks(verbose=False)
+    want = (DEPLOY / "leadflow.yaml").read_text(encoding="utf-8")
+    for path in paths:
+        docs = load_yaml_docs(Path(path))
+        name = Path(path).stem
+        maps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+        claims = {d["metadata"]["name"] for d in docs if d.get("kind") == "PersistentVolumeClaim"}
+        pods = []
+        for d in docs:
+            if d.get("kind") == "Deployment":
+                pods.append(d["spec"]["template"]["spec"])
+            elif d.get("kind") == "CronJob":
+                pods.append(d["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+        c.expect(bool(pods), f"{name}: has a workload")
+        for pod in pods:
+            for v in pod.get("volumes", []):
+                if "configMap" in v:
+                    cm = maps.get(v["configMap"]["name"])
+                    c.expect(cm is not None, f"{name}: volume {v['name']} mounts a generated ConfigMap",
+                             f"{v['configMap']['name']} not in {sorted(maps)}")
+                    if cm is not None:
+                        c.expect(cm.get("data", {}).get("leadflow.yaml") == want,
+                                 f"{name}: ConfigMap {cm['metadata']['name']} holds deploy/leadflow.yaml")
+                if "persistentVolumeClaim" in v:
+                    c.expect(v["persistentVolumeClaim"]["claimName"] in claims,
+                             f"{name}: claim {v['persistentVolumeClaim']['claimName']} is in the output")
+    print(f"   rendered kustomizations: {c.passed} checks passed, {len(c.problems)} failed")
+    return 1 if c.problems else 0
+
+
 # ----------------------------------------------------------------- compose --
 def check_compose(c: Checks) -> None:
     path = DEPLOY / "docker-compose.yml"
@@ -576,6 +610,8 @@ def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[1] == "dashboard-rules":
         write_dashboard_rules(Path(argv[2]))
         return 0
+    if len(argv) >= 3 and argv[1] == "rendered":
+        return check_rendered(argv[2:])
     if len(argv) == 3 and argv[1] == "configmap":
         write_configmap(Path(argv[2]))
         return 0
