@@ -136,8 +136,8 @@ fn rows_batch(rows: &[Row]) -> Result<RecordBatch, ReminderError> {
         )
     };
     let cols: Vec<ArrayRef> = vec![
-        s(&|r| Some(&r.event_id)),
-        s(&|r| Some(&r.output)),
+        s(&|r| Some(r.event_id.as_str())),
+        s(&|r| Some(r.output.as_str())),
         s(&|r| Some(r.state)),
         Arc::new(rows.iter().map(|r| r.attempts).collect::<Int64Array>()),
         s(&|r| r.last_error.as_deref()),
@@ -294,8 +294,15 @@ pub async fn deliver_pending(
         )
         .await;
         let mut rows = Vec::new();
+        let mut failure = None;
         for (o, r) in active.iter().zip(results) {
-            let (mut r_rows, counts, wake) = r?;
+            let (mut r_rows, counts, wake) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
             rows.append(&mut r_rows);
             let total = report.outputs.entry(o.name().to_string()).or_default();
             total.kind = counts.kind;
@@ -308,7 +315,11 @@ pub async fn deliver_pending(
                 None => hold.remove(o.name()),
             };
         }
+        // What was sent is recorded even when another output failed.
         record(warehouse, &rows).await?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
         let next = hold.values().min().copied();
         match next {
             Some(t) if t <= now => continue,

@@ -60,7 +60,12 @@ pub async fn stage_for_run(
     let Some(idx) = tables.iter().position(|t| t.table == "project_links") else {
         return Ok(done);
     };
-    let links = concat_batches(&PROJECT_LINKS_SCHEMA, &tables[idx].batches)?;
+    let schema = tables[idx]
+        .batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| PROJECT_LINKS_SCHEMA.clone());
+    let links = concat_batches(&schema, &tables[idx].batches)?;
     if links.num_rows() == 0 {
         return Ok(done);
     }

@@ -44,7 +44,10 @@ fn shift(t: DateTime<Utc>, c: &RemindersConfig) -> DateTime<Utc> {
 }
 
 fn add(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
-    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The contact deadline of a reminder created at `created`.

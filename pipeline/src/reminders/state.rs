@@ -171,10 +171,10 @@ pub fn reminders_batch(rows: &[Reminder]) -> Result<RecordBatch, ReminderError> 
     };
     let t = |f: &dyn Fn(&Reminder) -> Option<DateTime<Utc>>| ts_array(rows.iter().map(|r| f(r).map(us)));
     let cols: Vec<ArrayRef> = vec![
-        s(&|r| Some(&r.reminder_id)),
-        s(&|r| Some(&r.pipeline)),
-        s(&|r| Some(&r.master_id)),
-        s(&|r| Some(&r.project)),
+        s(&|r| Some(r.reminder_id.as_str())),
+        s(&|r| Some(r.pipeline.as_str())),
+        s(&|r| Some(r.master_id.as_str())),
+        s(&|r| Some(r.project.as_str())),
         s(&|r| r.owner.as_deref()),
         s(&|r| Some(r.state.as_str())),
         t(&|r| Some(r.created_at)),
@@ -196,16 +196,16 @@ pub fn outbox_batch(events: &[OutboxEvent]) -> Result<RecordBatch, ReminderError
         Arc::new(events.iter().map(f).collect::<StringArray>())
     };
     let cols: Vec<ArrayRef> = vec![
-        s(&|e| Some(&e.event_id)),
+        s(&|e| Some(e.event_id.as_str())),
         s(&|e| Some(e.kind)),
-        s(&|e| Some(&e.reminder.pipeline)),
-        s(&|e| Some(&e.reminder.reminder_id)),
-        s(&|e| Some(&e.reminder.master_id)),
-        s(&|e| Some(&e.reminder.project)),
+        s(&|e| Some(e.reminder.pipeline.as_str())),
+        s(&|e| Some(e.reminder.reminder_id.as_str())),
+        s(&|e| Some(e.reminder.master_id.as_str())),
+        s(&|e| Some(e.reminder.project.as_str())),
         s(&|e| e.reminder.owner.as_deref()),
         ts_array(events.iter().map(|e| Some(us(e.reminder.deadline)))),
         Arc::new(events.iter().map(|e| e.repeat).collect::<Int64Array>()),
-        s(&|e| Some(&e.payload)),
+        s(&|e| Some(e.payload.as_str())),
         ts_array(events.iter().map(|e| Some(us(e.created_at)))),
     ];
     Ok(RecordBatch::try_new(OUTBOX_SCHEMA.clone(), cols)?)
