@@ -456,7 +456,8 @@ fn parse_sections(
             ok = false;
         }
     }
-    if ok && let Some(warehouse) = warehouse
+    if ok
+        && let Some(warehouse) = warehouse
         && let Some(events) = events
     {
         return Some(Config {

@@ -431,7 +431,10 @@ fn reminder_exit(e: &ReminderError) -> ExitCode {
 
 fn print_one(r: &reminders::Reminder, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(r).expect("reminder serialises"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("reminder serialises")
+        );
     } else {
         rcli::print_list(std::slice::from_ref(r));
     }
@@ -461,7 +464,10 @@ async fn reminders_command(action: RemindersCommand) -> ExitCode {
             };
             match reminders::list(&warehouse, pipeline.as_deref(), &states, limit).await {
                 Ok(rows) if json => {
-                    println!("{}", serde_json::to_string_pretty(&rows).expect("reminders serialise"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).expect("reminders serialise")
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(rows) => {

@@ -87,7 +87,9 @@ mod tests {
 
     fn owners(b: &RecordBatch) -> Vec<Option<String>> {
         let o = b.column(3).as_string::<i32>();
-        (0..b.num_rows()).map(|i| (!o.is_null(i)).then(|| o.value(i).to_string())).collect()
+        (0..b.num_rows())
+            .map(|i| (!o.is_null(i)).then(|| o.value(i).to_string()))
+            .collect()
     }
 
     fn cfg() -> AssignmentConfig {
@@ -107,17 +109,27 @@ mod tests {
         assert_eq!(n, 4);
         let o = |s: &str| Some(s.to_string());
         // An owner from the data (meera) stays and does not take a turn.
-        assert_eq!(owners(&out), vec![o("asha"), o("desk"), o("ravi"), o("meera"), o("asha")]);
+        assert_eq!(
+            owners(&out),
+            vec![o("asha"), o("desk"), o("ravi"), o("meera"), o("asha")]
+        );
         // The next run continues the rotation where the warehouse stands
         // (4 Riverside links owned so far); links that already have their
         // owner (sticky, carried by the link stage) keep it.
         let before = HashMap::from([("Riverside Towers".to_string(), 4u64)]);
-        let b2 = links(&[("m1", "Riverside Towers", Some("asha")), ("m5", "Riverside Towers", None), ("m6", "Riverside Towers", None)]);
+        let b2 = links(&[
+            ("m1", "Riverside Towers", Some("asha")),
+            ("m5", "Riverside Towers", None),
+            ("m6", "Riverside Towers", None),
+        ]);
         let (out2, n2) = assign_owners(&b2, &before, &cfg()).unwrap();
         assert_eq!(n2, 2);
         assert_eq!(owners(&out2), vec![o("asha"), o("asha"), o("ravi")]);
         // Deterministic: the same input assigns the same owners.
-        assert_eq!(owners(&assign_owners(&b, &HashMap::new(), &cfg()).unwrap().0), owners(&out));
+        assert_eq!(
+            owners(&assign_owners(&b, &HashMap::new(), &cfg()).unwrap().0),
+            owners(&out)
+        );
     }
 
     #[test]

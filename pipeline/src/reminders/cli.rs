@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use leadflow_sinks::events::{EventError, EventOutput, build_outputs};
 use leadflow_sinks::Warehouse;
+use leadflow_sinks::events::{EventError, EventOutput, build_outputs};
 
 use super::{DeliverOptions, DeliveryReport, Reminder, ReminderError, TickReport, deliver_pending, tick};
 use crate::config::{LoadedConfig, PipelineConfig};

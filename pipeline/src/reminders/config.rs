@@ -94,7 +94,10 @@ impl QuietHours {
             .map_err(|_| {
                 problems.push((
                     "time_zone",
-                    format!("{:?} is not an IANA time zone like \"Asia/Kolkata\"", self.time_zone),
+                    format!(
+                        "{:?} is not an IANA time zone like \"Asia/Kolkata\"",
+                        self.time_zone
+                    ),
                 ))
             })
             .ok();

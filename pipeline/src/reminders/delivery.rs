@@ -126,7 +126,9 @@ struct Row {
 }
 
 fn rows_batch(rows: &[Row]) -> Result<RecordBatch, ReminderError> {
-    let s = |f: &dyn Fn(&Row) -> Option<&str>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
+    let s = |f: &dyn Fn(&Row) -> Option<&str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
     let t = |f: &dyn Fn(&Row) -> Option<DateTime<Utc>>| -> ArrayRef {
         Arc::new(
             rows.iter()
@@ -199,8 +201,9 @@ async fn round(
         kind: output.kind().into(),
         ..Default::default()
     };
-    let (due, waiting): (Vec<Pending>, Vec<Pending>) =
-        all.into_iter().partition(|p| p.next_attempt_at.is_none_or(|t| t <= now));
+    let (due, waiting): (Vec<Pending>, Vec<Pending>) = all
+        .into_iter()
+        .partition(|p| p.next_attempt_at.is_none_or(|t| t <= now));
     let mut wake = waiting.iter().filter_map(|p| p.next_attempt_at).min();
     let due_total = due.len();
     let due: Vec<Pending> = due.into_iter().take(batch_size).collect();

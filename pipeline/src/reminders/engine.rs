@@ -253,7 +253,10 @@ where
     loop {
         match op().await {
             Err(ReminderError::Conflict(table)) if attempt < TRIES => {
-                warn!(what, table, attempt, "another writer changed the table first; retrying");
+                warn!(
+                    what,
+                    table, attempt, "another writer changed the table first; retrying"
+                );
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 attempt += 1;
             }
@@ -484,7 +487,11 @@ pub async fn stats(warehouse: &Warehouse) -> Result<ReminderStats, ReminderError
         ),
     ] {
         for b in warehouse.query(&ctx, sql).await? {
-            let (p, k, n) = (state::text(&b, "pipeline")?, state::text(&b, "k")?, state::ints(&b, "n")?);
+            let (p, k, n) = (
+                state::text(&b, "pipeline")?,
+                state::text(&b, "k")?,
+                state::ints(&b, "n")?,
+            );
             for i in 0..b.num_rows() {
                 into.entry(p.value(i).to_string())
                     .or_default()

@@ -21,8 +21,8 @@ pub mod state;
 pub use config::{AssignmentConfig, QuietHours, RemindersConfig};
 pub use delivery::{DeliverOptions, DeliveryReport, OutputDelivery, deliver_pending};
 pub use engine::{
-    PipelineTick, ReminderStats, RunReminders, TickReport, list, mark_contacted, snooze, stage_for_run, stats,
-    tick,
+    PipelineTick, ReminderStats, RunReminders, TickReport, list, mark_contacted, snooze, stage_for_run,
+    stats, tick,
 };
 pub use state::{Reminder, ReminderState};
 

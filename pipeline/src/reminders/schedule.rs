@@ -60,7 +60,11 @@ pub fn deadline(created: DateTime<Utc>, c: &RemindersConfig) -> DateTime<Utc> {
 /// one is a full interval after `now`.
 pub fn next_repeat(due: DateTime<Utc>, now: DateTime<Utc>, c: &RemindersConfig) -> DateTime<Utc> {
     let next = add(due, c.repeat_every);
-    let next = if next <= now { add(now, c.repeat_every) } else { next };
+    let next = if next <= now {
+        add(now, c.repeat_every)
+    } else {
+        next
+    };
     shift(next, c)
 }
 
@@ -90,13 +94,25 @@ mod tests {
         // Kolkata is UTC+5:30. 21:00-08:00 local = 15:30-02:30 UTC.
         let c = cfg("21:00", "08:00", "Asia/Kolkata");
         // Created 20:58 local: +5m = 21:03 local, quiet -> 08:00 local next day.
-        assert_eq!(deadline(at("2026-11-22T15:28:00Z"), &c), at("2026-11-23T02:30:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-22T15:28:00Z"), &c),
+            at("2026-11-23T02:30:00Z")
+        );
         // Created 01:00 local (after midnight): -> 08:00 local the same day.
-        assert_eq!(deadline(at("2026-11-21T19:30:00Z"), &c), at("2026-11-22T02:30:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-21T19:30:00Z"), &c),
+            at("2026-11-22T02:30:00Z")
+        );
         // Created 10:00 local: outside, untouched.
-        assert_eq!(deadline(at("2026-11-22T04:30:00Z"), &c), at("2026-11-22T04:35:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-22T04:30:00Z"), &c),
+            at("2026-11-22T04:35:00Z")
+        );
         // Ending exactly at 08:00 local is outside (the window is half-open).
-        assert_eq!(deadline(at("2026-11-22T02:25:00Z"), &c), at("2026-11-22T02:30:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-22T02:25:00Z"), &c),
+            at("2026-11-22T02:30:00Z")
+        );
     }
 
     #[test]
@@ -105,8 +121,14 @@ mod tests {
             repeat_every: Duration::from_secs(600),
             ..cfg("12:00", "13:00", "UTC")
         };
-        assert_eq!(deadline(at("2026-11-22T11:58:00Z"), &c), at("2026-11-22T13:00:00Z"));
-        assert_eq!(deadline(at("2026-11-22T13:00:00Z"), &c), at("2026-11-22T13:05:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-22T11:58:00Z"), &c),
+            at("2026-11-22T13:00:00Z")
+        );
+        assert_eq!(
+            deadline(at("2026-11-22T13:00:00Z"), &c),
+            at("2026-11-22T13:05:00Z")
+        );
         // A repeat landing in the window waits for its end.
         assert_eq!(
             next_repeat(at("2026-11-22T11:55:00Z"), at("2026-11-22T11:55:30Z"), &c),
@@ -122,7 +144,10 @@ mod tests {
     #[test]
     fn no_quiet_hours_no_shift() {
         let c = RemindersConfig::default();
-        assert_eq!(deadline(at("2026-11-22T23:58:00Z"), &c), at("2026-11-23T00:03:00Z"));
+        assert_eq!(
+            deadline(at("2026-11-22T23:58:00Z"), &c),
+            at("2026-11-23T00:03:00Z")
+        );
     }
 
     #[test]

@@ -240,7 +240,9 @@ pub fn staged(
 /// Delta may hand text back as views and times with other units: one shape.
 pub(super) fn text(b: &RecordBatch, name: &str) -> Result<StringArray, ReminderError> {
     let c = column(b, name)?;
-    Ok(arrow::compute::cast(c, &DataType::Utf8)?.as_string::<i32>().clone())
+    Ok(arrow::compute::cast(c, &DataType::Utf8)?
+        .as_string::<i32>()
+        .clone())
 }
 
 pub(super) fn times(b: &RecordBatch, name: &str) -> Result<TimestampMicrosecondArray, ReminderError> {
@@ -251,7 +253,9 @@ pub(super) fn times(b: &RecordBatch, name: &str) -> Result<TimestampMicrosecondA
 
 pub(super) fn ints(b: &RecordBatch, name: &str) -> Result<Int64Array, ReminderError> {
     let c = column(b, name)?;
-    Ok(arrow::compute::cast(c, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+    Ok(arrow::compute::cast(c, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
 }
 
 fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ReminderError> {
@@ -260,7 +264,9 @@ fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ReminderEr
 }
 
 pub(super) fn at(a: &TimestampMicrosecondArray, i: usize) -> Option<DateTime<Utc>> {
-    (!a.is_null(i)).then(|| Utc.timestamp_micros(a.value(i)).single()).flatten()
+    (!a.is_null(i))
+        .then(|| Utc.timestamp_micros(a.value(i)).single())
+        .flatten()
 }
 
 pub(super) fn opt_text(a: &StringArray, i: usize) -> Option<String> {

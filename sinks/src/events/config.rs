@@ -175,7 +175,8 @@ pub fn check(config: &EventsConfig) -> Vec<(String, String)> {
     let good_name = |s: &str| {
         !s.is_empty()
             && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     for (i, o) in config.outputs.iter().enumerate() {
         let at = |k: &str| {
@@ -188,14 +189,20 @@ pub fn check(config: &EventsConfig) -> Vec<(String, String)> {
         if !good_name(&o.name) {
             problems.push((
                 at("name"),
-                format!("output name {:?} may hold only letters, digits, `-` and `_`", o.name),
+                format!(
+                    "output name {:?} may hold only letters, digits, `-` and `_`",
+                    o.name
+                ),
             ));
         }
         if !names.insert(o.name.clone()) {
             problems.push((at("name"), format!("output name `{}` is used twice", o.name)));
         }
         if o.kind().is_none() {
-            problems.push((at(""), "set exactly one kind: `file:`, `webhook:` or `nats:`".into()));
+            problems.push((
+                at(""),
+                "set exactly one kind: `file:`, `webhook:` or `nats:`".into(),
+            ));
         }
         if let Some(f) = &o.file
             && f.path.trim().is_empty()
@@ -208,7 +215,10 @@ pub fn check(config: &EventsConfig) -> Vec<(String, String)> {
                 // The URL itself is not echoed: it may hold a token.
                 Ok(u) => problems.push((
                     at("webhook.url"),
-                    format!("scheme `{}` is not supported, use http:// or https://", u.scheme()),
+                    format!(
+                        "scheme `{}` is not supported, use http:// or https://",
+                        u.scheme()
+                    ),
                 )),
                 Err(e) => problems.push((at("webhook.url"), format!("not a URL: {e}"))),
             }
@@ -305,6 +315,9 @@ mod tests {
         )
         .unwrap();
         assert!(check(&good).is_empty());
-        assert_eq!(good.outputs[0].webhook.as_ref().unwrap().timeout, Duration::from_secs(3));
+        assert_eq!(
+            good.outputs[0].webhook.as_ref().unwrap().timeout,
+            Duration::from_secs(3)
+        );
     }
 }

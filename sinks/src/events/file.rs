@@ -76,7 +76,12 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("sub/events.jsonl")).unwrap();
         let ids: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(ids, ["a", "b", "c"]);
     }
@@ -88,6 +93,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("events.jsonl")).unwrap();
         let out = FileOutput::new(dir.path().join("events.jsonl"));
         let r = out.send(&[ev("a")]).await;
-        assert!(matches!(&r[0], Outcome::Retry { error, .. } if error.contains("events.jsonl")), "{r:?}");
+        assert!(
+            matches!(&r[0], Outcome::Retry { error, .. } if error.contains("events.jsonl")),
+            "{r:?}"
+        );
     }
 }

@@ -41,7 +41,9 @@ pub enum Outcome {
     },
     /// The receiver refused the event (4xx other than 408/429): retrying
     /// would get the same answer.
-    Refused { error: String },
+    Refused {
+        error: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +197,18 @@ mod tests {
         for (attempt, base) in [(1, 2), (2, 4), (3, 8), (4, 10), (40, 10)] {
             let d = p.backoff(attempt, "e1");
             let base = Duration::from_secs(base);
-            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?} outside [{:?}, {base:?}]", base / 2);
+            assert!(
+                d >= base / 2 && d <= base,
+                "attempt {attempt}: {d:?} outside [{:?}, {base:?}]",
+                base / 2
+            );
         }
         assert!(!p.exhausted(2));
         assert!(p.exhausted(3));
-        let forever = RetryPolicy { max_attempts: None, ..p };
+        let forever = RetryPolicy {
+            max_attempts: None,
+            ..p
+        };
         assert!(!forever.exhausted(1_000));
     }
 }

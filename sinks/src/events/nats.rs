@@ -50,7 +50,12 @@ impl NatsOutput {
         // The URL is not echoed in errors: it may carry a password.
         let client = tokio::time::timeout(self.timeout * 2, opts.connect(self.url.expose()))
             .await
-            .map_err(|_| format!("could not connect to the NATS server within {:?}", self.timeout * 2))?
+            .map_err(|_| {
+                format!(
+                    "could not connect to the NATS server within {:?}",
+                    self.timeout * 2
+                )
+            })?
             .map_err(|e| format!("could not connect to the NATS server: {e}"))?;
         let mut ctx = jetstream::new(client);
         ctx.set_timeout(self.timeout);
@@ -187,7 +192,11 @@ mod tests {
             })
             .collect();
         assert_eq!(out.send(&evs).await, vec![Outcome::Delivered; 3]);
-        assert_eq!(out.send(&evs[1..]).await, vec![Outcome::Delivered; 2], "a duplicate is acked");
+        assert_eq!(
+            out.send(&evs[1..]).await,
+            vec![Outcome::Delivered; 2],
+            "a duplicate is acked"
+        );
         let js = jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
         let st = js.get_stream(&stream).await.unwrap();
         let consumer = st
@@ -204,7 +213,15 @@ mod tests {
         let mut ids = Vec::new();
         while let Some(m) = msgs.next().await {
             let m = m.unwrap();
-            ids.push(m.headers.as_ref().unwrap().get("Nats-Msg-Id").unwrap().as_str().to_string());
+            ids.push(
+                m.headers
+                    .as_ref()
+                    .unwrap()
+                    .get("Nats-Msg-Id")
+                    .unwrap()
+                    .as_str()
+                    .to_string(),
+            );
         }
         js.delete_stream(&stream).await.unwrap();
         assert_eq!(ids, ["e1", "e2", "e3"]);

@@ -116,7 +116,9 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Outcome {
         return Outcome::Delivered;
     }
     let error = format!("HTTP {status}");
-    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
     {
         let retry_after = headers
             .get(RETRY_AFTER)
@@ -157,11 +159,29 @@ mod tests {
         let none = HeaderMap::new();
         assert_eq!(classify(StatusCode::OK, &none), Outcome::Delivered);
         assert_eq!(classify(StatusCode::NO_CONTENT, &none), Outcome::Delivered);
-        assert!(matches!(classify(StatusCode::BAD_GATEWAY, &none), Outcome::Retry { retry_after: None, .. }));
-        assert!(matches!(classify(StatusCode::REQUEST_TIMEOUT, &none), Outcome::Retry { .. }));
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, &none), Outcome::Refused { .. }));
-        assert!(matches!(classify(StatusCode::NOT_FOUND, &none), Outcome::Refused { .. }));
-        assert!(matches!(classify(StatusCode::MOVED_PERMANENTLY, &none), Outcome::Refused { .. }));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, &none),
+            Outcome::Retry {
+                retry_after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(StatusCode::REQUEST_TIMEOUT, &none),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, &none),
+            Outcome::Refused { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, &none),
+            Outcome::Refused { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::MOVED_PERMANENTLY, &none),
+            Outcome::Refused { .. }
+        ));
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(
@@ -173,7 +193,10 @@ mod tests {
         );
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         let d = parse_retry_after(&later).unwrap();
-        assert!(d > Duration::from_secs(20) && d <= Duration::from_secs(30), "{d:?}");
+        assert!(
+            d > Duration::from_secs(20) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }
