@@ -64,9 +64,12 @@ mod tests {
     use arrow::array::Int64Array;
     use leadflow_transforms::schema::PROJECT_LINKS_SCHEMA;
 
-    fn links(rows: &[(&str, &str, Option<&str>)]) -> RecordBatch {
+    /// (master_id, project, owner)
+    type Link<'a> = (&'a str, &'a str, Option<&'a str>);
+
+    fn links(rows: &[Link]) -> RecordBatch {
         let n = rows.len();
-        let s = |f: &dyn Fn(&(&str, &str, Option<&str>)) -> Option<String>| -> ArrayRef {
+        let s = |f: &dyn Fn(&Link) -> Option<String>| -> ArrayRef {
             Arc::new(rows.iter().map(f).collect::<StringArray>())
         };
         RecordBatch::try_new(

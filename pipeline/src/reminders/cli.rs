@@ -83,8 +83,8 @@ pub fn print_list(rows: &[Reminder]) {
         return;
     }
     println!(
-        "{:<36}  {:<9}  {:<20}  {:<20}  {:>7}  {:<12}  {:<20}  {}",
-        "reminder_id", "state", "deadline", "next_due_at", "repeats", "owner", "project", "master_id"
+        "{:<36}  {:<9}  {:<20}  {:<20}  {:>7}  {:<12}  {:<20}  master_id",
+        "reminder_id", "state", "deadline", "next_due_at", "repeats", "owner", "project"
     );
     for r in rows {
         let due = match r.state {

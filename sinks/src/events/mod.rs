@@ -90,7 +90,8 @@ impl RetryPolicy {
 enum Sender {
     File(file::FileOutput),
     Webhook(webhook::WebhookOutput),
-    Nats(nats::NatsOutput),
+    // Boxed: the NATS state is large and outputs live for the process.
+    Nats(Box<nats::NatsOutput>),
 }
 
 /// A configured output, ready to send. Keep it for the life of the process:
@@ -138,7 +139,7 @@ impl EventOutput {
                     initial_backoff: n.initial_backoff,
                     max_backoff: n.max_backoff,
                 },
-                Sender::Nats(nats::NatsOutput::new(n)),
+                Sender::Nats(Box::new(nats::NatsOutput::new(n))),
             ),
             _ => return Err(err("set exactly one kind: `file:`, `webhook:` or `nats:`".into())),
         };
