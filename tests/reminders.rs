@@ -15,7 +15,21 @@ use hmac::{Hmac, KeyInit, Mac};
 use leadflow::reminders::{self, ReminderError, ReminderState};
 use sha2::Sha256;
 
-use crate::{Sandbox, leadflow, text};
+use crate::{BIN, Sandbox, text};
+
+/// The binary under test. LEADFLOW_E2E_BIN overrides it: worktrees that
+/// share one target dir can swap `target/debug/leadflow` during a run.
+fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let bin = std::env::var("LEADFLOW_E2E_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args)
+        .env("LEADFLOW_LOG", "warn,deltalake_core=error")
+        .env("LEADFLOW_LOG_FORMAT", "text");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("leadflow runs")
+}
 
 const TABLES: &[&str] = &["project_links", "reminders", "outbox", "deliveries", "runs"];
 
