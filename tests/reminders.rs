@@ -186,6 +186,26 @@ fn a_run_makes_one_reminder_and_one_created_event_per_new_link_once() {
 }
 
 #[test]
+fn a_run_killed_after_committing_reminders_is_finished_without_duplicates() {
+    let sb = Sandbox::new();
+    sb.with_reminders(REMINDERS_5M, "");
+    let o = leadflow(
+        &["run", &sb.config()],
+        &[("LEADFLOW_FAULT_AFTER_TABLE", "outbox")],
+    );
+    assert!(!o.status.success(), "the run was aborted: {}", text(&o));
+    // The next run finishes the staged commit first, then finds nothing new.
+    sb.ok(&["run", &sb.config()]);
+    assert_eq!(sb.rcount("SELECT count(*) FROM reminders"), 45);
+    assert_eq!(sb.rcount("SELECT count(*) FROM outbox"), 45);
+    assert_eq!(sb.rcount("SELECT count(DISTINCT event_id) FROM outbox"), 45);
+    assert_eq!(
+        sb.rcount("SELECT count(*) FROM project_links WHERE owner IS NOT NULL"),
+        45
+    );
+}
+
+#[test]
 fn ticks_repeat_overdue_events_until_contacted_or_expired_and_snooze_brings_them_back() {
     let sb = Sandbox::new();
     sb.with_reminders(REMINDERS_5M, "");
