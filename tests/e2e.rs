@@ -8,6 +8,8 @@ use arrow::array::AsArray;
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
+mod reminders;
+
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
 fn repo() -> PathBuf {

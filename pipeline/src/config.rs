@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use leadflow_connectors::files::{FileDrop, FilesSourceConfig};
 use leadflow_sinks::WarehouseConfig;
+use leadflow_sinks::events::EventsConfig;
 use leadflow_transforms::dedupe::DedupeConfig;
 use leadflow_transforms::mapping::{Defaults, Mapper, MappingConfig};
 use leadflow_transforms::normalise::country::CountryResolver;
@@ -15,6 +16,8 @@ use leadflow_transforms::validate::{ValidateConfig, Validator};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::reminders::{AssignmentConfig, RemindersConfig};
 
 /// A leadflow config file: a warehouse and the pipelines that fill it.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -25,6 +28,9 @@ pub struct Config {
     pub warehouse: WarehouseConfig,
     /// The pipelines; `leadflow run` runs them all in order, or one with `--pipeline`.
     pub pipelines: Vec<PipelineConfig>,
+    /// Where events of the `outbox` table (reminders) are delivered.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 /// One pipeline: sources -> map -> normalise -> sql -> validate -> dedupe -> warehouse.
@@ -58,6 +64,14 @@ pub struct PipelineConfig {
     /// Exact dedupe settings.
     #[serde(default)]
     pub dedupe: DedupeConfig,
+    /// Owner assignment of project links without an owner: round-robin per
+    /// project, sticky.
+    #[serde(default)]
+    pub assignment: Option<AssignmentConfig>,
+    /// Contact reminders for new (master, project) links (`reminders: {}`
+    /// for the defaults); none without this key.
+    #[serde(default)]
+    pub reminders: Option<RemindersConfig>,
 }
 
 /// A source. Set exactly one kind (only `files` exists so far).
@@ -347,17 +361,21 @@ fn parse_sections(
     };
     for k in map.keys() {
         let k = k.as_str().unwrap_or("?");
-        if k != "warehouse" && k != "pipelines" {
+        if k != "warehouse" && k != "pipelines" && k != "events" {
             problems.push(ConfigProblem {
                 line: locate(text, &p(&[k])),
                 key: k.into(),
-                message: format!("unknown key `{k}`, expected `warehouse` or `pipelines`"),
+                message: format!("unknown key `{k}`, expected `warehouse`, `pipelines` or `events`"),
             });
         }
     }
     let warehouse = match map.get("warehouse") {
         Some(v) => section::<WarehouseConfig>(v, &p(&["warehouse"]), text, problems),
         None => Some(WarehouseConfig::default()),
+    };
+    let events = match map.get("events") {
+        Some(v) => section::<EventsConfig>(v, &p(&["events"]), text, problems),
+        None => Some(EventsConfig::default()),
     };
     let Some(list) = map.get("pipelines") else {
         problems.push(ConfigProblem {
@@ -401,6 +419,8 @@ fn parse_sections(
                 "validate" => section::<ValidateConfig>(v, &path, text, problems).is_some(),
                 "dedupe" => section::<DedupeConfig>(v, &path, text, problems).is_some(),
                 "sql" => section::<Vec<String>>(v, &path, text, problems).is_some(),
+                "reminders" => section::<Option<RemindersConfig>>(v, &path, text, problems).is_some(),
+                "assignment" => section::<Option<AssignmentConfig>>(v, &path, text, problems).is_some(),
                 "sources" => match v.as_sequence() {
                     Some(srcs) => {
                         let mut all = true;
@@ -419,7 +439,7 @@ fn parse_sections(
                         line: locate(text, &path),
                         key: path.join("."),
                         message: format!(
-                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe"
+                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe, assignment, reminders"
                         ),
                     });
                     false
@@ -436,8 +456,15 @@ fn parse_sections(
             ok = false;
         }
     }
-    if ok && let Some(warehouse) = warehouse {
-        return Some(Config { warehouse, pipelines });
+    if ok
+        && let Some(warehouse) = warehouse
+        && let Some(events) = events
+    {
+        return Some(Config {
+            warehouse,
+            pipelines,
+            events,
+        });
     }
     None
 }
@@ -563,6 +590,29 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                 push(path(&[&"pipelines", &i, &"sql", &k]), e);
             }
         }
+        if let Some(r) = &p.reminders {
+            for (k, m) in crate::reminders::config::check_reminders(r) {
+                let mut key = path(&[&"pipelines", &i, &"reminders"]);
+                key.extend(k.split('.').map(str::to_string));
+                push(key, m);
+            }
+        }
+        if let Some(a) = &p.assignment {
+            for (k, m) in crate::reminders::config::check_assignment(a) {
+                let mut key = path(&[&"pipelines", &i, &"assignment"]);
+                key.extend(k.split('.').map(str::to_string));
+                push(key, m);
+            }
+        }
+    }
+    for (k, message) in leadflow_sinks::events::check_config(&config.events) {
+        let mut key = vec!["events".to_string()];
+        key.extend(k.split('.').map(str::to_string));
+        problems.push(ConfigProblem {
+            line: at(&key).or_else(|| at(&key[..key.len().min(3)])),
+            key: key.join("."),
+            message,
+        });
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod generate;
 pub mod progress;
+pub mod reminders;
 pub mod run;
 pub mod show;
 pub mod stages;

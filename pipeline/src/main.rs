@@ -3,9 +3,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use leadflow::config::{self, LoadedConfig};
+use leadflow::reminders::{self, ReminderError, ReminderState, cli as rcli};
 use leadflow::run::{RunOptions, RunReport, run_pipeline};
 use leadflow::show::{Lookup, show};
 use tracing_subscriber::EnvFilter;
@@ -56,6 +58,21 @@ enum Command {
         #[arg(long)]
         pipeline: Option<String>,
     },
+    /// Contact reminders: list them, mark one contacted, snooze one, or tick.
+    Reminders {
+        #[command(subcommand)]
+        action: RemindersCommand,
+    },
+    /// Deliver pending outbox events to the `events.outputs` of CONFIG.
+    Deliver {
+        config: PathBuf,
+        /// Keep retrying failed deliveries that fall due within this time, e.g. 30s.
+        #[arg(long, default_value = "0s", value_parser = leadflow::reminders::cli::parse_duration)]
+        wait: std::time::Duration,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a CSV of generated messy leads with planted duplicates (and a truth file beside it).
     Generate {
         /// Output CSV path.
@@ -70,8 +87,76 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RemindersCommand {
+    /// List reminders, oldest first.
+    List {
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only these states (repeat the flag); default open and snoozed.
+        #[arg(long, value_enum)]
+        state: Vec<StateArg>,
+        /// Every state.
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a reminder contacted (event `reminder.contacted`).
+    Contacted {
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snooze a reminder: no overdue events until the time is up.
+    Snooze {
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        minutes: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Emit overdue/expired events for missed deadlines, then deliver events.
+    Tick {
+        config: PathBuf,
+        /// Keep retrying failed deliveries that fall due within this time.
+        #[arg(long, default_value = "0s", value_parser = leadflow::reminders::cli::parse_duration)]
+        wait: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StateArg {
+    Open,
+    Snoozed,
+    Contacted,
+    Expired,
+}
+
+impl From<StateArg> for ReminderState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Open => ReminderState::Open,
+            StateArg::Snoozed => ReminderState::Snoozed,
+            StateArg::Contacted => ReminderState::Contacted,
+            StateArg::Expired => ReminderState::Expired,
+        }
+    }
+}
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `reminders contacted|snooze`: no such reminder.
+const EXIT_NOT_FOUND: u8 = 3;
+/// `reminders contacted|snooze`: the reminder is contacted or expired already.
+const EXIT_CLOSED: u8 = 4;
 
 fn init_logs(format: LogFormat) {
     let mut filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -202,7 +287,18 @@ fn main() -> ExitCode {
                         print_summary(r, &warehouse.root().display().to_string());
                     }
                 }
-                if reports.iter().all(RunReport::succeeded) {
+                // Reminders fall due between runs: a cron'd `run` also ticks
+                // them, then delivers every pending event once.
+                let after = rcli::tick_and_deliver(&loaded, &warehouse, &selected, Duration::ZERO).await;
+                match &after {
+                    Ok((t, d)) if !json => {
+                        rcli::print_tick(t);
+                        rcli::print_delivery(d);
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("{e}"),
+                }
+                if reports.iter().all(RunReport::succeeded) && after.is_ok() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(EXIT_FAILED)
@@ -255,6 +351,29 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Reminders { action } => reminders_command(action).await,
+            Command::Deliver { config, wait, json } => {
+                let (loaded, warehouse) = match open(&config).await {
+                    Ok(x) => x,
+                    Err(code) => return code,
+                };
+                match rcli::deliver(&loaded, &warehouse, wait).await {
+                    Ok(d) => {
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&d).expect("report serialises"));
+                        } else if d.outputs.is_empty() {
+                            println!("no event outputs configured (events.outputs)");
+                        } else {
+                            rcli::print_delivery(&d);
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                }
+            }
             Command::Generate {
                 out,
                 rows,
@@ -286,6 +405,142 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Load a config and open its warehouse.
+async fn open(path: &std::path::Path) -> Result<(LoadedConfig, leadflow_sinks::Warehouse), ExitCode> {
+    let loaded = load(path).await?;
+    match leadflow::open_warehouse(&loaded).await {
+        Ok(w) => Ok((loaded, w)),
+        Err(e) => {
+            eprintln!("warehouse: {e}");
+            Err(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
+
+fn reminder_exit(e: &ReminderError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(match e {
+        ReminderError::NotFound(_) => EXIT_NOT_FOUND,
+        ReminderError::AlreadyClosed { .. } => EXIT_CLOSED,
+        ReminderError::Invalid(_) => EXIT_CONFIG,
+        _ => EXIT_FAILED,
+    })
+}
+
+fn print_one(r: &reminders::Reminder, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("reminder serialises")
+        );
+    } else {
+        rcli::print_list(std::slice::from_ref(r));
+    }
+}
+
+async fn reminders_command(action: RemindersCommand) -> ExitCode {
+    let now = chrono::Utc::now();
+    match action {
+        RemindersCommand::List {
+            config,
+            pipeline,
+            state,
+            all,
+            limit,
+            json,
+        } => {
+            let (_, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let states: Vec<ReminderState> = if all {
+                Vec::new()
+            } else if state.is_empty() {
+                vec![ReminderState::Open, ReminderState::Snoozed]
+            } else {
+                state.into_iter().map(Into::into).collect()
+            };
+            match reminders::list(&warehouse, pipeline.as_deref(), &states, limit).await {
+                Ok(rows) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rows).expect("reminders serialise")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    rcli::print_list(&rows);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => reminder_exit(&e),
+            }
+        }
+        RemindersCommand::Contacted { config, id, json } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match reminders::mark_contacted(&warehouse, &id, "cli", now).await {
+                Ok(r) => {
+                    print_one(&r, json);
+                    deliver_quietly(&loaded, &warehouse).await
+                }
+                Err(e) => reminder_exit(&e),
+            }
+        }
+        RemindersCommand::Snooze {
+            config,
+            id,
+            minutes,
+            json,
+        } => {
+            let (_, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match reminders::snooze(&warehouse, &id, minutes, now).await {
+                Ok(r) => {
+                    print_one(&r, json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => reminder_exit(&e),
+            }
+        }
+        RemindersCommand::Tick { config, wait, json } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let pipelines = loaded.config.pipelines.clone();
+            match rcli::tick_and_deliver(&loaded, &warehouse, &pipelines, wait).await {
+                Ok((t, d)) => {
+                    if json {
+                        let v = serde_json::json!({"reminders": t, "events": d});
+                        println!("{}", serde_json::to_string_pretty(&v).expect("report serialises"));
+                    } else {
+                        rcli::print_tick(&t);
+                        rcli::print_delivery(&d);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+    }
+}
+
+/// Deliver the event an action just wrote; a failure here is not the
+/// action's (the event waits in the outbox).
+async fn deliver_quietly(loaded: &LoadedConfig, warehouse: &leadflow_sinks::Warehouse) -> ExitCode {
+    if let Err(e) = rcli::deliver(loaded, warehouse, Duration::ZERO).await {
+        eprintln!("{e} (the event stays in the outbox)");
+    }
+    ExitCode::SUCCESS
 }
 
 fn print_summary(r: &RunReport, warehouse: &str) {

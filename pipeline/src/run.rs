@@ -570,6 +570,11 @@ async fn execute(
         batches: vec![runs_row(report, started, finished)?],
     });
 
+    // Owner assignment and reminders of new project links, in this commit.
+    crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
+        .await
+        .map_err(|e| RunError::Other(format!("reminders: {e}")))?;
+
     // ---- commit ------------------------------------------------------------
     let stage_clock = Instant::now();
     // Tables with nothing to write are left alone: a run over unchanged

@@ -235,6 +235,65 @@ pub static SOURCE_FILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// `reminders`: one per (pipeline, master, project) link that needs a first
+/// contact. Key: `reminder_id` (hash of pipeline, master and project, so a
+/// re-run never makes a second one). `state`: open, snoozed, contacted, expired.
+pub static REMINDERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("reminder_id", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("master_id", DataType::Utf8, false),
+        Field::new("project", DataType::Utf8, false),
+        utf8("owner"),
+        Field::new("state", DataType::Utf8, false),
+        ts("created_at"),
+        ts("deadline"),
+        ts("next_due_at"),
+        Field::new("repeats", DataType::Int64, false),
+        ts("snoozed_until"),
+        ts("closed_at"),
+        utf8("closed_by"),
+        utf8("run_id"),
+        ts("updated_at"),
+    ]))
+});
+
+/// `outbox`: every event to deliver (reminder.created, reminder.overdue,
+/// reminder.expired, reminder.contacted). Append-only; `event_id` is derived
+/// from what the event is about, so a repeated write carries the same id and
+/// delivery reads one row per id. `payload` is the JSON object delivered.
+pub static OUTBOX_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        utf8("reminder_id"),
+        utf8("master_id"),
+        utf8("project"),
+        utf8("owner"),
+        ts("deadline"),
+        Field::new("repeat", DataType::Int64, true),
+        Field::new("payload", DataType::Utf8, false),
+        ts("created_at"),
+    ]))
+});
+
+/// `deliveries`: the state of each event at each output. Key: (`event_id`,
+/// `output`). `state`: delivered, retrying, dead. `last_error` never holds
+/// secrets (no URLs, no tokens).
+pub static DELIVERIES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("output", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("attempts", DataType::Int64, false),
+        utf8("last_error"),
+        ts("next_attempt_at"),
+        ts("delivered_at"),
+        ts("updated_at"),
+    ]))
+});
+
 /// Every warehouse table: name, schema, key columns.
 pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static str])> {
     vec![
@@ -253,5 +312,8 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
             &["source", "path", "content_hash"],
         ),
         ("runs", RUNS_SCHEMA.clone(), &["run_id"]),
+        ("reminders", REMINDERS_SCHEMA.clone(), &["reminder_id"]),
+        ("outbox", OUTBOX_SCHEMA.clone(), &["event_id"]),
+        ("deliveries", DELIVERIES_SCHEMA.clone(), &["event_id", "output"]),
     ]
 }
