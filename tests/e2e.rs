@@ -10,6 +10,8 @@ use datafusion::prelude::SessionContext;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
+mod daemon;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -75,6 +75,9 @@ pub struct RunOptions {
     /// Testing aid: abort the process right after committing this table, as
     /// a crash would. Set with LEADFLOW_FAULT_AFTER_TABLE.
     pub fault_after_table: Option<String>,
+    /// Use this run id instead of a new one (the daemon answers a trigger
+    /// with the id before the run starts).
+    pub run_id: Option<String>,
 }
 
 /// What happened to one file.
@@ -145,7 +148,10 @@ pub async fn run_pipeline(
     opts: &RunOptions,
 ) -> RunReport {
     let started = Utc::now();
-    let run_id = new_run_id(&pipeline.name, started);
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(&pipeline.name, started));
     let span = info_span!("run", run_id = %run_id, pipeline = %pipeline.name);
     let clock = Instant::now();
     let mut report = RunReport {
