@@ -159,17 +159,16 @@ impl AppState {
         // Its own task, so even a panic deep in a dependency ends as a failed
         // run instead of a pipeline stuck "running" forever.
         let handle = tokio::spawn(async move { run_pipeline(&config, &p, &warehouse, &opts).await });
-        let finished = Utc::now;
         let view = match handle.await {
             Ok(report) => {
-                let at = finished();
+                let at = Utc::now();
                 self.metrics
                     .run_finished(&report, at.timestamp_micros() as f64 / 1e6);
                 RunView::from_report(&report, at)
             }
             Err(e) => {
                 error!(pipeline = %name, run_id = %run_id, error = %e, "run task ended abnormally");
-                let at = finished();
+                let at = Utc::now();
                 let report = crate::run::RunReport {
                     run_id: run_id.clone(),
                     pipeline: name.clone(),

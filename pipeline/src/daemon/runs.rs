@@ -270,7 +270,7 @@ impl RunsTable<'_> {
             .collect()
             .await
             .map_err(query_err)?;
-        views(&batches)
+        Ok(views(&batches)?)
     }
 
     /// Per pipeline: (last start, last successful finish, last finish), in
@@ -319,18 +319,28 @@ pub struct LastTimes {
     pub finish: Option<DateTime<Utc>>,
 }
 
-fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, WarehouseError> {
-    let c = b.column_by_name(name).ok_or_else(|| WarehouseError::Query {
-        table: "runs".into(),
-        source: datafusion::error::DataFusionError::Plan(format!("no column {name}")),
-    })?;
-    cast(c, to).map_err(|e| WarehouseError::Query {
-        table: "runs".into(),
-        source: e.into(),
-    })
+/// A `runs` column that cannot be read as expected (schema drift). Kept
+/// small; turned into a WarehouseError at the public boundary.
+#[derive(Debug)]
+struct DecodeError(String);
+
+impl From<DecodeError> for WarehouseError {
+    fn from(e: DecodeError) -> Self {
+        WarehouseError::Query {
+            table: "runs".into(),
+            source: datafusion::error::DataFusionError::Plan(e.0),
+        }
+    }
 }
 
-fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, WarehouseError> {
+fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, DecodeError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| DecodeError(format!("the runs table has no column `{name}`")))?;
+    cast(c, to).map_err(|e| DecodeError(format!("runs.{name} cannot be read as {to}: {e}")))
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, DecodeError> {
     let c = column(b, name, &DataType::Utf8)?;
     let a = c.as_string::<i32>();
     Ok((0..a.len())
@@ -340,7 +350,7 @@ fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, Warehouse
 
 /// Timestamps and integers as i64 (timestamps: microseconds since epoch,
 /// the `runs` table's unit).
-fn micros(b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, WarehouseError> {
+fn micros(b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, DecodeError> {
     let c = column(b, name, &DataType::Int64)?;
     let a = c.as_primitive::<Int64Type>();
     Ok((0..a.len())
@@ -348,7 +358,7 @@ fn micros(b: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, WarehouseErro
         .collect())
 }
 
-fn views(batches: &[RecordBatch]) -> Result<Vec<RunView>, WarehouseError> {
+fn views(batches: &[RecordBatch]) -> Result<Vec<RunView>, DecodeError> {
     let mut out = Vec::new();
     for b in batches {
         let s = |n: &str| strings(b, n);
