@@ -509,3 +509,22 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
         text(&o)
     );
 }
+
+#[test]
+fn a_shutdown_grace_that_runs_out_exits_1_naming_the_run() {
+    let (sb, port) = daemon_sandbox("");
+    sb.edit_config("shutdown_grace: 30s", "shutdown_grace: 0s");
+    let mut d = Daemon::start(&sb, port);
+    let r = d.post("/api/v1/pipelines/quickstart/runs");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let run_id = r.json()["run_id"].as_str().unwrap().to_string();
+    // The quickstart run takes well over a second; the signal comes at once.
+    d.signal("TERM");
+    let st = d.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(1), "{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("ran out with runs still going") && log.contains(&run_id),
+        "{log}"
+    );
+}

@@ -199,7 +199,14 @@ impl AppState {
         for p in &config.config.pipelines {
             match Plan::of(p) {
                 Ok(Some(plan)) => {
-                    info!(pipeline = %p.name, plan = ?plan.view(), "scheduled");
+                    let v = plan.view();
+                    info!(
+                        pipeline = %p.name,
+                        schedule = v.schedule.as_deref(),
+                        time_zone = v.time_zone.as_deref(),
+                        every = v.every.as_deref(),
+                        "scheduled"
+                    );
                     handles.push(tokio::spawn(scheduler::schedule_loop(
                         self.clone(),
                         p.name.clone(),
