@@ -388,8 +388,16 @@ fn a_schedule_fires_sigterm_lets_the_run_finish_and_missed_ticks_run_once_on_sta
         v["pipelines"][0]["running_run_id"].as_str().map(str::to_string)
     });
     d.signal("TERM");
-    // While draining, no new runs are taken (the daemon may be gone already).
-    if let Ok(r) = http(port, "POST", "/api/v1/pipelines/quickstart/runs", Some(TOKEN)) {
+    // Once the signal is handled (/readyz turns 503), new triggers get 503;
+    // the daemon may also be gone already when the run was quick.
+    let draining = d.wait_for("the drain to start", Duration::from_secs(30), || {
+        match http(port, "GET", "/readyz", None) {
+            Ok(r) if r.status == 503 => Some(true),
+            Ok(_) => None,
+            Err(_) => Some(false),
+        }
+    });
+    if draining && let Ok(r) = http(port, "POST", "/api/v1/pipelines/quickstart/runs", Some(TOKEN)) {
         assert!(r.status == 503 || r.status == 0, "{} {}", r.status, r.body);
     }
     let st = d.wait_exit(Duration::from_secs(60));
