@@ -126,7 +126,15 @@ impl Daemon {
                 return d;
             }
             if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("daemon exited early ({st}):\n{}", d.log());
+                let log = d.log();
+                // A target dir shared by several checkouts holds one
+                // `debug/leadflow`: the last build of any of them.
+                assert!(
+                    !log.contains("unrecognized subcommand 'daemon'"),
+                    "{BIN} is a build without the daemon (another checkout built into the same \
+                     CARGO_TARGET_DIR); rebuild this one (touch pipeline/src/main.rs) and rerun"
+                );
+                panic!("daemon exited early ({st}):\n{log}");
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
