@@ -12,6 +12,8 @@ mod reminders;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
+mod daemon;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -15,6 +15,8 @@ use leadflow_transforms::normalise::phone::parse_region;
 use leadflow_transforms::validate::{ValidateConfig, Validator};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
+
+use crate::daemon::config::{DaemonConfig, schedule_problems};
 use serde::{Deserialize, Serialize};
 
 use crate::reminders::{AssignmentConfig, RemindersConfig};
@@ -31,6 +33,9 @@ pub struct Config {
     /// Where events of the `outbox` table (reminders) are delivered.
     #[serde(default)]
     pub events: EventsConfig,
+    /// `leadflow daemon`: HTTP API address, token, shutdown grace.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
 }
 
 /// One pipeline: sources -> map -> normalise -> sql -> validate -> dedupe -> warehouse.
@@ -72,6 +77,21 @@ pub struct PipelineConfig {
     /// for the defaults); none without this key.
     #[serde(default)]
     pub reminders: Option<RemindersConfig>,
+    /// `leadflow daemon` runs the pipeline on this cron schedule, WITH a
+    /// seconds field: "sec min hour day-of-month month day-of-week", e.g.
+    /// "0 */5 * * * *" (every 5 minutes). Not together with `every`. Without
+    /// `schedule` or `every` the daemon runs it only when triggered.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `leadflow daemon` runs the pipeline at this interval, e.g. "5m", "30s".
+    /// Not together with `schedule`.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub every: Option<std::time::Duration>,
+    /// IANA time zone the `schedule` is read in, e.g. "Asia/Kolkata".
+    /// Default UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 /// A source. Set exactly one kind (only `files` exists so far).
@@ -361,14 +381,20 @@ fn parse_sections(
     };
     for k in map.keys() {
         let k = k.as_str().unwrap_or("?");
-        if k != "warehouse" && k != "pipelines" && k != "events" {
+        if k != "warehouse" && k != "pipelines" && k != "events" && k != "daemon" {
             problems.push(ConfigProblem {
                 line: locate(text, &p(&[k])),
                 key: k.into(),
-                message: format!("unknown key `{k}`, expected `warehouse`, `pipelines` or `events`"),
+                message: format!(
+                    "unknown key `{k}`, expected `warehouse`, `pipelines`, `events` or `daemon`"
+                ),
             });
         }
     }
+    let daemon = match map.get("daemon") {
+        Some(v) => section::<DaemonConfig>(v, &p(&["daemon"]), text, problems),
+        None => Some(DaemonConfig::default()),
+    };
     let warehouse = match map.get("warehouse") {
         Some(v) => section::<WarehouseConfig>(v, &p(&["warehouse"]), text, problems),
         None => Some(WarehouseConfig::default()),
@@ -434,12 +460,14 @@ fn parse_sections(
                     None => section::<Vec<SourceConfig>>(v, &path, text, problems).is_some(),
                 },
                 "name" | "description" => true,
+                // Checked with the whole pipeline below (and by `check`).
+                "schedule" | "every" | "time_zone" => true,
                 other => {
                     problems.push(ConfigProblem {
                         line: locate(text, &path),
                         key: path.join("."),
                         message: format!(
-                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe, assignment, reminders"
+                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe, assignment, reminders, schedule, every, time_zone"
                         ),
                     });
                     false
@@ -459,11 +487,13 @@ fn parse_sections(
     if ok
         && let Some(warehouse) = warehouse
         && let Some(events) = events
+        && let Some(daemon) = daemon
     {
         return Some(Config {
             warehouse,
             pipelines,
             events,
+            daemon,
         });
     }
     None
@@ -485,6 +515,14 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             line: at(&path(&[&"warehouse", &"uri"])),
             key: "warehouse.uri".into(),
             message: e.to_string(),
+        });
+    }
+    for (key, message) in config.daemon.problems() {
+        let key = path(&[&"daemon", &key]);
+        problems.push(ConfigProblem {
+            line: at(&key).or_else(|| at(&path(&[&"daemon"]))),
+            key: key.join("."),
+            message,
         });
     }
     let name_re = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex");
@@ -584,6 +622,9 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                 path(&[&"pipelines", &i, &"dedupe", &"name_similarity"]),
                 "must be between 0 and 1".into(),
             );
+        }
+        for (key, message) in schedule_problems(p) {
+            push(path(&[&"pipelines", &i, &key]), message);
         }
         for (k, stmt) in p.sql.iter().enumerate() {
             if let Err(e) = crate::stages::check_sql(stmt) {

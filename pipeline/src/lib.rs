@@ -3,6 +3,7 @@
 //! transforms and sinks crates together; `run::run_pipeline` is the whole run.
 
 pub mod config;
+pub mod daemon;
 pub mod generate;
 pub mod progress;
 pub mod reminders;

@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: pipelines on their schedules, HTTP API, /metrics.
+    /// SIGTERM/SIGINT stop gracefully, SIGHUP reloads CONFIG.
+    Daemon { config: PathBuf },
     /// Check CONFIG and list every problem; runs nothing.
     Validate { config: PathBuf },
     /// Print the JSON Schema of config files (for editors).
@@ -215,6 +218,7 @@ fn main() -> ExitCode {
                 print!("{}", config::json_schema());
                 ExitCode::SUCCESS
             }
+            Command::Daemon { config } => ExitCode::from(leadflow::daemon::Daemon::new(config).run().await),
             Command::Validate { config } => match load(&config).await {
                 Ok(c) => {
                     println!(
@@ -272,6 +276,7 @@ fn main() -> ExitCode {
                     trigger: "cli".into(),
                     progress: std::io::stderr().is_terminal() && !json,
                     fault_after_table: std::env::var("LEADFLOW_FAULT_AFTER_TABLE").ok(),
+                    run_id: None,
                 };
                 let mut reports = Vec::new();
                 for p in &selected {

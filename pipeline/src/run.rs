@@ -75,6 +75,9 @@ pub struct RunOptions {
     /// Testing aid: abort the process right after committing this table, as
     /// a crash would. Set with LEADFLOW_FAULT_AFTER_TABLE.
     pub fault_after_table: Option<String>,
+    /// Use this run id instead of a new one (the daemon answers a trigger
+    /// with the id before the run starts).
+    pub run_id: Option<String>,
 }
 
 /// What happened to one file.
@@ -111,6 +114,8 @@ pub struct RunReport {
     pub records_known: u64,
     pub conflicts: u64,
     pub records_written: u64,
+    /// Reminders created for new project links (pipelines with `reminders:`).
+    pub reminders_created: u64,
     pub recovered_run: Option<String>,
     pub files: Vec<FileReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,7 +150,10 @@ pub async fn run_pipeline(
     opts: &RunOptions,
 ) -> RunReport {
     let started = Utc::now();
-    let run_id = new_run_id(&pipeline.name, started);
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| new_run_id(&pipeline.name, started));
     let span = info_span!("run", run_id = %run_id, pipeline = %pipeline.name);
     let clock = Instant::now();
     let mut report = RunReport {
@@ -571,9 +579,10 @@ async fn execute(
     });
 
     // Owner assignment and reminders of new project links, in this commit.
-    crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
+    let staged = crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
         .await
         .map_err(|e| RunError::Other(format!("reminders: {e}")))?;
+    report.reminders_created = staged.reminders_created as u64;
 
     // ---- commit ------------------------------------------------------------
     let stage_clock = Instant::now();
