@@ -579,6 +579,13 @@ async fn execute(
     });
 
     // Owner assignment and reminders of new project links, in this commit.
+    // Held from reading the reminders to committing them, so a tick or an
+    // API call of the same daemon cannot change them in between.
+    let _reminders_turn = if pipeline.reminders.is_some() || pipeline.assignment.is_some() {
+        Some(crate::reminders::engine::write_turn().await)
+    } else {
+        None
+    };
     let staged = crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
         .await
         .map_err(|e| RunError::Other(format!("reminders: {e}")))?;

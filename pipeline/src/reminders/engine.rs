@@ -30,6 +30,13 @@ use crate::config::PipelineConfig;
 /// is detected and the whole operation retried from fresh state.
 static WRITE_LOCK: LazyLock<Mutex<()>> = LazyLock::new(|| Mutex::new(()));
 
+/// The writer's turn on the `reminders` table within this process. A run
+/// that stages reminders holds it while it commits, so its MERGE never
+/// races a tick or an API call of the same daemon.
+pub async fn write_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    WRITE_LOCK.lock().await
+}
+
 /// Transaction app id of reminder writes outside runs.
 const APP_ID: &str = "leadflow:reminders";
 
