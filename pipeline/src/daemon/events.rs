@@ -7,6 +7,7 @@
 //! loop delivers them on its next turn.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -21,9 +22,10 @@ use super::AppState;
 use super::api::ApiError;
 use crate::reminders::{self, DeliverOptions, ReminderError, ReminderState, cli as rcli};
 
-/// One turn: tick, then deliver. Errors are logged, never fatal: the next
-/// turn tries again.
-pub async fn turn(state: &AppState) {
+/// One turn: tick, then one delivery round. Errors are logged, never
+/// fatal: the next turn tries again. Returns whether a full batch went out
+/// (more is probably waiting: the loop goes on without sleeping).
+pub async fn turn(state: &AppState) -> bool {
     let config = state.config();
     match reminders::tick(&state.warehouse, &config.config.pipelines, Utc::now()).await {
         Ok(t) => {
@@ -39,14 +41,22 @@ pub async fn turn(state: &AppState) {
         Ok(o) => o,
         Err(e) => {
             warn!(error = %e, "event outputs cannot be built");
-            return;
+            return false;
         }
     };
     if outputs.is_empty() {
-        return;
+        return false;
     }
-    match reminders::deliver_pending(&state.warehouse, &outputs, &DeliverOptions::default()).await {
+    let opts = DeliverOptions {
+        max_rounds: 1,
+        ..Default::default()
+    };
+    match reminders::deliver_pending(&state.warehouse, &outputs, &opts).await {
         Ok(d) => {
+            let full = d
+                .outputs
+                .values()
+                .any(|c| c.delivered + c.failed >= opts.batch_size as u64);
             for (output, c) in &d.outputs {
                 state.metrics.init_output(output);
                 state.metrics.delivered(output, c.delivered);
@@ -54,8 +64,12 @@ pub async fn turn(state: &AppState) {
                 state.metrics.dead(output, c.dead);
                 debug!(output = %output, delivered = c.delivered, backlog = c.backlog, "events delivered");
             }
+            full
         }
-        Err(e) => warn!(error = %e, "event delivery failed; retrying next turn"),
+        Err(e) => {
+            warn!(error = %e, "event delivery failed; retrying next turn");
+            false
+        }
     }
 }
 
@@ -63,15 +77,21 @@ pub async fn turn(state: &AppState) {
 pub fn spawn_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stop = state.shutdown_signal();
+        let mut more = false;
         loop {
-            let every = state.config().config.daemon.events_every;
+            // A backlog is worked off turn after turn; otherwise wait.
+            let every = if more {
+                Duration::ZERO
+            } else {
+                state.config().config.daemon.events_every
+            };
             // The watch guard must not live across an await (not Send).
             let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stopping => break,
             }
-            turn(&state).await;
+            more = turn(&state).await;
         }
         // Deliver what the last runs wrote before the process ends.
         turn(&state).await;

@@ -433,11 +433,15 @@ impl Daemon {
         info!(signal = how, grace = ?grace, "shutting down: no new runs, waiting for running ones");
         let left = state.drain(grace).await;
         // The loop sees the shutdown signal and makes a last delivery turn.
-        if tokio::time::timeout(Duration::from_secs(10), events_loop)
+        let mut events_loop = events_loop;
+        if tokio::time::timeout(Duration::from_secs(10), &mut events_loop)
             .await
             .is_err()
         {
-            warn!("the last event delivery turn did not finish within 10s");
+            // Undelivered events stay in the outbox for the next start.
+            warn!("the last event delivery turn did not finish within 10s; stopping it");
+            events_loop.abort();
+            let _ = events_loop.await;
         }
         let _ = http_stop.send(true);
         match tokio::time::timeout(Duration::from_secs(5), server).await {

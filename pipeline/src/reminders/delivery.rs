@@ -34,13 +34,20 @@ pub struct DeliverOptions {
     /// Keep going this long for retries that fall due (0: send what is due
     /// now and return; the daemon's loop calls again).
     pub wait: Duration,
+    /// Stop after this many rounds (0: until nothing is due). The daemon
+    /// does one round per turn so a backlog never starves the reminder
+    /// tick or the metrics.
+    pub max_rounds: usize,
 }
 
 impl Default for DeliverOptions {
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            // Each round scans `outbox` against `deliveries` once: big
+            // rounds keep a backlog (a bulk import's reminders) moving.
+            batch_size: 5000,
             wait: Duration::ZERO,
+            max_rounds: 0,
         }
     }
 }
@@ -284,7 +291,9 @@ pub async fn deliver_pending(
     let _turn = DELIVERY_LOCK.lock().await;
     let until = Utc::now() + chrono::Duration::from_std(opts.wait).unwrap_or(chrono::Duration::hours(24));
     let mut hold: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut rounds = 0usize;
     loop {
+        rounds += 1;
         let now = Utc::now();
         let active: Vec<&EventOutput> = outputs
             .iter()
@@ -322,6 +331,9 @@ pub async fn deliver_pending(
         record(warehouse, &rows).await?;
         if let Some(e) = failure {
             return Err(e);
+        }
+        if opts.max_rounds > 0 && rounds >= opts.max_rounds {
+            break;
         }
         let next = hold.values().min().copied();
         match next {
