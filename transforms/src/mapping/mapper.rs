@@ -149,7 +149,7 @@ const BUILTIN_ALIASES: &[(&str, &[&str])] = &[
             "interestedin",
         ],
     ),
-    ("status", &["status", "leadstatus", "stage", "leadstage"]),
+    ("status", &["status", "leadstatus", "stage", "leadstage", "hsleadstatus"]),
     (
         "owner",
         &[
@@ -354,6 +354,7 @@ impl Mapper {
             extras,
             mapped,
             seen: HashMap::new(),
+            id_column: None,
         })
     }
 }
@@ -368,6 +369,9 @@ pub struct FileMapping {
     /// (lead field, source header) pairs, for logs and `leadflow validate`.
     pub mapped: BTreeMap<String, String>,
     seen: HashMap<u128, u32>,
+    /// Column whose value is the record id (a CRM's own id), so an edited
+    /// record keeps its id instead of getting a new content hash.
+    id_column: Option<usize>,
 }
 
 fn trimmed(a: &StringArray, i: usize) -> Option<&str> {
@@ -391,6 +395,21 @@ fn snake(s: &str) -> String {
 }
 
 impl FileMapping {
+    /// Use the values of data column `header` as record ids (for sources
+    /// with stable ids, like CRMs). The column is then no extra.
+    pub fn with_id_column(mut self, header: &str) -> Result<Self, MappingError> {
+        let ci = self
+            .headers
+            .iter()
+            .position(|h| h == header)
+            .ok_or_else(|| MappingError::NothingMapped {
+                headers: format!("no id column {header:?} in {}", self.headers.join(", ")),
+            })?;
+        self.extras.retain(|(c, _)| *c != ci);
+        self.id_column = Some(ci);
+        Ok(self)
+    }
+
     /// Map one raw batch (data columns in header order, then `_source`,
     /// `_source_file`, `_source_row`). `raw_index` is the batch's position in
     /// the run, kept in `_raw_pos` so rejects can show the original row.
@@ -433,10 +452,16 @@ impl FileMapping {
                     .collect()
             })
             .collect();
+        let id_column = self.id_column;
         mapped
             .into_par_iter()
             .zip(counts)
-            .map(|((mut columns, digests), counts)| {
+            .zip(raws.par_iter())
+            .map(|(((mut columns, digests), counts), raw)| {
+                if let Some(ci) = id_column {
+                    columns.insert(3, raw.column(ci).clone());
+                    return Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?);
+                }
                 let mut ids = StringBuilder::with_capacity(digests.len(), digests.len() * 34);
                 let mut buf = String::with_capacity(40);
                 for (d, c) in digests.iter().zip(counts) {
