@@ -242,7 +242,13 @@ async fn execute(
     warehouse
         .register(
             &ctx,
-            &["source_files", "masters", "records", "project_links", "source_cursors"],
+            &[
+                "source_files",
+                "masters",
+                "records",
+                "project_links",
+                "source_cursors",
+            ],
         )
         .await?;
     let mapper = Mapper::new(&pipeline.mapping, &pipeline.defaults)
@@ -260,7 +266,15 @@ async fn execute(
     let mut cursors: Vec<(String, String)> = Vec::new();
     for source in &pipeline.sources {
         if let Some(hubspot) = &source.hubspot {
-            let read = read_hubspot(&ctx, &pipeline.name, &source.name, hubspot, &mapper, raw_batches.len()).await?;
+            let read = read_hubspot(
+                &ctx,
+                &pipeline.name,
+                &source.name,
+                hubspot,
+                &mapper,
+                raw_batches.len(),
+            )
+            .await?;
             report.rows_read += read.rows;
             report.files.push(read.report);
             mapped.extend(read.mapped);
@@ -713,14 +727,21 @@ async fn read_hubspot(
         .transpose()?;
     let hubspot = HubSpotSource::new(source, config).map_err(|e| src_err(&e))?;
     let fetched = hubspot.fetch(saved.as_deref()).await.map_err(|e| src_err(&e))?;
-    info!(source, mode = fetched.mode, rows = fetched.rows, requests = fetched.requests, "hubspot source read");
+    info!(
+        source,
+        mode = fetched.mode,
+        rows = fetched.rows,
+        requests = fetched.requests,
+        "hubspot source read"
+    );
     let mut mapped = Vec::new();
     if !fetched.batches.is_empty() {
         let mut fm = mapper
             .for_headers(&fetched.headers)
             .and_then(|fm| fm.with_id_column(ID_COLUMN))
             .map_err(|e| src_err(&e))?;
-        let first = u32::try_from(first_raw).map_err(|_| RunError::Other("too many batches in one run".into()))?;
+        let first =
+            u32::try_from(first_raw).map_err(|_| RunError::Other("too many batches in one run".into()))?;
         mapped = fm
             .apply_all(&fetched.batches, first, &fetched.display)
             .map_err(|e| src_err(&e))?;
@@ -741,16 +762,27 @@ async fn read_hubspot(
 }
 
 /// `source_cursors` rows of this run.
-fn cursors_batch(pipeline: &str, cursors: &[(String, String)], stamp: &RunStamp) -> Result<RecordBatch, RunError> {
+fn cursors_batch(
+    pipeline: &str,
+    cursors: &[(String, String)],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, RunError> {
     let n = cursors.len();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![pipeline; n])),
-        Arc::new(StringArray::from_iter_values(cursors.iter().map(|c| c.0.as_str()))),
-        Arc::new(StringArray::from_iter_values(cursors.iter().map(|c| c.1.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            cursors.iter().map(|c| c.0.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            cursors.iter().map(|c| c.1.as_str()),
+        )),
         Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
         Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC")),
     ];
-    Ok(RecordBatch::try_new(lschema::SOURCE_CURSORS_SCHEMA.clone(), cols)?)
+    Ok(RecordBatch::try_new(
+        lschema::SOURCE_CURSORS_SCHEMA.clone(),
+        cols,
+    )?)
 }
 
 /// Files this source already imported (or quarantined).

@@ -99,12 +99,8 @@ impl TokenProvider {
             // keep only a short snippet.
             return Err(refresh_err(status.as_u16(), snippet(&text, 200)));
         }
-        let parsed: TokenResponse = serde_json::from_str(&text).map_err(|e| {
-            refresh_err(
-                status.as_u16(),
-                format!("response is not a token response: {e}"),
-            )
-        })?;
+        let parsed: TokenResponse = serde_json::from_str(&text)
+            .map_err(|e| refresh_err(status.as_u16(), format!("response is not a token response: {e}")))?;
         let lifetime = Duration::from_secs(parsed.expires_in);
         let valid_until = Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN.min(lifetime / 2));
         debug!(provider, expires_in = parsed.expires_in, "access token refreshed");

@@ -8,7 +8,11 @@ pub enum HttpError {
         "{provider}: the API rejected our credentials (HTTP {status}) for {url}; check the token or OAuth \
          credentials and the app's scopes"
     )]
-    Auth { provider: String, status: u16, url: String },
+    Auth {
+        provider: String,
+        status: u16,
+        url: String,
+    },
     #[error(
         "{provider}: token refresh at {url} failed (HTTP {status}): {detail}; check client_id, client_secret \
          and refresh_token"

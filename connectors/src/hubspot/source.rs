@@ -154,7 +154,10 @@ impl HubSpotSource {
     fn parse(&self, url: &Url, text: &str) -> Result<Page, HubSpotError> {
         let page: Page = serde_json::from_str(text).map_err(|e| self.malformed(url, e))?;
         if let Some(r) = page.results.iter().find(|r| r.id.trim().is_empty()) {
-            return Err(self.malformed(url, format!("a record has an empty id ({} properties)", r.properties.len())));
+            return Err(self.malformed(
+                url,
+                format!("a record has an empty id ({} properties)", r.properties.len()),
+            ));
         }
         Ok(page)
     }
@@ -287,15 +290,22 @@ impl HubSpotSource {
         for p in &self.properties {
             fields.push(Field::new(p, DataType::Utf8, true));
             // Missing and null properties are empty text, like an empty cell.
-            columns.push(Arc::new(StringArray::from_iter_values(records.iter().map(|r| {
-                r.properties.get(p).and_then(|v| v.as_deref()).unwrap_or("")
-            }))));
+            columns.push(Arc::new(StringArray::from_iter_values(
+                records
+                    .iter()
+                    .map(|r| r.properties.get(p).and_then(|v| v.as_deref()).unwrap_or("")),
+            )));
         }
         fields.push(Field::new(SOURCE_COLUMN, DataType::Utf8, false));
         fields.push(Field::new(SOURCE_FILE_COLUMN, DataType::Utf8, false));
         fields.push(Field::new(SOURCE_ROW_COLUMN, DataType::UInt64, false));
-        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(self.name.as_str(), n))));
-        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(display, n))));
+        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            self.name.as_str(),
+            n,
+        ))));
+        columns.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            display, n,
+        ))));
         columns.push(Arc::new(UInt64Array::from_iter_values(1..=n as u64)));
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| HubSpotError::Malformed {
             source_name: self.name.clone(),
@@ -343,7 +353,9 @@ fn parse_time(v: &str) -> Option<DateTime<Utc>> {
     if let Ok(ms) = v.parse::<i64>() {
         return Utc.timestamp_millis_opt(ms).single();
     }
-    DateTime::parse_from_rfc3339(v).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[cfg(test)]

@@ -149,7 +149,10 @@ const BUILTIN_ALIASES: &[(&str, &[&str])] = &[
             "interestedin",
         ],
     ),
-    ("status", &["status", "leadstatus", "stage", "leadstage", "hsleadstatus"]),
+    (
+        "status",
+        &["status", "leadstatus", "stage", "leadstage", "hsleadstatus"],
+    ),
     (
         "owner",
         &[
@@ -398,13 +401,13 @@ impl FileMapping {
     /// Use the values of data column `header` as record ids (for sources
     /// with stable ids, like CRMs). The column is then no extra.
     pub fn with_id_column(mut self, header: &str) -> Result<Self, MappingError> {
-        let ci = self
-            .headers
-            .iter()
-            .position(|h| h == header)
-            .ok_or_else(|| MappingError::NothingMapped {
-                headers: format!("no id column {header:?} in {}", self.headers.join(", ")),
-            })?;
+        let ci =
+            self.headers
+                .iter()
+                .position(|h| h == header)
+                .ok_or_else(|| MappingError::NothingMapped {
+                    headers: format!("no id column {header:?} in {}", self.headers.join(", ")),
+                })?;
         self.extras.retain(|(c, _)| *c != ci);
         self.id_column = Some(ci);
         Ok(self)
