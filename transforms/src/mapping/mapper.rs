@@ -727,6 +727,40 @@ mod tests {
     }
 
     #[test]
+    fn an_id_column_gives_crm_ids_and_hubspot_names_map() {
+        let mut cfg = MappingConfig::default();
+        cfg.keep_extras = true;
+        let mapper = Mapper::new(&cfg, &Defaults::default()).unwrap();
+        let headers: Vec<String> = ["hubspot_id", "firstname", "email", "hs_lead_status"]
+            .map(String::from)
+            .to_vec();
+        let raw = raw_batch(
+            &["hubspot_id", "firstname", "email", "hs_lead_status"],
+            &[&["151", "Ada", "a@x.io", "NEW"], &["152", "Bo", "b@x.io", "OPEN"]],
+        );
+        let out = mapper
+            .for_headers(&headers)
+            .unwrap()
+            .with_id_column("hubspot_id")
+            .unwrap()
+            .apply(&raw, 0, "hubspot:contacts")
+            .unwrap();
+        assert_eq!(get(&out, schema::RECORD_ID, 0), Some("151"));
+        assert_eq!(get(&out, schema::RECORD_ID, 1), Some("152"));
+        assert_eq!(get(&out, "first_name", 0), Some("Ada"));
+        assert_eq!(get(&out, "status", 1), Some("new"));
+        // The id is the key, not an extra.
+        assert!(!get(&out, schema::EXTRAS, 0).unwrap_or("").contains("hubspot_id"));
+        assert!(
+            mapper
+                .for_headers(&headers)
+                .unwrap()
+                .with_id_column("missing")
+                .is_err()
+        );
+    }
+
+    #[test]
     fn explicit_columns_and_errors() {
         let mut cfg = MappingConfig::default();
         cfg.columns.insert("Contact".into(), "phone".into());
