@@ -201,6 +201,33 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, body: String) -> Re
     json_response(StatusCode::OK, body)
 }
 
+/// OAuth v1 token endpoint: refresh-token grant, form-encoded.
+async fn token(State(s): State<Shared>, body: String) -> Response {
+    // Our test values need no percent-decoding.
+    let form: HashMap<String, String> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut fake = s.lock().unwrap();
+    fake.log.push("token".into());
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("client_id").map(String::as_str) == Some("app-1")
+        && form.get("client_secret").map(String::as_str) == Some("client-secret-abc")
+        && form.get("refresh_token").map(String::as_str) == Some("refresh-xyz");
+    if !ok {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"access_token": TOKEN, "refresh_token": "refresh-xyz", "expires_in": 1800,
+               "token_type": "bearer", "token_use": "access_token", "hub_id": 62515}),
+    )
+}
+
 /// Starts the fake on its own runtime thread; returns its base URL.
 fn serve(state: Shared) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -215,6 +242,7 @@ fn serve(state: Shared) -> String {
             let app = Router::new()
                 .route("/crm/v3/objects/contacts", get(list))
                 .route("/crm/v3/objects/contacts/search", post(search))
+                .route("/oauth/v1/token", post(token))
                 .with_state(state);
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -230,6 +258,11 @@ struct Crm {
 
 impl Crm {
     fn new(contacts: u64) -> Self {
+        Self::with_auth(contacts, "token: ${HUBSPOT_TOKEN}")
+    }
+
+    /// `auth` is the YAML line(s) of the credentials; `{base}` is replaced.
+    fn with_auth(contacts: u64, auth: &str) -> Self {
         let fake: Shared = Arc::default();
         for id in 1..=contacts {
             let c = contact(
@@ -244,6 +277,7 @@ impl Crm {
         let sandbox = Sandbox {
             dir: tempfile::tempdir().unwrap(),
         };
+        let auth = auth.replace("{base}", &base);
         let config = format!(
             r#"warehouse:
   uri: ./warehouse
@@ -254,7 +288,7 @@ pipelines:
     sources:
       - name: hubspot
         hubspot:
-          token: ${{HUBSPOT_TOKEN}}
+          {auth}
           base_url: {base}
           page_size: 2
           http:
@@ -418,4 +452,16 @@ fn hubspot_malformed_page_fails_and_keeps_the_cursor() {
     assert_eq!(next["status"], "succeeded", "{next}");
     assert_eq!(crm.email_of("1"), "changed1@example.com");
     assert_eq!(crm.cursor(), "2026-03-01T00:00:00.000Z");
+}
+
+#[test]
+fn hubspot_oauth_refreshes_once_and_reuses_the_token() {
+    let crm = Crm::with_auth(
+        3,
+        "oauth: {client_id: app-1, client_secret: client-secret-abc, refresh_token: refresh-xyz, \
+         token_url: \"{base}/oauth/v1/token\"}",
+    );
+    let report = crm.run();
+    assert_eq!(report["rows_read"], 3, "{report}");
+    assert_eq!(crm.log(), ["token", "list", "list"]);
 }
