@@ -728,9 +728,8 @@ mod tests {
 
     #[test]
     fn an_id_column_gives_crm_ids_and_hubspot_names_map() {
-        let mut cfg = MappingConfig::default();
-        cfg.keep_extras = true;
-        let mapper = Mapper::new(&cfg, &Defaults::default()).unwrap();
+        // keep_extras is on by default: the id column must still not be one.
+        let mapper = Mapper::new(&MappingConfig::default(), &Defaults::default()).unwrap();
         let headers: Vec<String> = ["hubspot_id", "firstname", "email", "hs_lead_status"]
             .map(String::from)
             .to_vec();
