@@ -189,6 +189,14 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, body: String) -> Re
         .collect();
     hits.sort_by_key(|(id, p)| (millis(&p["lastmodifieddate"]), **id));
     let offset: usize = req["after"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
+    if offset + limit > 10_000 {
+        // HubSpot's search cannot page past 10,000 results.
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "category": "VALIDATION_ERROR",
+                   "message": "Paging beyond 10000 results is not supported"}),
+        );
+    }
     let total = hits.len();
     let items = hits
         .iter()
@@ -464,4 +472,32 @@ fn hubspot_oauth_refreshes_once_and_reuses_the_token() {
     let report = crm.run();
     assert_eq!(report["rows_read"], 3, "{report}");
     assert_eq!(crm.log(), ["token", "list", "list"]);
+}
+
+#[test]
+fn hubspot_config_problems_are_listed_and_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hs.yaml");
+    std::fs::write(
+        &path,
+        "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: crm\n    sources:\n      - name: hs\n        \
+         hubspot:\n          token: x\n          oauth: {client_id: a, client_secret: b, refresh_token: c}\n          \
+         page_size: 500\n      - name: both\n        files: {path: ./drops}\n        hubspot: {token: y}\n      \
+         - name: none\n    dedupe:\n      keys: [phone, email]\n",
+    )
+    .unwrap();
+    let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "either `token` or `oauth`",
+        "page_size",
+        "exactly one source kind",
+        "`hubspot:`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let o = leadflow(&["run", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!dir.path().join("warehouse").exists());
 }
