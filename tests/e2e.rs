@@ -13,6 +13,7 @@ mod reminders;
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
 mod daemon;
+mod hubspot;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,3 +1,5 @@
 //! Sources: everything that talks to the outside to read leads.
 
 pub mod files;
+pub mod http;
+pub mod hubspot;

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use leadflow_connectors::files::{FileDrop, FilesSourceConfig};
+use leadflow_connectors::hubspot::HubSpotConfig;
 use leadflow_sinks::WarehouseConfig;
 use leadflow_sinks::events::EventsConfig;
 use leadflow_transforms::dedupe::DedupeConfig;
@@ -94,7 +95,7 @@ pub struct PipelineConfig {
     pub time_zone: Option<String>,
 }
 
-/// A source. Set exactly one kind (only `files` exists so far).
+/// A source. Set exactly one kind: `files` or `hubspot`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -104,6 +105,9 @@ pub struct SourceConfig {
     /// CSV/XLSX/ODS files in a local folder or object-store prefix.
     #[serde(default)]
     pub files: Option<FilesSourceConfig>,
+    /// HubSpot CRM contacts or leads, read incrementally.
+    #[serde(default)]
+    pub hubspot: Option<HubSpotConfig>,
 }
 
 /// Normaliser settings.
@@ -574,16 +578,25 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                     format!("source name `{}` is used twice in this pipeline", s.name),
                 );
             }
-            match &s.files {
-                Some(files) => {
+            match (&s.files, &s.hubspot) {
+                (Some(files), None) => {
                     let files = resolve_files(files, base);
                     if let Err(e) = FileDrop::new(&s.name, &files) {
                         push(sp("files"), e.to_string());
                     }
                 }
-                None => push(
+                (None, Some(hubspot)) => {
+                    for problem in hubspot.problems() {
+                        push(sp("hubspot"), problem);
+                    }
+                }
+                (Some(_), Some(_)) => push(
                     path(&[&"pipelines", &i, &"sources", &j]),
-                    "set a source kind: `files:`".into(),
+                    "set exactly one source kind, not both `files:` and `hubspot:`".into(),
+                ),
+                (None, None) => push(
+                    path(&[&"pipelines", &i, &"sources", &j]),
+                    "set a source kind: `files:` or `hubspot:`".into(),
                 ),
             }
         }

@@ -240,7 +240,16 @@ async fn execute(
     };
     let ctx = stages::session(&norm)?;
     warehouse
-        .register(&ctx, &["source_files", "masters", "records", "project_links"])
+        .register(
+            &ctx,
+            &[
+                "source_files",
+                "masters",
+                "records",
+                "project_links",
+                "source_cursors",
+            ],
+        )
         .await?;
     let mapper = Mapper::new(&pipeline.mapping, &pipeline.defaults)
         .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
@@ -254,7 +263,25 @@ async fn execute(
     let mut rejects = RejectRows::default();
     let mut ledger_rows = LedgerRows::default();
     let mut imported: Vec<ParsedInput> = Vec::new();
+    let mut cursors: Vec<(String, String)> = Vec::new();
     for source in &pipeline.sources {
+        if let Some(hubspot) = &source.hubspot {
+            let read = read_hubspot(
+                &ctx,
+                &pipeline.name,
+                &source.name,
+                hubspot,
+                &mapper,
+                raw_batches.len(),
+            )
+            .await?;
+            report.rows_read += read.rows;
+            report.files.push(read.report);
+            mapped.extend(read.mapped);
+            raw_batches.extend(read.raw);
+            cursors.extend(read.cursor.map(|c| (source.name.clone(), c)));
+            continue;
+        }
         let Some(files) = &source.files else { continue };
         let files = resolve_files(files, &loaded.base);
         let src_err = |e: &dyn std::fmt::Display| RunError::Source {
@@ -564,6 +591,12 @@ async fn execute(
             batches: vec![outcome.merges],
         });
     }
+    // The cursor moves only with this commit: a failed run re-reads.
+    tables.push(StagedTable {
+        table: "source_cursors".into(),
+        mode: WriteMode::Upsert,
+        batches: vec![cursors_batch(&pipeline.name, &cursors, &stamp)?],
+    });
     tables.push(StagedTable {
         table: "source_files".into(),
         mode: WriteMode::Upsert,
@@ -652,6 +685,104 @@ pub fn utf8(a: &ArrayRef) -> Result<StringArray, RunError> {
 struct Ledger {
     by_stat: HashSet<(String, i64, i64)>,
     by_hash: HashSet<(String, String)>,
+}
+
+/// What a HubSpot source gave this run.
+struct HubSpotRead {
+    rows: u64,
+    raw: Vec<RecordBatch>,
+    mapped: Vec<RecordBatch>,
+    cursor: Option<String>,
+    report: FileReport,
+}
+
+/// Reads a HubSpot source from its saved cursor and maps it with the CRM
+/// id as record id, so an edited contact upserts its old record.
+async fn read_hubspot(
+    ctx: &SessionContext,
+    pipeline: &str,
+    source: &str,
+    config: &leadflow_connectors::hubspot::HubSpotConfig,
+    mapper: &Mapper,
+    first_raw: usize,
+) -> Result<HubSpotRead, RunError> {
+    use leadflow_connectors::hubspot::{HubSpotSource, ID_COLUMN};
+    let src_err = |e: &dyn std::fmt::Display| RunError::Source {
+        source_name: source.to_string(),
+        message: e.to_string(),
+    };
+    let sql = format!(
+        "SELECT cursor FROM source_cursors WHERE pipeline = '{}' AND source = '{}'",
+        pipeline.replace('\'', "''"),
+        source.replace('\'', "''")
+    );
+    let saved = ctx
+        .sql(&sql)
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| utf8(b.column(0)).map(|c| c.value(0).to_string()))
+        .transpose()?;
+    let hubspot = HubSpotSource::new(source, config).map_err(|e| src_err(&e))?;
+    let fetched = hubspot.fetch(saved.as_deref()).await.map_err(|e| src_err(&e))?;
+    info!(
+        source,
+        mode = fetched.mode,
+        rows = fetched.rows,
+        requests = fetched.requests,
+        "hubspot source read"
+    );
+    let mut mapped = Vec::new();
+    if !fetched.batches.is_empty() {
+        let mut fm = mapper
+            .for_headers(&fetched.headers)
+            .and_then(|fm| fm.with_id_column(ID_COLUMN))
+            .map_err(|e| src_err(&e))?;
+        let first =
+            u32::try_from(first_raw).map_err(|_| RunError::Other("too many batches in one run".into()))?;
+        mapped = fm
+            .apply_all(&fetched.batches, first, &fetched.display)
+            .map_err(|e| src_err(&e))?;
+    }
+    Ok(HubSpotRead {
+        rows: fetched.rows,
+        mapped,
+        cursor: fetched.cursor,
+        report: FileReport {
+            source: source.to_string(),
+            path: format!("{} ({})", fetched.display, fetched.mode),
+            status: "imported".into(),
+            rows: fetched.rows,
+            reason: None,
+        },
+        raw: fetched.batches,
+    })
+}
+
+/// `source_cursors` rows of this run.
+fn cursors_batch(
+    pipeline: &str,
+    cursors: &[(String, String)],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, RunError> {
+    let n = cursors.len();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![pipeline; n])),
+        Arc::new(StringArray::from_iter_values(
+            cursors.iter().map(|c| c.0.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            cursors.iter().map(|c| c.1.as_str()),
+        )),
+        Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC")),
+    ];
+    Ok(RecordBatch::try_new(
+        lschema::SOURCE_CURSORS_SCHEMA.clone(),
+        cols,
+    )?)
 }
 
 /// Files this source already imported (or quarantined).

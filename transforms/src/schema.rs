@@ -235,6 +235,19 @@ pub static SOURCE_FILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// `source_cursors`: where each incremental source (CRM) continues.
+/// Written only in a run's commit, so a failed run leaves the old cursor.
+/// Key: (`pipeline`, `source`).
+pub static SOURCE_CURSORS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("cursor", DataType::Utf8, false),
+        utf8("run_id"),
+        ts("updated_at"),
+    ]))
+});
+
 /// `reminders`: one per (pipeline, master, project) link that needs a first
 /// contact. Key: `reminder_id` (hash of pipeline, master and project, so a
 /// re-run never makes a second one). `state`: open, snoozed, contacted, expired.
@@ -312,6 +325,11 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
             &["source", "path", "content_hash"],
         ),
         ("runs", RUNS_SCHEMA.clone(), &["run_id"]),
+        (
+            "source_cursors",
+            SOURCE_CURSORS_SCHEMA.clone(),
+            &["pipeline", "source"],
+        ),
         ("reminders", REMINDERS_SCHEMA.clone(), &["reminder_id"]),
         ("outbox", OUTBOX_SCHEMA.clone(), &["event_id"]),
         ("deliveries", DELIVERIES_SCHEMA.clone(), &["event_id", "output"]),

@@ -149,7 +149,10 @@ const BUILTIN_ALIASES: &[(&str, &[&str])] = &[
             "interestedin",
         ],
     ),
-    ("status", &["status", "leadstatus", "stage", "leadstage"]),
+    (
+        "status",
+        &["status", "leadstatus", "stage", "leadstage", "hsleadstatus"],
+    ),
     (
         "owner",
         &[
@@ -354,6 +357,7 @@ impl Mapper {
             extras,
             mapped,
             seen: HashMap::new(),
+            id_column: None,
         })
     }
 }
@@ -368,6 +372,9 @@ pub struct FileMapping {
     /// (lead field, source header) pairs, for logs and `leadflow validate`.
     pub mapped: BTreeMap<String, String>,
     seen: HashMap<u128, u32>,
+    /// Column whose value is the record id (a CRM's own id), so an edited
+    /// record keeps its id instead of getting a new content hash.
+    id_column: Option<usize>,
 }
 
 fn trimmed(a: &StringArray, i: usize) -> Option<&str> {
@@ -391,6 +398,21 @@ fn snake(s: &str) -> String {
 }
 
 impl FileMapping {
+    /// Use the values of data column `header` as record ids (for sources
+    /// with stable ids, like CRMs). The column is then no extra.
+    pub fn with_id_column(mut self, header: &str) -> Result<Self, MappingError> {
+        let ci =
+            self.headers
+                .iter()
+                .position(|h| h == header)
+                .ok_or_else(|| MappingError::NothingMapped {
+                    headers: format!("no id column {header:?} in {}", self.headers.join(", ")),
+                })?;
+        self.extras.retain(|(c, _)| *c != ci);
+        self.id_column = Some(ci);
+        Ok(self)
+    }
+
     /// Map one raw batch (data columns in header order, then `_source`,
     /// `_source_file`, `_source_row`). `raw_index` is the batch's position in
     /// the run, kept in `_raw_pos` so rejects can show the original row.
@@ -433,10 +455,16 @@ impl FileMapping {
                     .collect()
             })
             .collect();
+        let id_column = self.id_column;
         mapped
             .into_par_iter()
             .zip(counts)
-            .map(|((mut columns, digests), counts)| {
+            .zip(raws.par_iter())
+            .map(|(((mut columns, digests), counts), raw)| {
+                if let Some(ci) = id_column {
+                    columns.insert(3, raw.column(ci).clone());
+                    return Ok(RecordBatch::try_new(MAPPED_SCHEMA.clone(), columns)?);
+                }
                 let mut ids = StringBuilder::with_capacity(digests.len(), digests.len() * 34);
                 let mut buf = String::with_capacity(40);
                 for (d, c) in digests.iter().zip(counts) {
@@ -696,6 +724,39 @@ mod tests {
         assert_eq!(ids(&a), ids(&b));
         assert_ne!(ids(&a)[0], ids(&c)[0], "the file is part of the identity");
         assert_eq!(ids(&a)[2], format!("{}-2", ids(&a)[0]));
+    }
+
+    #[test]
+    fn an_id_column_gives_crm_ids_and_hubspot_names_map() {
+        // keep_extras is on by default: the id column must still not be one.
+        let mapper = Mapper::new(&MappingConfig::default(), &Defaults::default()).unwrap();
+        let headers: Vec<String> = ["hubspot_id", "firstname", "email", "hs_lead_status"]
+            .map(String::from)
+            .to_vec();
+        let raw = raw_batch(
+            &["hubspot_id", "firstname", "email", "hs_lead_status"],
+            &[&["151", "Ada", "a@x.io", "NEW"], &["152", "Bo", "b@x.io", "OPEN"]],
+        );
+        let out = mapper
+            .for_headers(&headers)
+            .unwrap()
+            .with_id_column("hubspot_id")
+            .unwrap()
+            .apply(&raw, 0, "hubspot:contacts")
+            .unwrap();
+        assert_eq!(get(&out, schema::RECORD_ID, 0), Some("151"));
+        assert_eq!(get(&out, schema::RECORD_ID, 1), Some("152"));
+        assert_eq!(get(&out, "first_name", 0), Some("Ada"));
+        assert_eq!(get(&out, "status", 1), Some("new"));
+        // The id is the key, not an extra.
+        assert!(!get(&out, schema::EXTRAS, 0).unwrap_or("").contains("hubspot_id"));
+        assert!(
+            mapper
+                .for_headers(&headers)
+                .unwrap()
+                .with_id_column("missing")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,503 @@
+//! The HubSpot source against a fake HubSpot (axum on 127.0.0.1:0) that
+//! behaves like the reference: `after` paging with `paging` omitted on the
+//! last page, search sorted by lastmodifieddate with GTE filters, 401 with
+//! HubSpot's error envelope, 429 with `Retry-After`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::AsArray;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{Sandbox, leadflow, text};
+
+const TOKEN: &str = "pat-na1-good-token-1234";
+
+#[derive(Clone, Copy)]
+enum Fault {
+    RateLimited,
+    ServerError,
+    Malformed,
+}
+
+#[derive(Default)]
+struct Fake {
+    /// id -> properties (all strings, like HubSpot).
+    contacts: BTreeMap<u64, BTreeMap<String, String>>,
+    faults: VecDeque<Fault>,
+    /// One line per request: "list", "search", "fault".
+    log: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn contact(id: u64, first: &str, email: &str, modified: &str) -> BTreeMap<String, String> {
+    [
+        ("hs_object_id", id.to_string()),
+        ("firstname", first.to_string()),
+        ("lastname", "Tester".to_string()),
+        ("email", email.to_string()),
+        ("phone", format!("+1 415 555 01{id:02}")),
+        ("createdate", "2026-01-01T00:00:00.000Z".to_string()),
+        ("lastmodifieddate", modified.to_string()),
+        ("hs_lead_status", "NEW".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Auth and injected faults, shared by both endpoints.
+fn gate(fake: &mut Fake, headers: &HeaderMap) -> Option<Response> {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+        return Some(json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": "error", "category": "INVALID_AUTHENTICATION", "correlationId": "c0ffee",
+                   "message": "Authentication credentials not found. This API supports OAuth 2.0 authentication."}),
+        ));
+    }
+    let fault = fake.faults.pop_front()?;
+    fake.log.push("fault".into());
+    Some(match fault {
+        Fault::RateLimited => Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("retry-after", "1")
+            .header("x-hubspot-ratelimit-secondly-remaining", "0")
+            .body(Body::from(
+                json!({"status": "error", "message": "You have reached your secondly limit.",
+                       "errorType": "RATE_LIMIT", "policyName": "SECONDLY", "correlationId": "c1"})
+                .to_string(),
+            ))
+            .unwrap(),
+        Fault::ServerError => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "message": "internal error", "correlationId": "c2"}),
+        ),
+        Fault::Malformed => json_response(StatusCode::OK, json!({"results": [{"properties": {"email": 5}}]})),
+    })
+}
+
+fn object(id: u64, props: &BTreeMap<String, String>, wanted: &[String]) -> Value {
+    let properties: serde_json::Map<String, Value> = props
+        .iter()
+        .filter(|(k, _)| wanted.contains(k) || *k == "hs_object_id")
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({"id": id.to_string(), "properties": properties,
+           "createdAt": props["createdate"], "updatedAt": props["lastmodifieddate"], "archived": false})
+}
+
+fn page(items: Vec<Value>, offset: usize, limit: usize, total: usize, base: &str) -> Value {
+    let mut body = json!({"results": items});
+    if offset + limit < total {
+        let after = (offset + limit).to_string();
+        body["paging"] = json!({"next": {"after": after, "link": format!("{base}?after={after}")}});
+    }
+    body
+}
+
+async fn list(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut fake = s.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers) {
+        return r;
+    }
+    fake.log.push("list".into());
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
+    if limit > 100 {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "message": "limit > 100"}),
+        );
+    }
+    let offset: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let wanted: Vec<String> = q
+        .get("properties")
+        .map(|p| p.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let items = fake
+        .contacts
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(id, p)| object(*id, p, &wanted))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        page(
+            items,
+            offset,
+            limit,
+            fake.contacts.len(),
+            "/crm/v3/objects/contacts",
+        ),
+    )
+}
+
+fn millis(iso: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(iso)
+        .unwrap()
+        .timestamp_millis()
+}
+
+async fn search(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let mut fake = s.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers) {
+        return r;
+    }
+    fake.log.push("search".into());
+    let req: Value = serde_json::from_str(&body).unwrap();
+    let limit = req["limit"].as_u64().unwrap_or(10) as usize;
+    if limit > 200 {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "message": "limit > 200"}),
+        );
+    }
+    let filter = &req["filterGroups"][0]["filters"][0];
+    assert_eq!(filter["propertyName"], "lastmodifieddate");
+    assert_eq!(filter["operator"], "GTE");
+    let from: i64 = filter["value"].as_str().unwrap().parse().unwrap();
+    assert_eq!(req["sorts"][0]["direction"], "ASCENDING");
+    let wanted: Vec<String> = req["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut hits: Vec<(&u64, &BTreeMap<String, String>)> = fake
+        .contacts
+        .iter()
+        .filter(|(_, p)| millis(&p["lastmodifieddate"]) >= from)
+        .collect();
+    hits.sort_by_key(|(id, p)| (millis(&p["lastmodifieddate"]), **id));
+    let offset: usize = req["after"].as_str().and_then(|a| a.parse().ok()).unwrap_or(0);
+    if offset + limit > 10_000 {
+        // HubSpot's search cannot page past 10,000 results.
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "category": "VALIDATION_ERROR",
+                   "message": "Paging beyond 10000 results is not supported"}),
+        );
+    }
+    let total = hits.len();
+    let items = hits
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(id, p)| object(**id, p, &wanted))
+        .collect();
+    let mut body = page(items, offset, limit, total, "/crm/v3/objects/contacts/search");
+    body["total"] = json!(total);
+    json_response(StatusCode::OK, body)
+}
+
+/// OAuth v1 token endpoint: refresh-token grant, form-encoded.
+async fn token(State(s): State<Shared>, body: String) -> Response {
+    // Our test values need no percent-decoding.
+    let form: HashMap<String, String> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut fake = s.lock().unwrap();
+    fake.log.push("token".into());
+    let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && form.get("client_id").map(String::as_str) == Some("app-1")
+        && form.get("client_secret").map(String::as_str) == Some("client-secret-abc")
+        && form.get("refresh_token").map(String::as_str) == Some("refresh-xyz");
+    if !ok {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"access_token": TOKEN, "refresh_token": "refresh-xyz", "expires_in": 1800,
+               "token_type": "bearer", "token_use": "access_token", "hub_id": 62515}),
+    )
+}
+
+/// Starts the fake on its own runtime thread; returns its base URL.
+fn serve(state: Shared) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = Router::new()
+                .route("/crm/v3/objects/contacts", get(list))
+                .route("/crm/v3/objects/contacts/search", post(search))
+                .route("/oauth/v1/token", post(token))
+                .with_state(state);
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}")
+}
+
+struct Crm {
+    sandbox: Sandbox,
+    fake: Shared,
+}
+
+impl Crm {
+    fn new(contacts: u64) -> Self {
+        Self::with_auth(contacts, "token: ${HUBSPOT_TOKEN}")
+    }
+
+    /// `auth` is the YAML line(s) of the credentials; `{base}` is replaced.
+    fn with_auth(contacts: u64, auth: &str) -> Self {
+        let fake: Shared = Arc::default();
+        for id in 1..=contacts {
+            let c = contact(
+                id,
+                &format!("Person{id}"),
+                &format!("p{id}@example.com"),
+                &format!("2026-01-{id:02}T10:00:00.000Z"),
+            );
+            fake.lock().unwrap().contacts.insert(id, c);
+        }
+        let base = serve(fake.clone());
+        let sandbox = Sandbox {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let auth = auth.replace("{base}", &base);
+        let config = format!(
+            r#"warehouse:
+  uri: ./warehouse
+pipelines:
+  - name: crm
+    defaults:
+      phone_region: US
+    sources:
+      - name: hubspot
+        hubspot:
+          {auth}
+          base_url: {base}
+          page_size: 2
+          http:
+            backoff: 20ms
+    dedupe:
+      keys: [phone, email]
+"#
+        );
+        std::fs::write(sandbox.path().join("pipeline.yaml"), config).unwrap();
+        Self { sandbox, fake }
+    }
+
+    fn run_with(&self, token: &str) -> std::process::Output {
+        leadflow(
+            &["run", &self.sandbox.config(), "--json"],
+            &[("HUBSPOT_TOKEN", token)],
+        )
+    }
+
+    fn run(&self) -> Value {
+        let o = self.run_with(TOKEN);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json summary");
+        v[0].clone()
+    }
+
+    /// Like `Sandbox::sql`, with the token variable the config needs.
+    fn sql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let env = |k: &str| (k == "HUBSPOT_TOKEN").then(|| TOKEN.to_string());
+            let loaded = leadflow::config::load_with_env(&self.sandbox.path().join("pipeline.yaml"), &env)
+                .expect("config");
+            let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
+            let ctx = datafusion::prelude::SessionContext::new();
+            wh.register(&ctx, &["records", "source_cursors"]).await.unwrap();
+            ctx.sql(sql).await.unwrap().collect().await.unwrap()
+        })
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.sql(sql)[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0)
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::mem::take(&mut self.fake.lock().unwrap().log)
+    }
+
+    fn cursor(&self) -> String {
+        let b = self.sql("SELECT cursor FROM source_cursors WHERE source = 'hubspot'");
+        first_text(&b)
+    }
+
+    fn email_of(&self, id: &str) -> String {
+        let b = self.sql(&format!(
+            "SELECT email FROM records WHERE source = 'hubspot' AND source_record_id = '{id}'"
+        ));
+        assert_eq!(
+            b.iter().map(|b| b.num_rows()).sum::<usize>(),
+            1,
+            "one record for id {id}"
+        );
+        first_text(&b)
+    }
+
+    fn edit(&self, id: u64, email: &str, modified: &str) {
+        let mut fake = self.fake.lock().unwrap();
+        let c = fake.contacts.get_mut(&id).unwrap();
+        c.insert("email".into(), email.into());
+        c.insert("lastmodifieddate".into(), modified.into());
+    }
+}
+
+/// First value of the first column (Delta may hand back Utf8View).
+fn first_text(batches: &[arrow::record_batch::RecordBatch]) -> String {
+    let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
+    let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    col.as_string::<i32>().value(0).to_string()
+}
+
+#[test]
+fn hubspot_lists_all_pages_then_searches_from_the_cursor() {
+    let crm = Crm::new(5);
+    let first = crm.run();
+    assert_eq!(first["rows_read"], 5, "{first}");
+    assert_eq!(crm.log(), ["list", "list", "list"], "5 contacts, 2 per page");
+    assert_eq!(crm.cursor(), "2026-01-05T10:00:00.000Z");
+    assert_eq!(crm.count("SELECT count(*) FROM records"), 5);
+    assert_eq!(crm.email_of("3"), "p3@example.com");
+
+    crm.edit(3, "new3@example.com", "2026-02-01T09:00:00.000Z");
+    let new = contact(6, "Newbie", "p6@example.com", "2026-02-02T09:00:00.000Z");
+    crm.fake.lock().unwrap().contacts.insert(6, new);
+    let second = crm.run();
+    let log = crm.log();
+    assert!(!log.is_empty() && log.iter().all(|l| l == "search"), "{log:?}");
+    // The edited and the new contact, plus contact 5 whose lastmodifieddate
+    // is the cursor itself (GTE, minus lookback): re-read, same record id.
+    assert_eq!(second["rows_read"], 3, "{second}");
+    assert_eq!(second["records_known"], 2, "{second}");
+    assert_eq!(crm.email_of("3"), "new3@example.com");
+    assert_eq!(crm.email_of("6"), "p6@example.com");
+    assert_eq!(crm.count("SELECT count(*) FROM records"), 6);
+    assert_eq!(crm.cursor(), "2026-02-02T09:00:00.000Z");
+}
+
+#[test]
+fn hubspot_retries_429_with_retry_after_and_500() {
+    let crm = Crm::new(3);
+    crm.fake
+        .lock()
+        .unwrap()
+        .faults
+        .extend([Fault::RateLimited, Fault::ServerError]);
+    let started = std::time::Instant::now();
+    let report = crm.run();
+    assert_eq!(report["rows_read"], 3, "{report}");
+    assert_eq!(crm.log(), ["fault", "fault", "list", "list"]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+}
+
+#[test]
+fn hubspot_bad_token_fails_with_a_clear_error_and_no_token_text() {
+    let crm = Crm::new(2);
+    let secret = "pat-na1-WRONG-secret-9876";
+    let o = crm.run_with(secret);
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("hubspot") && all.contains("401"), "{all}");
+    assert!(all.contains("credentials"), "{all}");
+    assert!(
+        !all.contains(secret) && !all.contains("WRONG"),
+        "token leaked: {all}"
+    );
+}
+
+#[test]
+fn hubspot_malformed_page_fails_and_keeps_the_cursor() {
+    let crm = Crm::new(2);
+    crm.run();
+    assert_eq!(crm.cursor(), "2026-01-02T10:00:00.000Z");
+    crm.edit(1, "changed1@example.com", "2026-03-01T00:00:00.000Z");
+    crm.fake.lock().unwrap().faults.push_back(Fault::Malformed);
+    let o = crm.run_with(TOKEN);
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("malformed response"), "{all}");
+    assert_eq!(crm.cursor(), "2026-01-02T10:00:00.000Z", "cursor unchanged");
+    assert_eq!(crm.email_of("1"), "p1@example.com");
+
+    let next = crm.run();
+    assert_eq!(next["status"], "succeeded", "{next}");
+    assert_eq!(crm.email_of("1"), "changed1@example.com");
+    assert_eq!(crm.cursor(), "2026-03-01T00:00:00.000Z");
+}
+
+#[test]
+fn hubspot_oauth_refreshes_once_and_reuses_the_token() {
+    let crm = Crm::with_auth(
+        3,
+        "oauth: {client_id: app-1, client_secret: client-secret-abc, refresh_token: refresh-xyz, \
+         token_url: \"{base}/oauth/v1/token\"}",
+    );
+    let report = crm.run();
+    assert_eq!(report["rows_read"], 3, "{report}");
+    assert_eq!(crm.log(), ["token", "list", "list"]);
+}
+
+#[test]
+fn hubspot_config_problems_are_listed_and_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hs.yaml");
+    std::fs::write(
+        &path,
+        "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: crm\n    sources:\n      - name: hs\n        \
+         hubspot:\n          token: x\n          oauth: {client_id: a, client_secret: b, refresh_token: c}\n          \
+         page_size: 500\n      - name: both\n        files: {path: ./drops}\n        hubspot: {token: y}\n      \
+         - name: none\n    dedupe:\n      keys: [phone, email]\n",
+    )
+    .unwrap();
+    let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "either `token` or `oauth`",
+        "page_size",
+        "exactly one source kind",
+        "`hubspot:`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let o = leadflow(&["run", path.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!dir.path().join("warehouse").exists());
+}
