@@ -323,21 +323,8 @@ pipelines:
         v[0].clone()
     }
 
-    /// Like `Sandbox::sql`, with the token variable the config needs.
     fn sql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let env = |k: &str| (k == "HUBSPOT_TOKEN").then(|| TOKEN.to_string());
-            let loaded = leadflow::config::load_with_env(&self.sandbox.path().join("pipeline.yaml"), &env)
-                .expect("config");
-            let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
-            let ctx = datafusion::prelude::SessionContext::new();
-            wh.register(&ctx, &["records", "source_cursors"]).await.unwrap();
-            ctx.sql(sql).await.unwrap().collect().await.unwrap()
-        })
+        self.sandbox.sql(sql)
     }
 
     fn count(&self, sql: &str) -> i64 {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, Utc};
-use datafusion::prelude::SessionContext;
 use hmac::{Hmac, KeyInit, Mac};
 use leadflow::reminders::{self, ReminderError, ReminderState};
 use sha2::Sha256;
@@ -30,8 +29,6 @@ fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     }
     cmd.output().expect("leadflow runs")
 }
-
-const TABLES: &[&str] = &["project_links", "reminders", "outbox", "deliveries", "runs"];
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -65,29 +62,9 @@ impl Sandbox {
         .unwrap();
     }
 
-    fn rsql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
-        rt().block_on(async {
-            // Secrets the binary got from its environment do not matter here.
-            let env = |k: &str| std::env::var(k).ok().or_else(|| Some("unused".into()));
-            let loaded =
-                leadflow::config::load_with_env(&self.path().join("pipeline.yaml"), &env).expect("config");
-            let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
-            let ctx = SessionContext::new();
-            wh.register(&ctx, TABLES).await.unwrap();
-            ctx.sql(sql).await.unwrap().collect().await.unwrap()
-        })
-    }
-
-    fn rcount(&self, sql: &str) -> i64 {
-        let b = self.rsql(sql);
-        b[0].column(0)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0)
-    }
-
     fn strings(&self, sql: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for b in self.rsql(sql) {
+        for b in self.sql(sql) {
             let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
             let c = c.as_string::<i32>();
             out.extend((0..c.len()).map(|i| c.value(i).to_string()));
@@ -113,48 +90,46 @@ fn a_run_makes_one_reminder_and_one_created_event_per_new_link_once() {
     );
     let out = sb.ok(&["run", &sb.config()]);
     assert!(out.contains("events ops-log (file): 45 delivered"), "{out}");
-    assert_eq!(sb.rcount("SELECT count(*) FROM project_links"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM project_links"), 45);
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM reminders WHERE state = 'open'"),
+        sb.count("SELECT count(*) FROM reminders WHERE state = 'open'"),
         45
     );
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM reminders r JOIN project_links l ON r.master_id = l.master_id AND r.project = l.project"),
+        sb.count("SELECT count(*) FROM reminders r JOIN project_links l ON r.master_id = l.master_id AND r.project = l.project"),
         45
     );
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM outbox WHERE kind = 'reminder.created'"),
+        sb.count("SELECT count(*) FROM outbox WHERE kind = 'reminder.created'"),
         45
     );
     // Every link got an owner from its project's rotation, carried by its reminder.
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM project_links WHERE project = 'Riverside Towers' AND owner IN ('asha', 'ravi')"),
-        sb.rcount("SELECT count(*) FROM project_links WHERE project = 'Riverside Towers'")
+        sb.count("SELECT count(*) FROM project_links WHERE project = 'Riverside Towers' AND owner IN ('asha', 'ravi')"),
+        sb.count("SELECT count(*) FROM project_links WHERE project = 'Riverside Towers'")
     );
     assert_eq!(
-        sb.rcount(
-            "SELECT count(*) FROM project_links WHERE project <> 'Riverside Towers' AND owner = 'desk'"
-        ),
-        sb.rcount("SELECT count(*) FROM project_links WHERE project <> 'Riverside Towers'")
+        sb.count("SELECT count(*) FROM project_links WHERE project <> 'Riverside Towers' AND owner = 'desk'"),
+        sb.count("SELECT count(*) FROM project_links WHERE project <> 'Riverside Towers'")
     );
     let spread = sb.strings("SELECT owner FROM project_links WHERE project = 'Riverside Towers' GROUP BY owner HAVING count(*) > 0 ORDER BY owner");
     assert_eq!(spread, ["asha", "ravi"]);
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM reminders r JOIN project_links l ON r.master_id = l.master_id AND r.project = l.project WHERE r.owner = l.owner"),
+        sb.count("SELECT count(*) FROM reminders r JOIN project_links l ON r.master_id = l.master_id AND r.project = l.project WHERE r.owner = l.owner"),
         45
     );
     let owners_before = sb.strings("SELECT master_id || project || owner FROM project_links ORDER BY 1");
     // Deadline = created + 5m (no quiet hours).
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM reminders WHERE deadline = created_at + INTERVAL '5 minutes' AND next_due_at = deadline"),
+        sb.count("SELECT count(*) FROM reminders WHERE deadline = created_at + INTERVAL '5 minutes' AND next_due_at = deadline"),
         45
     );
 
     // The same input again: nothing new anywhere, owners unchanged (sticky).
     let out = sb.ok(&["run", &sb.config()]);
     assert!(out.contains("events ops-log (file): 0 delivered"), "{out}");
-    assert_eq!(sb.rcount("SELECT count(*) FROM reminders"), 45);
-    assert_eq!(sb.rcount("SELECT count(*) FROM outbox"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM reminders"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM outbox"), 45);
     assert_eq!(
         sb.strings("SELECT master_id || project || owner FROM project_links ORDER BY 1"),
         owners_before
@@ -174,7 +149,7 @@ fn a_run_makes_one_reminder_and_one_created_event_per_new_link_once() {
     assert_eq!(ids.len(), 45);
     assert!(ids.values().all(|&n| n == 1), "{ids:?}");
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM deliveries WHERE output = 'ops-log' AND state = 'delivered' AND attempts = 1"),
+        sb.count("SELECT count(*) FROM deliveries WHERE output = 'ops-log' AND state = 'delivered' AND attempts = 1"),
         45
     );
 
@@ -196,11 +171,11 @@ fn a_run_killed_after_committing_reminders_is_finished_without_duplicates() {
     assert!(!o.status.success(), "the run was aborted: {}", text(&o));
     // The next run finishes the staged commit first, then finds nothing new.
     sb.ok(&["run", &sb.config()]);
-    assert_eq!(sb.rcount("SELECT count(*) FROM reminders"), 45);
-    assert_eq!(sb.rcount("SELECT count(*) FROM outbox"), 45);
-    assert_eq!(sb.rcount("SELECT count(DISTINCT event_id) FROM outbox"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM reminders"), 45);
+    assert_eq!(sb.count("SELECT count(*) FROM outbox"), 45);
+    assert_eq!(sb.count("SELECT count(DISTINCT event_id) FROM outbox"), 45);
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM project_links WHERE owner IS NOT NULL"),
+        sb.count("SELECT count(*) FROM project_links WHERE owner IS NOT NULL"),
         45
     );
 }
@@ -286,9 +261,9 @@ fn ticks_repeat_overdue_events_until_contacted_or_expired_and_snooze_brings_them
         ])
     );
     // No event was written twice.
-    assert_eq!(sb.rcount("SELECT count(*) FROM outbox"), 45 + 43 * 3 + 2);
+    assert_eq!(sb.count("SELECT count(*) FROM outbox"), 45 + 43 * 3 + 2);
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM outbox WHERE kind = 'reminder.overdue' AND repeat IN (1, 2)"),
+        sb.count("SELECT count(*) FROM outbox WHERE kind = 'reminder.overdue' AND repeat IN (1, 2)"),
         43 * 2 + 1
     );
 }
@@ -346,10 +321,7 @@ fn a_later_status_change_closes_the_open_reminder() {
     sb.small_drop();
     sb.with_reminders("    reminders: {}\n", "");
     sb.ok(&["run", &sb.config()]);
-    assert_eq!(
-        sb.rcount("SELECT count(*) FROM reminders WHERE state = 'open'"),
-        2
-    );
+    assert_eq!(sb.count("SELECT count(*) FROM reminders WHERE state = 'open'"), 2);
     // The CRM export comes again with Asha's status moved on.
     std::fs::write(
         sb.path().join("drops/leads-2.csv"),
@@ -363,10 +335,10 @@ fn a_later_status_change_closes_the_open_reminder() {
         ["Riverside Towers:contacted:link status"]
     );
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM outbox WHERE kind = 'reminder.contacted'"),
+        sb.count("SELECT count(*) FROM outbox WHERE kind = 'reminder.contacted'"),
         1
     );
-    assert_eq!(sb.rcount("SELECT count(*) FROM reminders"), 2);
+    assert_eq!(sb.count("SELECT count(*) FROM reminders"), 2);
 }
 
 /// A recorded request to the test webhook.
@@ -462,11 +434,11 @@ fn the_webhook_gets_each_event_signed_and_once_after_a_retry() {
         assert_eq!(h.headers["content-type"], "application/json");
     }
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM deliveries WHERE output = 'crm-hook' AND state = 'delivered'"),
+        sb.count("SELECT count(*) FROM deliveries WHERE output = 'crm-hook' AND state = 'delivered'"),
         2
     );
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM deliveries WHERE output = 'crm-hook' AND attempts = 2 AND last_error IS NULL"),
+        sb.count("SELECT count(*) FROM deliveries WHERE output = 'crm-hook' AND attempts = 2 AND last_error IS NULL"),
         1
     );
 }
@@ -486,7 +458,7 @@ fn a_webhook_that_always_fails_makes_events_dead_after_max_attempts() {
     assert_eq!(v["outputs"]["crm-hook"]["backlog"], 0, "{v}");
     assert_eq!(hits.lock().unwrap().len(), 6, "3 attempts for each of 2 events");
     assert_eq!(
-        sb.rcount("SELECT count(*) FROM deliveries WHERE state = 'dead' AND attempts = 3 AND last_error LIKE '%503%'"),
+        sb.count("SELECT count(*) FROM deliveries WHERE state = 'dead' AND attempts = 3 AND last_error LIKE '%503%'"),
         2
     );
     // Dead is final: another call sends nothing.

@@ -14,18 +14,43 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use leadflow_sinks::events::EventOutput;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, warn};
 
 use super::AppState;
 use super::api::ApiError;
+use crate::config::LoadedConfig;
 use crate::reminders::{self, DeliverOptions, ReminderError, ReminderState, cli as rcli};
+
+/// The event outputs of the current config, built once per config (a
+/// NATS output keeps its connection) and rebuilt after a reload.
+#[derive(Default)]
+pub struct Outputs {
+    built: Option<(Arc<LoadedConfig>, Vec<EventOutput>)>,
+}
+
+impl Outputs {
+    fn for_config(&mut self, config: &Arc<LoadedConfig>) -> Option<&[EventOutput]> {
+        if !self.built.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, config)) {
+            match rcli::outputs(config) {
+                Ok(o) => self.built = Some((config.clone(), o)),
+                Err(e) => {
+                    warn!(error = %e, "event outputs cannot be built");
+                    self.built = None;
+                    return None;
+                }
+            }
+        }
+        self.built.as_ref().map(|(_, o)| o.as_slice())
+    }
+}
 
 /// One turn: tick, then one delivery round. Errors are logged, never
 /// fatal: the next turn tries again. Returns whether a full batch went out
 /// (more is probably waiting: the loop goes on without sleeping).
-pub async fn turn(state: &AppState) -> bool {
+pub async fn turn(state: &AppState, outputs: &mut Outputs) -> bool {
     let config = state.config();
     match reminders::tick(&state.warehouse, &config.config.pipelines, Utc::now()).await {
         Ok(t) => {
@@ -37,12 +62,8 @@ pub async fn turn(state: &AppState) -> bool {
         }
         Err(e) => warn!(error = %e, "reminder tick failed; retrying next turn"),
     }
-    let outputs = match rcli::outputs(&config) {
-        Ok(o) => o,
-        Err(e) => {
-            warn!(error = %e, "event outputs cannot be built");
-            return false;
-        }
+    let Some(outputs) = outputs.for_config(&config) else {
+        return false;
     };
     if outputs.is_empty() {
         return false;
@@ -51,7 +72,7 @@ pub async fn turn(state: &AppState) -> bool {
         max_rounds: 1,
         ..Default::default()
     };
-    match reminders::deliver_pending(&state.warehouse, &outputs, &opts).await {
+    match reminders::deliver_pending(&state.warehouse, outputs, &opts).await {
         Ok(d) => {
             let full = d
                 .outputs
@@ -78,6 +99,7 @@ pub fn spawn_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stop = state.shutdown_signal();
         let mut more = false;
+        let mut outputs = Outputs::default();
         loop {
             // A backlog is worked off turn after turn; otherwise wait.
             let every = if more {
@@ -91,10 +113,10 @@ pub fn spawn_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 _ = tokio::time::sleep(every) => {}
                 _ = stopping => break,
             }
-            more = turn(&state).await;
+            more = turn(&state, &mut outputs).await;
         }
         // Deliver what the last runs wrote before the process ends.
-        turn(&state).await;
+        turn(&state, &mut outputs).await;
     })
 }
 

@@ -365,12 +365,12 @@ pub fn link(
     };
     // One decision per linked record (hundreds of thousands on a big
     // file): built in row chunks on the rayon pool, kept in row order.
-    let link_parts: Vec<MergeRows> = (0..n)
-        .collect::<Vec<_>>()
-        .par_chunks(65_536)
-        .map(|rows| {
+    const CHUNK: usize = 65_536;
+    let link_parts: Vec<MergeRows> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
             let mut part = MergeRows::default();
-            for &i in rows {
+            for i in c * CHUNK..n.min((c + 1) * CHUNK) {
                 if let Rule::Key(k) = rule[i] {
                     let mid = master_id.value(i);
                     let with = via[i].map(|(_, a)| describe(a as usize)).unwrap_or_default();
