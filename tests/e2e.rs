@@ -13,7 +13,12 @@ mod reminders;
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
 mod daemon;
+mod dynamics;
+/// Shared pieces of the fake CRM servers.
+mod fake;
 mod hubspot;
+mod salesforce;
+mod zoho;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -494,4 +499,21 @@ fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
         0,
         "a failed run commits no data"
     );
+}
+
+#[test]
+fn check_lists_a_file_drop_and_writes_nothing() {
+    let sb = Sandbox::new();
+    let o = leadflow(&["check", &sb.config(), "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v[0]["kind"], "files", "{v}");
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert!(v[0]["detail"].as_str().unwrap().contains("file(s) listed"), "{v}");
+    assert!(!sb.path().join("warehouse").exists(), "check writes nothing");
+    let o = leadflow(&["check", &sb.config(), "--pipeline", "nope"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    sb.edit_config("dedupe:", "dedupe_typo:");
+    let o = leadflow(&["check", &sb.config()], &[]);
+    assert_eq!(o.status.code(), Some(2), "config invalid: {}", text(&o));
 }

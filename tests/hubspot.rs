@@ -15,6 +15,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use super::fake::{first_text, form, json_response, serve};
 use super::{Sandbox, leadflow, text};
 
 const TOKEN: &str = "pat-na1-good-token-1234";
@@ -51,14 +52,6 @@ fn contact(id: u64, first: &str, email: &str, modified: &str) -> BTreeMap<String
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-fn json_response(status: StatusCode, body: Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
 }
 
 /// Auth and injected faults, shared by both endpoints.
@@ -211,12 +204,7 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, body: String) -> Re
 
 /// OAuth v1 token endpoint: refresh-token grant, form-encoded.
 async fn token(State(s): State<Shared>, body: String) -> Response {
-    // Our test values need no percent-decoding.
-    let form: HashMap<String, String> = body
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let form = form(&body);
     let mut fake = s.lock().unwrap();
     fake.log.push("token".into());
     let ok = form.get("grant_type").map(String::as_str) == Some("refresh_token")
@@ -234,29 +222,6 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
         json!({"access_token": TOKEN, "refresh_token": "refresh-xyz", "expires_in": 1800,
                "token_type": "bearer", "token_use": "access_token", "hub_id": 62515}),
     )
-}
-
-/// Starts the fake on its own runtime thread; returns its base URL.
-fn serve(state: Shared) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = Router::new()
-                .route("/crm/v3/objects/contacts", get(list))
-                .route("/crm/v3/objects/contacts/search", post(search))
-                .route("/oauth/v1/token", post(token))
-                .with_state(state);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{addr}")
 }
 
 struct Crm {
@@ -281,7 +246,13 @@ impl Crm {
             );
             fake.lock().unwrap().contacts.insert(id, c);
         }
-        let base = serve(fake.clone());
+        let base = serve(
+            Router::new()
+                .route("/crm/v3/objects/contacts", get(list))
+                .route("/crm/v3/objects/contacts/search", post(search))
+                .route("/oauth/v1/token", post(token))
+                .with_state(fake.clone()),
+        );
         let sandbox = Sandbox {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -361,13 +332,6 @@ pipelines:
         c.insert("email".into(), email.into());
         c.insert("lastmodifieddate".into(), modified.into());
     }
-}
-
-/// First value of the first column (Delta may hand back Utf8View).
-fn first_text(batches: &[arrow::record_batch::RecordBatch]) -> String {
-    let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
-    let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
-    col.as_string::<i32>().value(0).to_string()
 }
 
 #[test]

@@ -5,8 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use leadflow_connectors::crm::CrmConfig;
+use leadflow_connectors::dynamics::DynamicsConfig;
 use leadflow_connectors::files::{FileDrop, FilesSourceConfig};
 use leadflow_connectors::hubspot::HubSpotConfig;
+use leadflow_connectors::salesforce::SalesforceConfig;
+use leadflow_connectors::zoho::ZohoConfig;
 use leadflow_sinks::WarehouseConfig;
 use leadflow_sinks::events::EventsConfig;
 use leadflow_transforms::dedupe::DedupeConfig;
@@ -95,7 +99,8 @@ pub struct PipelineConfig {
     pub time_zone: Option<String>,
 }
 
-/// A source. Set exactly one kind: `files` or `hubspot`.
+/// A source. Set exactly one kind: `files`, `hubspot`, `salesforce`,
+/// `zoho` or `dynamics`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -108,6 +113,54 @@ pub struct SourceConfig {
     /// HubSpot CRM contacts or leads, read incrementally.
     #[serde(default)]
     pub hubspot: Option<HubSpotConfig>,
+    /// Salesforce leads (SOQL on `Lead`), read incrementally by
+    /// `SystemModstamp`.
+    #[serde(default)]
+    pub salesforce: Option<SalesforceConfig>,
+    /// Zoho CRM records (Leads by default), read incrementally by
+    /// `Modified_Time`.
+    #[serde(default)]
+    pub zoho: Option<ZohoConfig>,
+    /// Dynamics 365 / Dataverse leads, read incrementally by `modifiedon`.
+    #[serde(default)]
+    pub dynamics: Option<DynamicsConfig>,
+}
+
+impl SourceConfig {
+    /// The kinds set on this source, as YAML keys (valid: exactly one).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            ("files", self.files.is_some()),
+            ("hubspot", self.hubspot.is_some()),
+            ("salesforce", self.salesforce.is_some()),
+            ("zoho", self.zoho.is_some()),
+            ("dynamics", self.dynamics.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect()
+    }
+
+    /// The CRM settings of a CRM source, relative paths resolved against
+    /// the config's folder.
+    pub fn crm(&self, base: &Path) -> Option<CrmConfig> {
+        if let Some(c) = &self.hubspot {
+            return Some(CrmConfig::HubSpot(c.clone()));
+        }
+        if let Some(c) = &self.salesforce {
+            let mut c = c.clone();
+            if let Some(f) = &c.private_key_file
+                && Path::new(f).is_relative()
+            {
+                c.private_key_file = Some(base.join(f).to_string_lossy().into_owned());
+            }
+            return Some(CrmConfig::Salesforce(c));
+        }
+        if let Some(c) = &self.zoho {
+            return Some(CrmConfig::Zoho(c.clone()));
+        }
+        self.dynamics.clone().map(CrmConfig::Dynamics)
+    }
 }
 
 /// Normaliser settings.
@@ -578,25 +631,34 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                     format!("source name `{}` is used twice in this pipeline", s.name),
                 );
             }
-            match (&s.files, &s.hubspot) {
-                (Some(files), None) => {
-                    let files = resolve_files(files, base);
+            let kinds = s.kinds();
+            match kinds.as_slice() {
+                [] => push(
+                    path(&[&"pipelines", &i, &"sources", &j]),
+                    "set a source kind: `files:`, `hubspot:`, `salesforce:`, `zoho:` or `dynamics:`".into(),
+                ),
+                ["files"] => {
+                    let files = resolve_files(s.files.as_ref().expect("kind is set"), base);
                     if let Err(e) = FileDrop::new(&s.name, &files) {
                         push(sp("files"), e.to_string());
                     }
                 }
-                (None, Some(hubspot)) => {
-                    for problem in hubspot.problems() {
-                        push(sp("hubspot"), problem);
+                [kind] => {
+                    if let Some(crm) = s.crm(base) {
+                        for problem in crm.problems() {
+                            push(sp(kind), problem);
+                        }
                     }
                 }
-                (Some(_), Some(_)) => push(
+                many => push(
                     path(&[&"pipelines", &i, &"sources", &j]),
-                    "set exactly one source kind, not both `files:` and `hubspot:`".into(),
-                ),
-                (None, None) => push(
-                    path(&[&"pipelines", &i, &"sources", &j]),
-                    "set a source kind: `files:` or `hubspot:`".into(),
+                    format!(
+                        "set exactly one source kind, not {}",
+                        many.iter()
+                            .map(|k| format!("`{k}:`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
                 ),
             }
         }
@@ -753,6 +815,54 @@ mod tests {
         assert_eq!(
             locate(text, &p(&["pipelines", "1", "mapping", "columns"])),
             Some(9)
+        );
+    }
+
+    #[test]
+    fn crm_sources_take_exactly_one_kind_and_list_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crm.yaml");
+        std::fs::write(
+            &path,
+            "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: crm\n    sources:\n      - name: sf\n        \
+             salesforce:\n          client_id: app\n          client_secret: ${SF_SECRET}\n          \
+             username: u@x.io\n          private_key_file: keys/missing.pem\n      - name: two\n        \
+             zoho: {client_id: a, client_secret: s, refresh_token: r}\n        \
+             dynamics: {url: \"https://x.crm.dynamics.com\", tenant_id: t, client_id: a, client_secret: s}\n      \
+             - name: d365\n        dynamics: {url: \"https://x.crm.dynamics.com\", client_id: a, client_secret: s, \
+             page_size: 0}\n    dedupe:\n      keys: [phone, email]\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "SF_SECRET").then(|| "s3cret-value".to_string());
+        let err = load_with_env(&path, &env).unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "`client_secret` (refresh-token flow) or a JWT private key",
+            "missing.pem",
+            "not `zoho:` and `dynamics:`",
+            "`tenant_id` (Azure AD tenant) or `token_url`",
+            "page_size",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(!text.contains("s3cret-value"), "{text}");
+        // The relative key path resolves against the config's folder.
+        assert!(
+            text.contains(&dir.path().join("keys/missing.pem").display().to_string()),
+            "{text}"
+        );
+
+        // A misspelt key is a structural problem, named with its path.
+        std::fs::write(
+            &path,
+            "pipelines:\n  - name: crm\n    sources:\n      - name: z\n        zoho: {client_id: a, \
+             client_secret: s, refresh_token: r, data_center: eu}\n",
+        )
+        .unwrap();
+        let text = load_with_env(&path, &env).unwrap_err().to_string();
+        assert!(
+            text.contains("data_center") && text.contains("sources.0.zoho"),
+            "{text}"
         );
     }
 }

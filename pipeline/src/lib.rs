@@ -2,6 +2,7 @@
 //! and dedupe into a Delta Lake warehouse. This crate wires the connectors,
 //! transforms and sinks crates together; `run::run_pipeline` is the whole run.
 
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod generate;

@@ -46,6 +46,17 @@ enum Command {
     Daemon { config: PathBuf },
     /// Check CONFIG and list every problem; runs nothing.
     Validate { config: PathBuf },
+    /// Validate CONFIG, then test each source's connection (files: list the
+    /// drop; CRMs: token and one page). Writes nothing. Exit 0 when every
+    /// source answered, 1 when one failed, 2 when CONFIG is invalid.
+    Check {
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of config files (for editors).
     Schema,
     /// Show a master by phone, e-mail or id.
@@ -204,6 +215,33 @@ async fn load(path: &std::path::Path) -> Result<LoadedConfig, ExitCode> {
     Ok(loaded)
 }
 
+/// The pipelines to work on: all, or the one `--pipeline` names.
+fn select(
+    loaded: &LoadedConfig,
+    pipeline: Option<&str>,
+) -> Result<Vec<leadflow::config::PipelineConfig>, ExitCode> {
+    match pipeline {
+        Some(name) => match loaded.pipeline(name) {
+            Some(p) => Ok(vec![p.clone()]),
+            None => {
+                eprintln!(
+                    "{}: no pipeline named `{name}` (have: {})",
+                    loaded.path.display(),
+                    loaded
+                        .config
+                        .pipelines
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        },
+        None => Ok(loaded.config.pipelines.clone()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -236,6 +274,40 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
+            Command::Check {
+                config,
+                pipeline,
+                json,
+            } => {
+                let loaded = match load(&config).await {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let selected = match select(&loaded, pipeline.as_deref()) {
+                    Ok(s) => s,
+                    Err(code) => return code,
+                };
+                let results = leadflow::check::check_sources(&loaded, &selected).await;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&results).expect("results serialise")
+                    );
+                } else {
+                    for r in &results {
+                        let verdict = if r.ok { "ok" } else { "FAILED" };
+                        println!(
+                            "{}/{} ({}): {verdict}: {}",
+                            r.pipeline, r.source, r.kind, r.detail
+                        );
+                    }
+                }
+                if results.iter().all(|r| r.ok) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
             Command::Run {
                 config,
                 pipeline,
@@ -245,25 +317,9 @@ fn main() -> ExitCode {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
-                let selected: Vec<_> = match &pipeline {
-                    Some(name) => match loaded.pipeline(name) {
-                        Some(p) => vec![p.clone()],
-                        None => {
-                            eprintln!(
-                                "{}: no pipeline named `{name}` (have: {})",
-                                config.display(),
-                                loaded
-                                    .config
-                                    .pipelines
-                                    .iter()
-                                    .map(|p| p.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            );
-                            return ExitCode::from(EXIT_CONFIG);
-                        }
-                    },
-                    None => loaded.config.pipelines.clone(),
+                let selected = match select(&loaded, pipeline.as_deref()) {
+                    Ok(s) => s,
+                    Err(code) => return code,
                 };
                 let warehouse = match leadflow::open_warehouse(&loaded).await {
                     Ok(w) => w,

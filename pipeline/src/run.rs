@@ -13,6 +13,7 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
+use leadflow_connectors::crm::{CrmConfig, CrmSource};
 use leadflow_connectors::files::{FileDrop, FileEntry, parse_file};
 use leadflow_sinks::{StagedCommit, StagedTable, Warehouse, WriteMode};
 use leadflow_transforms::dedupe::{self, RunStamp};
@@ -265,12 +266,12 @@ async fn execute(
     let mut imported: Vec<ParsedInput> = Vec::new();
     let mut cursors: Vec<(String, String)> = Vec::new();
     for source in &pipeline.sources {
-        if let Some(hubspot) = &source.hubspot {
-            let read = read_hubspot(
+        if let Some(crm) = source.crm(&loaded.base) {
+            let read = read_crm(
                 &ctx,
                 &pipeline.name,
                 &source.name,
-                hubspot,
+                &crm,
                 &mapper,
                 raw_batches.len(),
             )
@@ -687,8 +688,8 @@ struct Ledger {
     by_hash: HashSet<(String, String)>,
 }
 
-/// What a HubSpot source gave this run.
-struct HubSpotRead {
+/// What a CRM source gave this run.
+struct CrmRead {
     rows: u64,
     raw: Vec<RecordBatch>,
     mapped: Vec<RecordBatch>,
@@ -696,17 +697,18 @@ struct HubSpotRead {
     report: FileReport,
 }
 
-/// Reads a HubSpot source from its saved cursor and maps it with the CRM
-/// id as record id, so an edited contact upserts its old record.
-async fn read_hubspot(
+/// Reads a CRM source (any kind) from its saved cursor and maps it with
+/// the provider's field defaults and the CRM id as record id, so an edited
+/// lead upserts its old record. The new cursor is only returned: it is
+/// saved with the run's commit.
+async fn read_crm(
     ctx: &SessionContext,
     pipeline: &str,
     source: &str,
-    config: &leadflow_connectors::hubspot::HubSpotConfig,
+    config: &CrmConfig,
     mapper: &Mapper,
     first_raw: usize,
-) -> Result<HubSpotRead, RunError> {
-    use leadflow_connectors::hubspot::{HubSpotSource, ID_COLUMN};
+) -> Result<CrmRead, RunError> {
     let src_err = |e: &dyn std::fmt::Display| RunError::Source {
         source_name: source.to_string(),
         message: e.to_string(),
@@ -725,20 +727,22 @@ async fn read_hubspot(
         .find(|b| b.num_rows() > 0)
         .map(|b| utf8(b.column(0)).map(|c| c.value(0).to_string()))
         .transpose()?;
-    let hubspot = HubSpotSource::new(source, config).map_err(|e| src_err(&e))?;
-    let fetched = hubspot.fetch(saved.as_deref()).await.map_err(|e| src_err(&e))?;
+    let crm = CrmSource::new(source, config).map_err(|e| src_err(&e))?;
+    let fetched = crm.fetch(saved.as_deref()).await.map_err(|e| src_err(&e))?;
     info!(
         source,
+        kind = config.kind(),
         mode = fetched.mode,
         rows = fetched.rows,
         requests = fetched.requests,
-        "hubspot source read"
+        "crm source read"
     );
     let mut mapped = Vec::new();
     if !fetched.batches.is_empty() {
         let mut fm = mapper
-            .for_headers(&fetched.headers)
-            .and_then(|fm| fm.with_id_column(ID_COLUMN))
+            .with_source_aliases(crm.default_aliases())
+            .and_then(|m| m.for_headers(&fetched.headers))
+            .and_then(|fm| fm.with_id_column(crm.id_column()))
             .map_err(|e| src_err(&e))?;
         let first =
             u32::try_from(first_raw).map_err(|_| RunError::Other("too many batches in one run".into()))?;
@@ -746,7 +750,7 @@ async fn read_hubspot(
             .apply_all(&fetched.batches, first, &fetched.display)
             .map_err(|e| src_err(&e))?;
     }
-    Ok(HubSpotRead {
+    Ok(CrmRead {
         rows: fetched.rows,
         mapped,
         cursor: fetched.cursor,

@@ -8,9 +8,9 @@ use reqwest::{Method, StatusCode};
 use tracing::warn;
 use url::Url;
 
-use super::auth::TokenProvider;
+use super::auth::{Session, TokenProvider};
 use super::config::HttpOptions;
-use super::error::{HttpError, snippet};
+use super::error::{HttpError, redact, snippet};
 
 /// Longest wait we accept from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -25,6 +25,17 @@ pub struct HttpClient {
     auth: TokenProvider,
     options: HttpOptions,
     requests: AtomicU32,
+    /// `Authorization: <scheme> <token>`; Zoho wants `Zoho-oauthtoken`.
+    scheme: &'static str,
+    /// Treat a 401 as "token expired": get a new one and retry once.
+    refresh_on_401: bool,
+}
+
+/// A non-error answer: 2xx, or 304 (not modified, no body).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
 }
 
 impl HttpClient {
@@ -46,7 +57,22 @@ impl HttpClient {
             auth,
             options,
             requests: AtomicU32::new(0),
+            scheme: "Bearer",
+            refresh_on_401: false,
         })
+    }
+
+    /// Send the token as `Authorization: <scheme> <token>`.
+    pub fn with_auth_scheme(mut self, scheme: &'static str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    /// For APIs whose 401 means "token expired" (tokens without a stated
+    /// lifetime, or revoked early): refresh once and retry the request.
+    pub fn with_refresh_on_401(mut self) -> Self {
+        self.refresh_on_401 = true;
+        self
     }
 
     /// Requests made so far (retries included).
@@ -54,16 +80,36 @@ impl HttpClient {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// The current session (token plus the hosts the token endpoint named),
+    /// getting a token first if there is none.
+    pub async fn session(&self) -> Result<Session, HttpError> {
+        self.auth.session(&self.client, &self.provider).await
+    }
+
     /// Sends a request (JSON body if given) and returns the body of a 2xx
-    /// answer. Retries 5xx, 429, timeouts and connection errors; 401/403
-    /// end at once with [`HttpError::Auth`].
+    /// answer. See [`HttpClient::request`].
     pub async fn send(
         &self,
         method: Method,
         url: &Url,
         json: Option<&serde_json::Value>,
     ) -> Result<String, HttpError> {
+        Ok(self.request(method, url, json, &[]).await?.body)
+    }
+
+    /// Sends a request with extra headers. Retries 5xx, 429 (after
+    /// `Retry-After`), timeouts and connection errors; a 401 refreshes the
+    /// token once when enabled, else ends with [`HttpError::Auth`]; a 403
+    /// ends with [`HttpError::Forbidden`]. 304 is an answer, not an error.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &Url,
+        json: Option<&serde_json::Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, HttpError> {
         let mut attempt: u32 = 0;
+        let mut refreshed = false;
         loop {
             attempt += 1;
             if self.requests.fetch_add(1, Ordering::Relaxed) >= self.options.max_requests {
@@ -72,33 +118,59 @@ impl HttpClient {
                     budget: self.options.max_requests,
                 });
             }
-            let token = self.auth.bearer(&self.client, &self.provider).await?;
+            let token = self.session().await?.token;
             let mut req = self
                 .client
                 .request(method.clone(), url.clone())
-                .bearer_auth(token.expose())
+                .header(
+                    reqwest::header::AUTHORIZATION,
+                    format!("{} {}", self.scheme, token.expose()),
+                )
                 .header(reqwest::header::ACCEPT, "application/json");
+            for (name, value) in headers {
+                req = req.header(*name, value);
+            }
             if let Some(body) = json {
                 req = req.json(body);
             }
             let retry_in = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
-                    if status.is_success() {
-                        return resp
+                    if status.is_success() || status == StatusCode::NOT_MODIFIED {
+                        let body = resp
                             .text()
                             .await
-                            .map_err(|e| self.transport(&method, url, attempt, &e));
-                    }
-                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        return Err(HttpError::Auth {
-                            provider: self.provider.clone(),
+                            .map_err(|e| self.transport(&method, url, attempt, &e))?;
+                        return Ok(Reply {
                             status: status.as_u16(),
-                            url: url.to_string(),
+                            body,
                         });
                     }
                     let retry_after = retry_after(resp.headers());
                     let body = resp.text().await.unwrap_or_default();
+                    let detail = redact(&snippet(&body, 300), &[token.expose()]);
+                    if status == StatusCode::UNAUTHORIZED {
+                        if self.refresh_on_401 && self.auth.can_refresh() && !refreshed {
+                            refreshed = true;
+                            attempt -= 1;
+                            self.auth.invalidate(&token).await;
+                            warn!(provider = %self.provider, "access token rejected (401); getting a new one");
+                            continue;
+                        }
+                        return Err(HttpError::Auth {
+                            provider: self.provider.clone(),
+                            status: status.as_u16(),
+                            url: url.to_string(),
+                            detail,
+                        });
+                    }
+                    if status == StatusCode::FORBIDDEN {
+                        return Err(HttpError::Forbidden {
+                            provider: self.provider.clone(),
+                            url: url.to_string(),
+                            detail,
+                        });
+                    }
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
                     if !retryable || attempt > self.options.max_retries {
                         return Err(HttpError::Status {
@@ -107,7 +179,7 @@ impl HttpClient {
                             url: url.to_string(),
                             status: status.as_u16(),
                             attempts: attempt,
-                            body: snippet(&body, 300),
+                            body: detail,
                         });
                     }
                     let wait = if status == StatusCode::TOO_MANY_REQUESTS {
@@ -124,7 +196,7 @@ impl HttpClient {
                         return Err(self.transport(&method, url, attempt, &e));
                     }
                     let wait = self.backoff(attempt);
-                    warn!(provider = %self.provider, error = %e, attempt, wait_ms = wait.as_millis() as u64, "retrying request");
+                    warn!(provider = %self.provider, error = %e.without_url(), attempt, wait_ms = wait.as_millis() as u64, "retrying request");
                     wait
                 }
             };
@@ -180,6 +252,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::auth::Grant;
     use super::super::config::{OAuthConfig, Secret};
     use super::*;
 
@@ -242,6 +315,7 @@ mod tests {
                 provider: "hubspot".into(),
                 status: 401,
                 url: "https://api.example/x".into(),
+                detail: "EXPIRED_AUTHENTICATION".into(),
             },
             HttpError::Budget {
                 provider: "hubspot".into(),
@@ -259,5 +333,105 @@ mod tests {
             assert!(!format!("{e:?}").contains(secret));
         }
         assert!(errors[0].to_string().contains("hubspot") && errors[0].to_string().contains("401"));
+    }
+
+    /// A one-shot HTTP server answering every connection with `response`.
+    async fn answer_with(response: String) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(response.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        Url::parse(&format!("http://{addr}/api")).unwrap()
+    }
+
+    fn http_response(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_never_shows_the_token_even_when_the_api_echoes_it() {
+        let token = "00Dx0000000BV7z!AR8AQ-SECRET-SESSION";
+        for (status, body) in [
+            (
+                "401 Unauthorized",
+                format!(r#"[{{"message":"Session {token} expired","errorCode":"INVALID_SESSION_ID"}}]"#),
+            ),
+            (
+                "403 Forbidden",
+                format!(r#"[{{"message":"no access for {token}","errorCode":"REQUEST_LIMIT_EXCEEDED"}}]"#),
+            ),
+            (
+                "400 Bad Request",
+                format!(r#"{{"code":"INVALID_DATA","message":"bad {token}"}}"#),
+            ),
+        ] {
+            let url = answer_with(http_response(status, &body)).await;
+            let client = HttpClient::new(
+                "salesforce",
+                TokenProvider::Static(Secret::new(token)),
+                HttpOptions::default(),
+            )
+            .unwrap();
+            let err = client.send(Method::GET, &url, None).await.unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains(token), "token in error: {text}");
+            assert!(text.contains("[redacted]"), "{text}");
+            assert!(
+                err.detail()
+                    .is_some_and(|d| d.contains("errorCode") || d.contains("INVALID_DATA"))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_endpoint_error_never_shows_what_we_sent() {
+        let secret = "client-secret-DO-NOT-PRINT";
+        let refresh = "refresh-token-DO-NOT-PRINT";
+        let body = format!(r#"{{"error":"invalid_grant","error_description":"bad {refresh} for {secret}"}}"#);
+        let url = answer_with(http_response("400 Bad Request", &body)).await;
+        let auth = TokenProvider::oauth(
+            OAuthConfig {
+                client_id: "app".into(),
+                client_secret: Secret::new(secret),
+                refresh_token: Secret::new(refresh),
+                token_url: Some(url.to_string()),
+            },
+            "unused",
+        );
+        let client = HttpClient::new("zoho", auth, HttpOptions::default()).unwrap();
+        let err = client.session().await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("invalid_grant"), "{text}");
+        assert!(
+            !text.contains(secret) && !text.contains(refresh),
+            "secret in error: {text}"
+        );
+
+        // Zoho: the error arrives with HTTP 200.
+        let url = answer_with(http_response("200 OK", r#"{"error":"invalid_client"}"#)).await;
+        let auth = TokenProvider::grant(
+            Grant::RefreshToken {
+                client_id: "app".into(),
+                client_secret: Some(Secret::new(secret)),
+                refresh_token: Secret::new(refresh),
+            },
+            url.to_string(),
+        );
+        let client = HttpClient::new("zoho", auth, HttpOptions::default()).unwrap();
+        let err = client.session().await.unwrap_err().to_string();
+        assert!(
+            err.contains("invalid_client") && err.contains("token refresh"),
+            "{err}"
+        );
     }
 }

@@ -5,13 +5,25 @@
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "{provider}: the API rejected our credentials (HTTP {status}) for {url}; check the token or OAuth \
-         credentials and the app's scopes"
+        "{provider}: the API rejected our credentials (HTTP {status}) for {url}: {detail}; check the token or \
+         OAuth credentials and the app's scopes"
     )]
     Auth {
         provider: String,
         status: u16,
         url: String,
+        /// The provider's error body (tokens blanked).
+        detail: String,
+    },
+    #[error(
+        "{provider}: the API refused {url} (HTTP 403): {detail}; check the app's permissions, or the API's \
+         usage limits"
+    )]
+    Forbidden {
+        provider: String,
+        url: String,
+        /// The provider's error body (tokens blanked).
+        detail: String,
     },
     #[error(
         "{provider}: token refresh at {url} failed (HTTP {status}): {detail}; check client_id, client_secret \
@@ -51,6 +63,42 @@ pub enum HttpError {
         url: String,
         message: String,
     },
+}
+
+impl HttpError {
+    /// The provider's error body or detail, when the error has one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Auth { detail, .. }
+            | Self::Forbidden { detail, .. }
+            | Self::TokenRefresh { detail, .. } => Some(detail),
+            Self::Status { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// HTTP status of the failed answer, if there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Auth { status, .. } | Self::TokenRefresh { status, .. } | Self::Status { status, .. } => {
+                Some(*status)
+            }
+            Self::Forbidden { .. } => Some(403),
+            _ => None,
+        }
+    }
+}
+
+/// `text` with every (non-trivial) secret replaced by `[redacted]`, for
+/// provider bodies that may echo what we sent.
+pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() >= 4 {
+            out = out.replace(s, "[redacted]");
+        }
+    }
+    out
 }
 
 /// First `max` characters of a response body, for error messages.

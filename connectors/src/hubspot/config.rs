@@ -11,6 +11,18 @@ pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 pub const DEFAULT_TOKEN_URL: &str = "https://api.hubapi.com/oauth/v1/token";
 /// Data column holding the HubSpot record id.
 pub const ID_COLUMN: &str = "hubspot_id";
+/// HubSpot property -> lead field defaults.
+pub const DEFAULT_ALIASES: &[(&str, &str)] = &[
+    ("firstname", "first_name"),
+    ("lastname", "last_name"),
+    ("email", "email"),
+    ("phone", "phone"),
+    ("mobilephone", "phone"),
+    ("company", "company"),
+    ("country", "country"),
+    ("hs_lead_status", "status"),
+    ("createdate", "source_created_at"),
+];
 
 /// Which CRM object to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -129,5 +141,23 @@ impl HubSpotConfig {
             out.push("`properties` has an empty name".to_string());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_problems_are_reported() {
+        let cfg: HubSpotConfig = serde_json::from_str(r#"{"page_size": 500}"#).unwrap();
+        let p = cfg.problems();
+        assert!(p.iter().any(|m| m.contains("`token`")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("page_size")), "{p:?}");
+        let cfg: HubSpotConfig = serde_json::from_str(r#"{"token": "x"}"#).unwrap();
+        assert!(cfg.problems().is_empty());
+        assert_eq!(cfg.object.as_str(), "contacts");
+        assert_eq!(cfg.lookback, std::time::Duration::from_secs(300));
+        assert!(serde_json::from_str::<HubSpotConfig>(r#"{"token": "x", "tokn": 1}"#).is_err());
     }
 }

@@ -5,5 +5,7 @@
 mod config;
 mod source;
 
-pub use config::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, HubSpotConfig, HubSpotObject, ID_COLUMN};
-pub use source::{HubSpotError, HubSpotFetch, HubSpotSource};
+pub use config::{
+    DEFAULT_ALIASES, DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, HubSpotConfig, HubSpotObject, ID_COLUMN,
+};
+pub use source::HubSpotSource;

@@ -215,12 +215,20 @@ pub fn fold_key(s: &str) -> String {
         .collect()
 }
 
+/// Alias tiers, strongest first: the pipeline's own aliases, then the
+/// source's defaults (a CRM's field names), then the built-ins.
+const TIER_USER: u8 = 0;
+const TIER_SOURCE: u8 = 1;
+const TIER_BUILTIN: u8 = 2;
+
 /// The mapping of one pipeline, compiled.
 #[derive(Debug, Clone)]
 pub struct Mapper {
     /// folded header -> field index in LEAD_FIELDS; explicit columns first.
     explicit: HashMap<String, usize>,
-    aliases: HashMap<String, usize>,
+    /// folded header -> (tier, field index); a header belongs to its
+    /// strongest tier only.
+    aliases: HashMap<String, (u8, usize)>,
     ignore: Vec<String>,
     values: Vec<HashMap<String, String>>,
     keep_extras: bool,
@@ -256,7 +264,7 @@ impl Mapper {
             match field_index(field) {
                 Some(i) => {
                     for a in list {
-                        aliases.entry(fold_key(a)).or_insert(i);
+                        aliases.entry(fold_key(a)).or_insert((TIER_USER, i));
                     }
                 }
                 None => errors.push(unknown(format!("aliases.{field}"), field)),
@@ -265,7 +273,7 @@ impl Mapper {
         for (field, list) in BUILTIN_ALIASES {
             let i = field_index(field).expect("built-in alias names a lead field");
             for a in *list {
-                aliases.entry(a.to_string()).or_insert(i);
+                aliases.entry(a.to_string()).or_insert((TIER_BUILTIN, i));
             }
         }
         let mut values = vec![HashMap::new(); LEAD_FIELDS.len()];
@@ -301,6 +309,26 @@ impl Mapper {
         })
     }
 
+    /// This mapping with a source's own `(source field, lead field)`
+    /// defaults (a CRM's field names). The pipeline's `columns` and
+    /// `aliases` still win; the defaults win over built-in aliases, also
+    /// when both name different columns for one field.
+    pub fn with_source_aliases(&self, defaults: &[(&str, &str)]) -> Result<Self, MappingError> {
+        let mut m = self.clone();
+        for (header, field) in defaults {
+            let i = field_index(field).ok_or_else(|| MappingError::UnknownField {
+                key: format!("source default {header}"),
+                field: field.to_string(),
+                known: LEAD_FIELDS.join(", "),
+            })?;
+            let key = fold_key(header);
+            if m.aliases.get(&key).is_none_or(|(tier, _)| *tier > TIER_SOURCE) {
+                m.aliases.insert(key, (TIER_SOURCE, i));
+            }
+        }
+        Ok(m)
+    }
+
     /// Bind the mapping to one file's headers (data columns, without the
     /// `_source*` meta columns).
     pub fn for_headers(&self, headers: &[String]) -> Result<FileMapping, MappingError> {
@@ -317,23 +345,35 @@ impl Mapper {
             }
         }
         for (ci, h) in headers.iter().enumerate() {
-            if claimed[ci] {
-                continue;
-            }
-            let key = fold_key(h);
-            if self.ignore.contains(&key) {
+            if !claimed[ci] && self.ignore.contains(&fold_key(h)) {
                 claimed[ci] = true;
-                continue;
             }
-            if let Some(&fi) = self.aliases.get(&key)
-                && sources[fi].is_none()
-            {
-                sources[fi] = Some(ci);
-                claimed[ci] = true;
-                continue;
+        }
+        // Then aliases tier by tier (user, source, built-in), each tier in
+        // header order, so a stronger tier's column wins a field.
+        let tiers: Vec<Option<(u8, usize)>> = headers
+            .iter()
+            .map(|h| self.aliases.get(&fold_key(h)).copied())
+            .collect();
+        for tier in [TIER_USER, TIER_SOURCE, TIER_BUILTIN] {
+            for ci in 0..headers.len() {
+                if claimed[ci] {
+                    continue;
+                }
+                if let Some((t, fi)) = tiers[ci]
+                    && t == tier
+                    && sources[fi].is_none()
+                {
+                    sources[fi] = Some(ci);
+                    claimed[ci] = true;
+                }
             }
-            if self.keep_extras {
-                extras.push((ci, h.clone()));
+        }
+        if self.keep_extras {
+            for (ci, h) in headers.iter().enumerate() {
+                if !claimed[ci] {
+                    extras.push((ci, h.clone()));
+                }
             }
         }
         let has = |f: &str| sources[field_index(f).expect("field")].is_some();
@@ -757,6 +797,54 @@ mod tests {
                 .with_id_column("missing")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn source_defaults_sit_between_pipeline_aliases_and_built_ins() {
+        let headers: Vec<String> = ["salesforce_id", "Phone", "MobilePhone", "Title", "Status"]
+            .map(String::from)
+            .to_vec();
+        let sf = [
+            ("MobilePhone", "phone"),
+            ("Title", "job_title"),
+            ("Status", "status"),
+        ];
+        // Source default beats the built-in `phone` alias of an earlier column.
+        let m = Mapper::new(&MappingConfig::default(), &Defaults::default())
+            .unwrap()
+            .with_source_aliases(&sf)
+            .unwrap();
+        let fm = m.for_headers(&headers).unwrap();
+        assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("MobilePhone"));
+        assert_eq!(fm.mapped.get("job_title").map(String::as_str), Some("Title"));
+        // The pipeline's alias beats the source default.
+        let mut cfg = MappingConfig::default();
+        cfg.aliases.insert("phone".into(), vec!["Phone".into()]);
+        cfg.aliases.insert("company".into(), vec!["Title".into()]);
+        let fm = Mapper::new(&cfg, &Defaults::default())
+            .unwrap()
+            .with_source_aliases(&sf)
+            .unwrap()
+            .for_headers(&headers)
+            .unwrap();
+        assert_eq!(fm.mapped.get("phone").map(String::as_str), Some("Phone"));
+        assert_eq!(fm.mapped.get("company").map(String::as_str), Some("Title"));
+        assert_eq!(fm.mapped.get("job_title"), None);
+        // Explicit columns beat everything.
+        let mut cfg = MappingConfig::default();
+        cfg.columns.insert("Status".into(), "project".into());
+        let fm = Mapper::new(&cfg, &Defaults::default())
+            .unwrap()
+            .with_source_aliases(&sf)
+            .unwrap()
+            .for_headers(&headers)
+            .unwrap();
+        assert_eq!(fm.mapped.get("project").map(String::as_str), Some("Status"));
+        assert_eq!(fm.mapped.get("status"), None);
+        let bad = Mapper::new(&MappingConfig::default(), &Defaults::default())
+            .unwrap()
+            .with_source_aliases(&[("X", "colour")]);
+        assert!(bad.is_err());
     }
 
     #[test]

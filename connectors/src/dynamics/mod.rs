@@ -1,0 +1,12 @@
+//! The `dynamics` source: Dynamics 365 / Dataverse `leads` over the Web
+//! API (OData v4). Client-credentials tokens from Azure AD with scope
+//! `<org url>/.default`; `$select`, `$orderby=modifiedon asc`, and from the
+//! second run `$filter=modifiedon gt` the saved cursor minus a lookback;
+//! pages of `Prefer: odata.maxpagesize` followed by `@odata.nextLink`.
+//! Option sets (status, source, ...) read as their labels.
+
+mod config;
+mod source;
+
+pub use config::{DEFAULT_ALIASES, DynamicsConfig, ID_COLUMN};
+pub use source::DynamicsSource;
