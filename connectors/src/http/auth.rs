@@ -52,7 +52,8 @@ pub enum TokenProvider {
     Static(Secret),
     /// An OAuth2 grant against `token_url`.
     OAuth {
-        grant: Grant,
+        // Boxed: a signing key makes the grant much larger than a token.
+        grant: Box<Grant>,
         token_url: String,
         cached: Mutex<Option<Session>>,
     },
@@ -85,7 +86,7 @@ impl std::fmt::Debug for TokenProvider {
         match self {
             Self::Static(_) => f.write_str("TokenProvider::Static([redacted])"),
             Self::OAuth { token_url, grant, .. } => {
-                let kind = match grant {
+                let kind = match grant.as_ref() {
                     Grant::RefreshToken { .. } => "refresh_token",
                     Grant::ClientCredentials { .. } => "client_credentials",
                     Grant::JwtBearer { .. } => "jwt_bearer",
@@ -137,7 +138,7 @@ impl TokenProvider {
 
     pub fn grant(grant: Grant, token_url: String) -> Self {
         Self::OAuth {
-            grant,
+            grant: Box::new(grant),
             token_url,
             cached: Mutex::new(None),
         }
@@ -192,7 +193,7 @@ impl TokenProvider {
         // The serializer is not Send: build the body before any await.
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
-            match grant {
+            match grant.as_ref() {
                 Grant::RefreshToken {
                     client_id,
                     client_secret,
