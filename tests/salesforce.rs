@@ -512,6 +512,18 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
     assert_eq!(o.status.code(), Some(1), "{all}");
     assert!(all.contains("invalid_grant"), "{all}");
     assert!(!all.contains("BEGIN PRIVATE KEY"), "{all}");
+
+    // `jwt_audience` replaces the login URL as `aud` (this fake wants its own).
+    let other_aud = Sf::with_auth(
+        1,
+        &format!(
+            "username: {USERNAME}\n          private_key_file: {}\n          jwt_audience: https://login.salesforce.com",
+            key.display()
+        ),
+    );
+    let o = other_aud.crm.run_with(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(other_aud.log(), ["token-jwt"]);
 }
 
 #[test]

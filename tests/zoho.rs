@@ -446,7 +446,7 @@ fn zoho_token_error_in_an_http_200_fails_the_check_without_the_secret() {
     let all = text(&o);
     assert_eq!(o.status.code(), Some(1), "{all}");
     assert!(
-        all.contains("token refresh") && all.contains("invalid_client"),
+        all.contains("token request") && all.contains("invalid_client"),
         "{all}"
     );
     assert!(!all.contains(wrong), "secret leaked: {all}");

@@ -430,7 +430,7 @@ mod tests {
         let client = HttpClient::new("zoho", auth, HttpOptions::default()).unwrap();
         let err = client.session().await.unwrap_err().to_string();
         assert!(
-            err.contains("invalid_client") && err.contains("token refresh"),
+            err.contains("invalid_client") && err.contains("token request"),
             "{err}"
         );
     }

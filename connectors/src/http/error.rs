@@ -26,8 +26,8 @@ pub enum HttpError {
         detail: String,
     },
     #[error(
-        "{provider}: token refresh at {url} failed (HTTP {status}): {detail}; check client_id, client_secret \
-         and refresh_token"
+        "{provider}: token request at {url} failed (HTTP {status}): {detail}; check the source's credentials \
+         (client id and secret, refresh token, or JWT key and username) and its token URL"
     )]
     TokenRefresh {
         provider: String,

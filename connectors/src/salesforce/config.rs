@@ -95,6 +95,10 @@ pub struct SalesforceConfig {
     /// Token endpoint, if not `<login_url>/services/oauth2/token`.
     #[serde(default)]
     pub token_url: Option<String>,
+    /// JWT bearer flow: the assertion's audience, if not `login_url` (e.g.
+    /// https://login.salesforce.com while `login_url` is a My Domain).
+    #[serde(default)]
+    pub jwt_audience: Option<String>,
     /// REST API version. Default v62.0.
     #[serde(default = "default_api_version")]
     pub api_version: String,

@@ -59,7 +59,12 @@ impl SalesforceSource {
             Grant::JwtBearer {
                 client_id: config.client_id.clone(),
                 subject: config.username.clone().unwrap_or_default(),
-                audience: config.login_url.trim_end_matches('/').to_string(),
+                audience: config
+                    .jwt_audience
+                    .as_deref()
+                    .unwrap_or(&config.login_url)
+                    .trim_end_matches('/')
+                    .to_string(),
                 key,
             }
         } else {
