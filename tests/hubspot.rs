@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::AsArray;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -15,8 +14,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::fake::{first_text, form, json_response, serve};
-use super::{Sandbox, leadflow, text};
+use super::fake::{CrmSandbox, form, json_response, serve};
+use super::{leadflow, text};
 
 const TOKEN: &str = "pat-na1-good-token-1234";
 
@@ -225,7 +224,7 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
 }
 
 struct Crm {
-    sandbox: Sandbox,
+    crm: CrmSandbox,
     fake: Shared,
 }
 
@@ -253,56 +252,27 @@ impl Crm {
                 .route("/oauth/v1/token", post(token))
                 .with_state(fake.clone()),
         );
-        let sandbox = Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        };
         let auth = auth.replace("{base}", &base);
-        let config = format!(
-            r#"warehouse:
-  uri: ./warehouse
-pipelines:
-  - name: crm
-    defaults:
-      phone_region: US
-    sources:
-      - name: hubspot
-        hubspot:
-          {auth}
-          base_url: {base}
-          page_size: 2
-          http:
-            backoff: 20ms
-    dedupe:
-      keys: [phone, email]
-"#
+        let yaml = format!(
+            "        hubspot:\n          {auth}\n          base_url: {base}\n          page_size: 2\n          \
+             http:\n            backoff: 20ms\n"
         );
-        std::fs::write(sandbox.path().join("pipeline.yaml"), config).unwrap();
-        Self { sandbox, fake }
+        Self {
+            crm: CrmSandbox::new("hubspot", &yaml),
+            fake,
+        }
     }
 
     fn run_with(&self, token: &str) -> std::process::Output {
-        leadflow(
-            &["run", &self.sandbox.config(), "--json"],
-            &[("HUBSPOT_TOKEN", token)],
-        )
+        self.crm.run_with(&[("HUBSPOT_TOKEN", token)])
     }
 
     fn run(&self) -> Value {
-        let o = self.run_with(TOKEN);
-        assert!(o.status.success(), "{}", text(&o));
-        let v: Value = serde_json::from_slice(&o.stdout).expect("json summary");
-        v[0].clone()
-    }
-
-    fn sql(&self, sql: &str) -> Vec<arrow::record_batch::RecordBatch> {
-        self.sandbox.sql(sql)
+        self.crm.run(&[("HUBSPOT_TOKEN", TOKEN)])
     }
 
     fn count(&self, sql: &str) -> i64 {
-        self.sql(sql)[0]
-            .column(0)
-            .as_primitive::<arrow::datatypes::Int64Type>()
-            .value(0)
+        self.crm.count(sql)
     }
 
     fn log(&self) -> Vec<String> {
@@ -310,20 +280,11 @@ pipelines:
     }
 
     fn cursor(&self) -> String {
-        let b = self.sql("SELECT cursor FROM source_cursors WHERE source = 'hubspot'");
-        first_text(&b)
+        self.crm.cursor().expect("a saved cursor")
     }
 
     fn email_of(&self, id: &str) -> String {
-        let b = self.sql(&format!(
-            "SELECT email FROM records WHERE source = 'hubspot' AND source_record_id = '{id}'"
-        ));
-        assert_eq!(
-            b.iter().map(|b| b.num_rows()).sum::<usize>(),
-            1,
-            "one record for id {id}"
-        );
-        first_text(&b)
+        self.crm.value_of("email", id)
     }
 
     fn edit(&self, id: u64, email: &str, modified: &str) {
