@@ -395,10 +395,14 @@ fn salesforce_pages_through_all_leads_then_reads_only_changes() {
         lead_id(6),
         Lead {
             modstamp: at(2, 2),
-            fields: [("LastName", "Newcomer"), ("Email", "new6@example.com")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            fields: [
+                ("LastName", "Newcomer"),
+                ("Email", "new6@example.com"),
+                ("MobilePhone", "+1 415 555 0299"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         },
     );
     let second = sf.run();
@@ -410,6 +414,8 @@ fn salesforce_pages_through_all_leads_then_reads_only_changes() {
     assert_eq!(second["rows_read"], 3, "{second}");
     assert_eq!(sf.crm.value_of("email", &id3), "ada.new@example.com");
     assert_eq!(sf.crm.value_of("email", &lead_id(6)), "new6@example.com");
+    // No Phone: the MobilePhone default fills in.
+    assert_eq!(sf.crm.value_of("phone_raw", &lead_id(6)), "+1 415 555 0299");
     assert_eq!(sf.crm.count("SELECT count(*) FROM records"), 6);
     assert_eq!(sf.crm.cursor().as_deref(), Some("2026-02-02T10:00:00.000Z"));
 }

@@ -369,6 +369,18 @@ impl Mapper {
                 }
             }
         }
+        // A source's other fields for an already mapped lead field (a CRM's
+        // MobilePhone beside Phone) fill it where the first one is empty.
+        let mut fallbacks: Vec<Vec<usize>> = vec![Vec::new(); LEAD_FIELDS.len()];
+        for ci in 0..headers.len() {
+            if let Some((TIER_SOURCE, fi)) = tiers[ci]
+                && !claimed[ci]
+                && sources[fi].is_some()
+            {
+                fallbacks[fi].push(ci);
+                claimed[ci] = true;
+            }
+        }
         if self.keep_extras {
             for (ci, h) in headers.iter().enumerate() {
                 if !claimed[ci] {
@@ -394,6 +406,7 @@ impl Mapper {
             mapper: self.clone(),
             headers: headers.to_vec(),
             sources,
+            fallbacks,
             extras,
             mapped,
             seen: HashMap::new(),
@@ -408,6 +421,8 @@ pub struct FileMapping {
     mapper: Mapper,
     headers: Vec<String>,
     sources: Vec<Option<usize>>,
+    /// Per field, further columns read where `sources` gives no value.
+    fallbacks: Vec<Vec<usize>>,
     extras: Vec<(usize, String)>,
     /// (lead field, source header) pairs, for logs and `leadflow validate`.
     pub mapped: BTreeMap<String, String>,
@@ -521,6 +536,14 @@ impl FileMapping {
             .collect()
     }
 
+    /// Row `i`'s value of lead field `fi`: its column, else the first
+    /// fallback column that has one.
+    fn value<'a>(&self, data: &[&'a StringArray], fi: usize, i: usize) -> Option<&'a str> {
+        self.sources[fi]
+            .and_then(|c| trimmed(data[c], i))
+            .or_else(|| self.fallbacks[fi].iter().find_map(|&c| trimmed(data[c], i)))
+    }
+
     /// The order-free part of mapping one batch: every column but the record
     /// id, plus each row's content digest (the id before numbering).
     fn map_rows(
@@ -567,13 +590,9 @@ impl FileMapping {
             .collect();
         for i in 0..n {
             // Names: split a single Name column; build full from parts.
-            let first = self.sources[fi_first]
-                .and_then(|c| trimmed(data[c], i))
-                .and_then(clean_name_part);
-            let last = self.sources[fi_last]
-                .and_then(|c| trimmed(data[c], i))
-                .and_then(clean_name_part);
-            let full_raw = self.sources[fi_full].and_then(|c| trimmed(data[c], i));
+            let first = self.value(&data, fi_first, i).and_then(clean_name_part);
+            let last = self.value(&data, fi_last, i).and_then(clean_name_part);
+            let full_raw = self.value(&data, fi_full, i);
             let (first, last, full) = match (first, last, full_raw) {
                 (None, None, Some(full)) => {
                     let p = split_full_name(full);
@@ -598,8 +617,7 @@ impl FileMapping {
                 if fi == fi_first || fi == fi_last || fi == fi_full {
                     continue;
                 }
-                let v = self.sources[fi].and_then(|c| trimmed(data[c], i));
-                let v = match v {
+                let v = match self.value(&data, fi, i) {
                     Some(v) => {
                         let map = &self.mapper.values[fi];
                         if let Some(m) = (!map.is_empty()).then(|| map.get(&fold_key(v))).flatten() {
@@ -845,6 +863,40 @@ mod tests {
             .unwrap()
             .with_source_aliases(&[("X", "colour")]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn a_second_source_field_fills_an_empty_first_one() {
+        let m = Mapper::new(&MappingConfig::default(), &Defaults::default())
+            .unwrap()
+            .with_source_aliases(&[("Phone", "phone"), ("MobilePhone", "phone")]);
+        let headers = ["Phone", "MobilePhone", "Notes"];
+        let raw = raw_batch(
+            &headers,
+            &[
+                &["+1 415 555 0100", "+1 415 555 0199", ""],
+                &["", "+44 20 7946 0000", "x"],
+            ],
+        );
+        let out = m
+            .unwrap()
+            .for_headers(&headers.map(String::from))
+            .unwrap()
+            .apply(&raw, 0, "crm")
+            .unwrap();
+        assert_eq!(get(&out, "phone", 0), Some("+1 415 555 0100"));
+        assert_eq!(get(&out, "phone", 1), Some("+44 20 7946 0000"));
+        // The fallback is mapped, not an extra; files (no source defaults)
+        // keep a second phone column as an extra.
+        assert_eq!(get(&out, schema::EXTRAS, 1), Some(r#"{"Notes":"x"}"#));
+        let files = Mapper::new(&MappingConfig::default(), &Defaults::default()).unwrap();
+        let out = files
+            .for_headers(&headers.map(String::from))
+            .unwrap()
+            .apply(&raw, 0, "a.csv")
+            .unwrap();
+        assert_eq!(get(&out, "phone", 1), None);
+        assert!(get(&out, schema::EXTRAS, 0).unwrap().contains("MobilePhone"));
     }
 
     #[test]
