@@ -5,6 +5,7 @@
 //! Arrow `StringBuilder`s: no per-row allocation, no serde.
 
 use ::csv::{ByteRecord, ReaderBuilder};
+use arrow::record_batch::RecordBatch;
 
 use super::batch::{BatchBuilder, clean_headers, is_blank};
 use super::config::CsvOptions;
@@ -94,24 +95,244 @@ pub fn parse_csv(
             break clean_headers(&raw);
         }
     };
-    let width = headers.len();
+    let src = text.as_bytes();
+    let body_start = usize::try_from(reader.position().byte()).unwrap_or(src.len());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let spans = split_body(src, body_start, quote, PARALLEL_MIN_BYTES, cores);
+    let dialect = Dialect { delimiter, quote };
+    let (body, _) = parse_body(
+        src,
+        body_start,
+        spans,
+        dialect,
+        &headers,
+        source_name,
+        file,
+        batch_size,
+    )?;
+    let Body {
+        batches,
+        rows,
+        bad_rows,
+    } = body;
 
-    let mut out = BatchBuilder::new(&headers, source_name, file, batch_size);
+    Ok(ParsedFile {
+        file: file.to_string(),
+        format: "csv",
+        encoding: Some(decoded.encoding.name().to_string()),
+        delimiter: Some(char::from(delimiter)),
+        sheet: None,
+        headers,
+        batches,
+        rows,
+        bad_rows,
+    })
+}
+
+/// Bodies smaller than this are parsed on one thread.
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
+
+#[derive(Clone, Copy)]
+struct Dialect {
+    delimiter: u8,
+    quote: u8,
+}
+
+/// Every row of the body: the spans in parallel when they are a valid
+/// split, else the body in one piece. The flag says which happened.
+#[allow(clippy::too_many_arguments)]
+fn parse_body(
+    src: &[u8],
+    body_start: usize,
+    spans: Vec<(usize, usize)>,
+    dialect: Dialect,
+    headers: &[String],
+    source_name: &str,
+    file: &str,
+    batch_size: usize,
+) -> Result<(Body, bool), FileParseError> {
+    let parse = |&(start, end): &(usize, usize)| {
+        parse_span(src, start, end, dialect, headers, source_name, file, batch_size)
+    };
+    let parts: Vec<SpanOutput> = if spans.len() == 1 {
+        vec![parse(&spans[0])?]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = spans
+                .iter()
+                .map(|span| scope.spawn(move || parse(span)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("CSV span parser panicked"))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+    };
+    // A split point is a guess (quote parity); it holds only if the span
+    // before it ended exactly there (give or take line breaks: a CRLF
+    // reader stops after the `\r`). Otherwise parse the body in one piece.
+    let held = parts.windows(2).all(|w| {
+        w[0].next_record <= w[1].start
+            && src[w[0].next_record..w[1].start]
+                .iter()
+                .all(|&b| b == b'\r' || b == b'\n')
+    });
+    let parts = if held {
+        parts
+    } else {
+        tracing::debug!(
+            file,
+            "CSV split points fell inside quoted fields; parsing in one piece"
+        );
+        vec![parse(&(body_start, src.len()))?]
+    };
+
+    // Line numbers: each span counted its own lines from 1.
+    let mut line_base = 0u64;
+    let mut body = Body {
+        batches: Vec::new(),
+        rows: 0,
+        bad_rows: Vec::new(),
+    };
+    let mut prev_start = 0;
+    for mut part in parts {
+        line_base += memchr::memchr_iter(b'\n', &src[prev_start..part.start]).count() as u64;
+        prev_start = part.start;
+        for b in &mut part.bad_rows {
+            b.row += line_base;
+        }
+        for batch in part.batches {
+            body.batches.push(if line_base == 0 {
+                batch
+            } else {
+                shift_rows(batch, line_base)
+            });
+        }
+        body.rows += part.rows;
+        body.bad_rows.extend(part.bad_rows);
+    }
+    Ok((body, held))
+}
+
+struct Body {
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    bad_rows: Vec<BadRow>,
+}
+
+/// Split the body `src[start..]` into spans for parallel parsing, one per
+/// core: each split sits just after a line feed with an even number of
+/// quote characters before it, i.e. (for well-formed CSV) outside any
+/// quoted field. `parse_body` checks that guess against the parse.
+fn split_body(
+    src: &[u8],
+    start: usize,
+    quote: u8,
+    min_bytes: usize,
+    max_parts: usize,
+) -> Vec<(usize, usize)> {
+    let len = src.len() - start.min(src.len());
+    if len < min_bytes || max_parts < 2 {
+        return vec![(start, src.len())];
+    }
+    let parts = max_parts.min(len / (min_bytes / 2).max(1)).max(1);
+    let mut spans = Vec::with_capacity(parts);
+    let mut from = start;
+    let mut quotes_before = 0usize;
+    for k in 1..parts {
+        let target = start + len / parts * k;
+        if target <= from {
+            continue;
+        }
+        quotes_before += memchr::memchr_iter(quote, &src[from..target]).count();
+        // Walk line feeds from the target until one is outside quotes.
+        let mut at = target;
+        let mut split = None;
+        while let Some(nl) = memchr::memchr(b'\n', &src[at..]).map(|i| at + i) {
+            quotes_before += memchr::memchr_iter(quote, &src[at..nl]).count();
+            at = nl + 1;
+            if quotes_before.is_multiple_of(2) {
+                split = Some(at);
+                break;
+            }
+        }
+        let Some(split) = split.filter(|&s| s < src.len()) else {
+            break;
+        };
+        spans.push((from, split));
+        from = split;
+    }
+    spans.push((from, src.len()));
+    spans
+}
+
+/// Rows of one span of the body, with line numbers counted from the span's
+/// first line as 1.
+struct SpanOutput {
+    start: usize,
+    /// Absolute byte offset where the record after this span starts (the
+    /// span's end when the split was clean), or the end of the text.
+    next_record: usize,
+    batches: Vec<RecordBatch>,
+    rows: u64,
+    bad_rows: Vec<BadRow>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_span(
+    src: &[u8],
+    start: usize,
+    end: usize,
+    dialect: Dialect,
+    headers: &[String],
+    source_name: &str,
+    file: &str,
+    batch_size: usize,
+) -> Result<SpanOutput, FileParseError> {
+    let width = headers.len();
+    // The reader sees the rest of the text, so a record crossing `end` is
+    // read whole; it is then left to the next span.
+    let text = &src[start..];
+    let span_len = end - start;
+    let mut reader = ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(dialect.delimiter)
+        .quote(dialect.quote)
+        .from_reader(text);
+    let mut record = ByteRecord::new();
+    let mut out = BatchBuilder::new(headers, source_name, file, batch_size);
     let mut rows = 0u64;
     let mut bad_rows = Vec::new();
-    let src = text.as_bytes();
+    let mut next_record = src.len();
     loop {
         let more = reader
             .read_byte_record(&mut record)
-            .map_err(|e| read_err(e, reader.position().line()))?;
+            .map_err(|e| FileParseError::Csv {
+                file: file.to_string(),
+                line: reader.position().line() + memchr::memchr_iter(b'\n', &src[..start]).count() as u64,
+                message: e.to_string(),
+            })?;
         if !more {
+            break;
+        }
+        let at = record.position().map_or(0, |p| p.byte() as usize);
+        // A record's position may sit on the line break before it (a CRLF
+        // reader stops after the `\r`): its first byte decides its span.
+        let first_byte = at
+            + text[at.min(text.len())..]
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+        if first_byte >= span_len {
+            next_record = start + at;
             break;
         }
         if is_blank(record.iter()) {
             continue;
         }
         rows += 1;
-        let line = start_line(&record, src);
+        let line = start_line(&record, text);
         let n = record.len();
         if n != width {
             // "a,b,c,," for 3 headers is an editor's trailing separators, not data.
@@ -135,18 +356,27 @@ pub fn parse_csv(
         }
         out.finish_row(line);
     }
-
-    Ok(ParsedFile {
-        file: file.to_string(),
-        format: "csv",
-        encoding: Some(decoded.encoding.name().to_string()),
-        delimiter: Some(char::from(delimiter)),
-        sheet: None,
-        headers,
+    Ok(SpanOutput {
+        start,
+        next_record,
         batches: out.finish(),
         rows,
         bad_rows,
     })
+}
+
+/// Add `by` to a batch's `_source_row` column.
+fn shift_rows(batch: RecordBatch, by: u64) -> RecordBatch {
+    let idx = batch.num_columns() - 1;
+    let rows = batch
+        .column(idx)
+        .as_any()
+        .downcast_ref::<arrow::array::UInt64Array>()
+        .expect("_source_row is the last column, UInt64");
+    let shifted: arrow::array::UInt64Array = rows.unary(|r| r + by);
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = std::sync::Arc::new(shifted);
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema, same length")
 }
 
 /// 1-based line on which `record` starts, as a text editor shows it.
@@ -355,6 +585,105 @@ mod tests {
         };
         let e = parse_csv("crm", "/in/bad.csv", b"a\n1\n", &bad_enc, false, 10).unwrap_err();
         assert!(e.to_string().contains("klingon"), "{e}");
+    }
+
+    /// A messy body: quoted fields with delimiters, quotes and line breaks,
+    /// blank lines, ragged rows.
+    fn messy(rows: usize, eol: &str) -> String {
+        let mut data = format!("name,note,phone{eol}");
+        for i in 0..rows {
+            match i % 7 {
+                0 => data.push_str(&format!(
+                    "\"Sharma, Priya {i}\",\"line one{eol}line two\",9876{i}{eol}"
+                )),
+                1 => data.push_str(&format!("Ann {i},\"say \"\"hi\"\"\",555{i}{eol}{eol}")),
+                2 => data.push_str(&format!("ragged {i},x{eol}")),
+                3 => data.push_str(&format!("Bob {i},,{eol}{eol}{eol}")),
+                _ => data.push_str(&format!("Cy {i},plain note,+44 20 {i}{eol}")),
+            }
+        }
+        data
+    }
+
+    /// The body parsed in `max_parts` spans: (output, whether the split held).
+    fn parse_spans(data: &str, max_parts: usize) -> (ParsedFile, bool) {
+        let src = data.as_bytes();
+        let body_start = src.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let headers: Vec<String> = ["name", "note", "phone"].map(String::from).to_vec();
+        let spans = split_body(src, body_start, b'"', 256, max_parts);
+        let dialect = Dialect {
+            delimiter: b',',
+            quote: b'"',
+        };
+        let (body, held) =
+            parse_body(src, body_start, spans, dialect, &headers, "crm", "f.csv", 100).unwrap();
+        let file = ParsedFile {
+            file: "f.csv".into(),
+            format: "csv",
+            encoding: None,
+            delimiter: Some(','),
+            sheet: None,
+            headers,
+            batches: body.batches,
+            rows: body.rows,
+            bad_rows: body.bad_rows,
+        };
+        (file, held)
+    }
+
+    fn same(a: &ParsedFile, b: &ParsedFile) {
+        for c in ["name", "note", "phone", "_source"] {
+            assert_eq!(col(a, c), col(b, c), "column {c}");
+        }
+        assert_eq!(row_numbers(a), row_numbers(b));
+        assert_eq!(a.rows, b.rows);
+        let bad = |p: &ParsedFile| {
+            p.bad_rows
+                .iter()
+                .map(|r| (r.row, r.values.clone(), r.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bad(a), bad(b));
+    }
+
+    #[test]
+    fn parallel_spans_match_one_piece_lf_and_crlf() {
+        for eol in ["\n", "\r\n"] {
+            let data = messy(700, eol);
+            let (one, _) = parse_spans(&data, 1);
+            let (many, held) = parse_spans(&data, 7);
+            assert!(held, "well-formed CSV must split cleanly ({eol:?})");
+            assert!(
+                many.batches.len() > one.batches.len(),
+                "several spans were parsed"
+            );
+            same(&one, &many);
+            // And through the public entry, which parses it in one piece.
+            let whole = parse_csv(
+                "crm",
+                "f.csv",
+                data.as_bytes(),
+                &CsvOptions::default(),
+                false,
+                100,
+            )
+            .unwrap();
+            same(&one, &whole);
+            assert_eq!(one.rows, 700);
+            assert_eq!(one.bad_rows.len(), 100);
+        }
+    }
+
+    #[test]
+    fn a_stray_quote_makes_the_split_fall_back() {
+        // `5" screen` is a literal quote in an unquoted field: quote parity
+        // is off from there on, so guessed splits land inside "quoted" text.
+        let mut data = String::from("name,note,phone\nTV,5\" screen,1\n");
+        data.push_str(&messy(700, "\n")[16..]);
+        let (one, _) = parse_spans(&data, 1);
+        let (many, held) = parse_spans(&data, 7);
+        assert!(!held);
+        same(&one, &many);
     }
 
     #[test]

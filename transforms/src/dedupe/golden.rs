@@ -252,7 +252,10 @@ pub fn project_links(
     let e_count = int64s(existing, "record_count");
     let e_fs = timestamps(existing, "first_seen");
     let e_ls = timestamps(existing, "last_seen");
-    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    // xxh3, not SipHash: up to a million keys per run.
+    type FastMap<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+    let mut index: FastMap<(&str, &str), usize> =
+        FastMap::with_capacity_and_hasher(existing.num_rows(), Default::default());
     for j in 0..existing.num_rows() {
         index.insert((e_master.value(j), e_project.value(j)), j);
     }
@@ -264,21 +267,26 @@ pub fn project_links(
         first: i64,
         last: i64,
     }
-    let mut order: Vec<(&str, &str)> = Vec::new();
-    let mut links: HashMap<(&str, &str), Link> = HashMap::new();
+    // Links in a Vec, the map only finds a key's slot.
+    let mut order: Vec<((&str, &str), u32)> = Vec::new();
+    let mut links: Vec<Link> = Vec::new();
+    let mut slot: FastMap<(&str, &str), u32> =
+        FastMap::with_capacity_and_hasher(leads.num_rows(), Default::default());
     for i in 0..leads.num_rows() {
         let Some(p) = opt(project, i) else { continue };
         let key = (master_id.value(i), p);
-        let l = links.entry(key).or_insert_with(|| {
-            order.push(key);
-            Link {
+        let at = *slot.entry(key).or_insert_with(|| {
+            order.push((key, links.len() as u32));
+            links.push(Link {
                 status: None,
                 owner: None,
                 count: 0,
                 first: i64::MAX,
                 last: i64::MIN,
-            }
+            });
+            links.len() as u32 - 1
         });
+        let l = &mut links[at as usize];
         let t = times[i];
         if let Some(s) = opt(status, i) {
             keep_newest(&mut l.status, (t, i as i64, s));
@@ -292,7 +300,8 @@ pub fn project_links(
         l.first = l.first.min(t);
         l.last = l.last.max(t);
     }
-    order.sort();
+    // Keys are unique: an unstable sort gives the same order, cheaper.
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let k = order.len();
     let (mut mb, mut pb, mut sb, mut ob) = (
         StringBuilder::new(),
@@ -301,8 +310,8 @@ pub fn project_links(
         StringBuilder::new(),
     );
     let (mut counts, mut fs, mut ls) = (Vec::with_capacity(k), ts_builder(k), ts_builder(k));
-    for key in &order {
-        let l = &links[key];
+    for (key, at) in &order {
+        let l = &links[*at as usize];
         let prior = index.get(key).copied();
         mb.append_value(key.0);
         pb.append_value(key.1);

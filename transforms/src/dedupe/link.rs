@@ -107,21 +107,24 @@ type KeyChains<'k> = FastMap<(MatchKey, &'k str), (u32, u32)>;
 fn push_key<'k>(
     entries: &mut Vec<(u32, u32)>,
     head: &mut KeyChains<'k>,
-    order: &mut Vec<(MatchKey, &'k str)>,
+    order: &mut Vec<(MatchKey, &'k str, u32)>,
     kind: MatchKey,
     node: usize,
     key: &'k str,
 ) {
     let e = entries.len() as u32;
     entries.push((node as u32, u32::MAX));
-    match head.get_mut(&(kind, key)) {
-        Some((_, tail)) => {
+    // One hash per key: the entry API, not a lookup then an insert.
+    match head.entry((kind, key)) {
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let tail = &mut o.get_mut().1;
             entries[*tail as usize].1 = e;
             *tail = e;
         }
-        None => {
-            head.insert((kind, key), (e, e));
-            order.push((kind, key));
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert((e, e));
+            // A chain's head never moves: the walk starts here, no lookup.
+            order.push((kind, key, e));
         }
     }
 }
@@ -195,7 +198,7 @@ pub fn link(
     let use_phone = config.keys.contains(&MatchKey::Phone);
     let use_email = config.keys.contains(&MatchKey::Email);
     let mut head: KeyChains = FastMap::with_capacity_and_hasher(2 * (n + m), Default::default());
-    let mut order: Vec<(MatchKey, &str)> = Vec::new();
+    let mut order: Vec<(MatchKey, &str, u32)> = Vec::new();
     let mut entries: Vec<(u32, u32)> = Vec::with_capacity(2 * (n + m)); // (node, next entry)
     let mut owned_master_keys: Vec<(MatchKey, usize, String)> = Vec::new();
     for j in 0..m {
@@ -230,8 +233,8 @@ pub fn link(
     let mut conflicts: Vec<(MatchKey, String, usize, Veto)> = Vec::new();
     let mut anchors: Vec<usize> = Vec::new();
     let mut hubs: Vec<(MatchKey, String, usize)> = Vec::new();
-    for &(kind, key) in &order {
-        let (mut e, _) = head[&(kind, key)];
+    for &(kind, key, first) in &order {
+        let mut e = first;
         anchors.clear();
         let mut hub = false;
         while e != u32::MAX {

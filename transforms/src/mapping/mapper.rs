@@ -209,10 +209,19 @@ const BUILTIN_STATUS: &[(&str, &str)] = &[
 
 /// Fold a header or value key: lower-case, letters and digits only.
 pub fn fold_key(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    fold_into(s, &mut out);
+    out
+}
+
+/// [`fold_key`] into a reused buffer.
+fn fold_into(s: &str, out: &mut String) {
+    out.clear();
+    out.extend(
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase),
+    );
 }
 
 /// Alias tiers, strongest first: the pipeline's own aliases, then the
@@ -409,7 +418,7 @@ impl Mapper {
             fallbacks,
             extras,
             mapped,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             id_column: None,
         })
     }
@@ -426,7 +435,8 @@ pub struct FileMapping {
     extras: Vec<(usize, String)>,
     /// (lead field, source header) pairs, for logs and `leadflow validate`.
     pub mapped: BTreeMap<String, String>,
-    seen: HashMap<u128, u32>,
+    // Keys are xxh3 digests already: hash them with xxh3, not SipHash.
+    seen: HashMap<u128, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
     /// Column whose value is the record id (a CRM's own id), so an edited
     /// record keeps its id instead of getting a new content hash.
     id_column: Option<usize>,
@@ -440,8 +450,9 @@ fn trimmed(a: &StringArray, i: usize) -> Option<&str> {
     if v.is_empty() { None } else { Some(v) }
 }
 
-fn snake(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// "Hot Lead!" -> "hot_lead", into a reused buffer.
+fn snake_into(s: &str, out: &mut String) {
+    out.clear();
     for c in s.chars() {
         if c.is_alphanumeric() {
             out.extend(c.to_lowercase());
@@ -449,7 +460,9 @@ fn snake(s: &str) -> String {
             out.push('_');
         }
     }
-    out.trim_end_matches('_').to_string()
+    while out.ends_with('_') {
+        out.pop();
+    }
 }
 
 impl FileMapping {
@@ -585,6 +598,8 @@ impl FileMapping {
 
         let idx = |f: &str| field_index(f).expect("field");
         let (fi_first, fi_last, fi_full) = (idx("first_name"), idx("last_name"), idx("full_name"));
+        let fi_status = idx("status");
+        let mut key = String::new();
         let mut builders: Vec<StringBuilder> = (0..LEAD_FIELDS.len())
             .map(|_| StringBuilder::with_capacity(n, n * 12))
             .collect();
@@ -617,20 +632,26 @@ impl FileMapping {
                 if fi == fi_first || fi == fi_last || fi == fi_full {
                     continue;
                 }
-                let v = match self.value(&data, fi, i) {
-                    Some(v) => {
-                        let map = &self.mapper.values[fi];
-                        if let Some(m) = (!map.is_empty()).then(|| map.get(&fold_key(v))).flatten() {
-                            Some(m.clone())
-                        } else if LEAD_FIELDS[fi] == "status" {
-                            Some(snake(v))
-                        } else {
-                            Some(v.to_string())
-                        }
-                    }
-                    None => self.mapper.defaults[fi].clone(),
+                // Values go straight from the raw array into the builder:
+                // one copy, no String per value (1M rows x 12 fields).
+                let Some(v) = self.value(&data, fi, i) else {
+                    b.append_option(self.mapper.defaults[fi].as_deref());
+                    continue;
                 };
-                b.append_option(v);
+                let map = &self.mapper.values[fi];
+                if !map.is_empty() {
+                    fold_into(v, &mut key);
+                    if let Some(m) = map.get(key.as_str()) {
+                        b.append_value(m);
+                        continue;
+                    }
+                }
+                if fi == fi_status {
+                    snake_into(v, &mut key);
+                    b.append_value(&key);
+                } else {
+                    b.append_value(v);
+                }
             }
         }
 
