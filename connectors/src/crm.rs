@@ -82,6 +82,58 @@ pub struct CrmFetch {
 
 /// Records of one read, one per CRM id (the latest version wins), in
 /// first-seen order, and the newest modification time.
+impl CrmError {
+    /// Every problem of a source's config as one error; `Ok` when none.
+    pub(crate) fn check_config(
+        provider: &'static str,
+        source_name: &str,
+        problems: Vec<String>,
+    ) -> Result<(), Self> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Self::Config {
+            provider,
+            source_name: source_name.to_string(),
+            problems: problems.join("; "),
+        })
+    }
+}
+
+/// The saved cursor as the time to read from: the cursor minus the
+/// lookback window (late writes near the cursor are read again).
+pub(crate) fn read_since(
+    provider: &'static str,
+    source_name: &str,
+    cursor: Option<&str>,
+    lookback: std::time::Duration,
+) -> Result<Option<DateTime<Utc>>, CrmError> {
+    let Some(c) = cursor else { return Ok(None) };
+    let since = parse_time(c).ok_or_else(|| CrmError::Cursor {
+        provider,
+        source_name: source_name.to_string(),
+        cursor: c.to_string(),
+    })?;
+    Ok(Some(
+        since - chrono::Duration::from_std(lookback).unwrap_or_default(),
+    ))
+}
+
+/// The fields to ask a CRM for: the configured ones without the record id
+/// (always returned) and without repeats, plus the cursor field.
+pub(crate) fn request_fields(configured: &[String], id_field: &str, cursor_field: &str) -> Vec<String> {
+    let mut fields: Vec<String> = Vec::new();
+    for f in configured {
+        if f != id_field && !fields.contains(f) {
+            fields.push(f.clone());
+        }
+    }
+    if !fields.iter().any(|f| f == cursor_field) {
+        fields.push(cursor_field.to_string());
+    }
+    fields
+}
+
 #[derive(Debug)]
 pub struct RecordSet {
     id_column: &'static str,
@@ -128,6 +180,25 @@ impl RecordSet {
                 self.records.push((id, values));
             }
         }
+    }
+
+    /// [`Self::finish`] with the error a source reports.
+    pub(crate) fn into_fetch(
+        self,
+        provider: &'static str,
+        source_name: &str,
+        display: String,
+        mode: &'static str,
+        old_cursor: Option<&str>,
+        requests: u32,
+    ) -> Result<CrmFetch, CrmError> {
+        self.finish(source_name, display.clone(), mode, old_cursor, requests)
+            .map_err(|e| CrmError::Malformed {
+                provider,
+                source_name: source_name.to_string(),
+                url: display,
+                detail: e.to_string(),
+            })
     }
 
     /// The fetch result: one batch of text columns (missing and null values

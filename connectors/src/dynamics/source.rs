@@ -9,7 +9,9 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::config::{DynamicsConfig, ID_COLUMN};
-use crate::crm::{CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time};
+use crate::crm::{
+    CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time, read_since, request_fields,
+};
 use crate::http::{Grant, HttpClient, TokenProvider};
 
 const PROVIDER: &str = "dynamics";
@@ -52,14 +54,7 @@ fn odata_encode(v: &str) -> String {
 
 impl DynamicsSource {
     pub fn new(name: &str, config: &DynamicsConfig) -> Result<Self, CrmError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(CrmError::Config {
-                provider: PROVIDER,
-                source_name: name.to_string(),
-                problems: problems.join("; "),
-            });
-        }
+        CrmError::check_config(PROVIDER, name, config.problems())?;
         let grant = Grant::ClientCredentials {
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
@@ -69,15 +64,7 @@ impl DynamicsSource {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let mut fields: Vec<String> = Vec::new();
-        for f in &config.fields {
-            if f != KEY_FIELD && !fields.contains(f) {
-                fields.push(f.clone());
-            }
-        }
-        if !fields.iter().any(|f| f == CURSOR_FIELD) {
-            fields.push(CURSOR_FIELD.to_string());
-        }
+        let fields = request_fields(&config.fields, KEY_FIELD, CURSOR_FIELD);
         // Dataverse answers an expired token with 401 (ExpiredAuthTicket):
         // one fresh token, then the request again.
         let http = HttpClient::new(
@@ -131,29 +118,13 @@ impl DynamicsSource {
 
     /// Reads every lead (no cursor) or those modified since `cursor`.
     pub async fn fetch(&self, cursor: Option<&str>) -> Result<CrmFetch, CrmError> {
-        let since = cursor
-            .map(|c| {
-                parse_time(c).ok_or_else(|| CrmError::Cursor {
-                    provider: PROVIDER,
-                    source_name: self.name.clone(),
-                    cursor: c.to_string(),
-                })
-            })
-            .transpose()?;
-        let lookback = chrono::Duration::from_std(self.config.lookback).unwrap_or_default();
+        let since = read_since(PROVIDER, &self.name, cursor, self.config.lookback)?;
         let mut rows = RecordSet::new(ID_COLUMN, self.fields.clone());
-        self.read(self.first_url(since.map(|t| t - lookback)), &mut rows, None)
-            .await?;
+        self.read(self.first_url(since), &mut rows, None).await?;
         let mode = if cursor.is_some() { "incremental" } else { "list" };
         info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "dynamics read");
         let display = "dynamics:leads".to_string();
-        rows.finish(&self.name, display.clone(), mode, cursor, self.http.requests())
-            .map_err(|e| CrmError::Malformed {
-                provider: PROVIDER,
-                source_name: self.name.clone(),
-                url: display,
-                detail: e.to_string(),
-            })
+        rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
     /// Token plus the first page; keeps nothing.

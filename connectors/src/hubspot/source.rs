@@ -9,7 +9,7 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::config::{DEFAULT_TOKEN_URL, HubSpotConfig, ID_COLUMN};
-use crate::crm::{CrmError, CrmFetch, CrmProbe, RecordSet, parse_time};
+use crate::crm::{CrmError, CrmFetch, CrmProbe, RecordSet, parse_time, read_since};
 use crate::http::{HttpClient, TokenProvider};
 
 const PROVIDER: &str = "hubspot";
@@ -56,14 +56,7 @@ pub struct HubSpotSource {
 
 impl HubSpotSource {
     pub fn new(name: &str, config: &HubSpotConfig) -> Result<Self, CrmError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(CrmError::Config {
-                provider: PROVIDER,
-                source_name: name.to_string(),
-                problems: problems.join("; "),
-            });
-        }
+        CrmError::check_config(PROVIDER, name, config.problems())?;
         let auth = match (&config.token, &config.oauth) {
             (Some(t), _) => TokenProvider::Static(t.clone()),
             (None, Some(o)) => TokenProvider::oauth(o.clone(), DEFAULT_TOKEN_URL),
@@ -125,31 +118,19 @@ impl HubSpotSource {
     /// Reads everything (no cursor) or what changed since `cursor`.
     pub async fn fetch(&self, cursor: Option<&str>) -> Result<CrmFetch, CrmError> {
         let mut rows = self.record_set();
-        let mode = match cursor {
+        let mode = match read_since(PROVIDER, &self.name, cursor, self.config.lookback)? {
             None => {
                 self.list(&mut rows, None).await?;
                 "list"
             }
-            Some(c) => {
-                let since = parse_time(c).ok_or_else(|| CrmError::Cursor {
-                    provider: PROVIDER,
-                    source_name: self.name.clone(),
-                    cursor: c.to_string(),
-                })?;
-                let lookback = chrono::Duration::from_std(self.config.lookback).unwrap_or_default();
-                self.search(since - lookback, &mut rows).await?;
+            Some(since) => {
+                self.search(since, &mut rows).await?;
                 "search"
             }
         };
         let display = format!("hubspot:{}", self.config.object.as_str());
         info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "hubspot read");
-        rows.finish(&self.name, display.clone(), mode, cursor, self.http.requests())
-            .map_err(|e| CrmError::Malformed {
-                provider: PROVIDER,
-                source_name: self.name.clone(),
-                url: display,
-                detail: e.to_string(),
-            })
+        rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
     /// Auth and the first list page; keeps nothing.

@@ -10,7 +10,9 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::config::{ID_COLUMN, SalesforceConfig};
-use crate::crm::{CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time};
+use crate::crm::{
+    CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time, read_since, request_fields,
+};
 use crate::http::{Grant, HttpClient, HttpError, TokenProvider};
 
 const PROVIDER: &str = "salesforce";
@@ -74,15 +76,7 @@ impl SalesforceSource {
                 refresh_token: config.refresh_token.clone().expect("checked by problems()"),
             }
         };
-        let mut fields: Vec<String> = Vec::new();
-        for f in &config.fields {
-            if f != "Id" && !fields.contains(f) {
-                fields.push(f.clone());
-            }
-        }
-        if !fields.iter().any(|f| f == CURSOR_FIELD) {
-            fields.push(CURSOR_FIELD.to_string());
-        }
+        let fields = request_fields(&config.fields, "Id", CURSOR_FIELD);
         // No `expires_in` in Salesforce token responses: a 401
         // INVALID_SESSION_ID is the signal to get a new token.
         let http = HttpClient::new(
@@ -124,29 +118,13 @@ impl SalesforceSource {
 
     /// Reads every lead (no cursor) or those changed since `cursor`.
     pub async fn fetch(&self, cursor: Option<&str>) -> Result<CrmFetch, CrmError> {
-        let since = cursor
-            .map(|c| {
-                parse_time(c).ok_or_else(|| CrmError::Cursor {
-                    provider: PROVIDER,
-                    source_name: self.name.clone(),
-                    cursor: c.to_string(),
-                })
-            })
-            .transpose()?;
-        let lookback = chrono::Duration::from_std(self.config.lookback).unwrap_or_default();
+        let since = read_since(PROVIDER, &self.name, cursor, self.config.lookback)?;
         let mut rows = RecordSet::new(ID_COLUMN, self.fields.clone());
-        self.query(&self.soql(since.map(|t| t - lookback)), &mut rows, None)
-            .await?;
+        self.query(&self.soql(since), &mut rows, None).await?;
         let mode = if cursor.is_some() { "incremental" } else { "list" };
         info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "salesforce read");
         let display = "salesforce:Lead".to_string();
-        rows.finish(&self.name, display.clone(), mode, cursor, self.http.requests())
-            .map_err(|e| CrmError::Malformed {
-                provider: PROVIDER,
-                source_name: self.name.clone(),
-                url: display,
-                detail: e.to_string(),
-            })
+        rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
     /// Token plus the first page of the lead query; keeps nothing.

@@ -9,7 +9,9 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::config::{ID_COLUMN, ZohoConfig};
-use crate::crm::{CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time};
+use crate::crm::{
+    CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time, read_since, request_fields,
+};
 use crate::http::{Grant, HttpClient, TokenProvider};
 
 const PROVIDER: &str = "zoho";
@@ -51,28 +53,13 @@ pub struct ZohoSource {
 
 impl ZohoSource {
     pub fn new(name: &str, config: &ZohoConfig) -> Result<Self, CrmError> {
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(CrmError::Config {
-                provider: PROVIDER,
-                source_name: name.to_string(),
-                problems: problems.join("; "),
-            });
-        }
+        CrmError::check_config(PROVIDER, name, config.problems())?;
         let grant = Grant::RefreshToken {
             client_id: config.client_id.clone(),
             client_secret: Some(config.client_secret.clone()),
             refresh_token: config.refresh_token.clone(),
         };
-        let mut fields: Vec<String> = Vec::new();
-        for f in &config.fields {
-            if f != "id" && !fields.contains(f) {
-                fields.push(f.clone());
-            }
-        }
-        if !fields.iter().any(|f| f == CURSOR_FIELD) {
-            fields.push(CURSOR_FIELD.to_string());
-        }
+        let fields = request_fields(&config.fields, "id", CURSOR_FIELD);
         // Tokens live an hour but may be revoked early (Zoho caps tokens per
         // refresh token): a 401 INVALID_TOKEN gets one fresh token.
         let http = HttpClient::new(
@@ -101,28 +88,13 @@ impl ZohoSource {
 
     /// Reads every record (no cursor) or those modified since `cursor`.
     pub async fn fetch(&self, cursor: Option<&str>) -> Result<CrmFetch, CrmError> {
-        let since = cursor
-            .map(|c| {
-                parse_time(c).ok_or_else(|| CrmError::Cursor {
-                    provider: PROVIDER,
-                    source_name: self.name.clone(),
-                    cursor: c.to_string(),
-                })
-            })
-            .transpose()?;
-        let lookback = chrono::Duration::from_std(self.config.lookback).unwrap_or_default();
+        let since = read_since(PROVIDER, &self.name, cursor, self.config.lookback)?;
         let mut rows = RecordSet::new(ID_COLUMN, self.fields.clone());
-        self.read(since.map(|t| t - lookback), &mut rows, None).await?;
+        self.read(since, &mut rows, None).await?;
         let mode = if cursor.is_some() { "incremental" } else { "list" };
         info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "zoho read");
         let display = format!("zoho:{}", self.config.module);
-        rows.finish(&self.name, display.clone(), mode, cursor, self.http.requests())
-            .map_err(|e| CrmError::Malformed {
-                provider: PROVIDER,
-                source_name: self.name.clone(),
-                url: display,
-                detail: e.to_string(),
-            })
+        rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
     /// Token plus the first page; keeps nothing.
