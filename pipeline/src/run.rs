@@ -230,7 +230,7 @@ async fn execute(
     };
     let app_id = format!("leadflow:{}", pipeline.name);
     if let Some(done) = warehouse.recover(&pipeline.name).await? {
-        report.recovered_run = Some(done.run_id);
+        report.recovered_run = Some(done);
     }
     let version = warehouse.last_txn_version(&app_id).await?.unwrap_or(0) + 1;
     report.sequence = Some(version);

@@ -10,17 +10,22 @@ use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionContext, col};
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::protocol::SaveMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use tracing::{debug, info};
 use url::Url;
 
 use super::config::WarehouseConfig;
-use super::staging::{StagedCommit, StagedTable};
+use super::staging::{Prepared, PreparedCommit, StagedCommit, StagedTable};
+
+/// Rows per Parquet file of an append: big enough for good compression and
+/// few files, small enough that a 1M-row table spreads over both cores.
+const ROWS_PER_FILE: usize = 262_144;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
@@ -401,31 +406,171 @@ impl Warehouse {
         mut after_table: impl FnMut(&str),
     ) -> Result<(), WarehouseError> {
         let dir = self.staging_dir(&commit.pipeline);
-        commit.save(&dir)?;
-        self.apply_staged(commit, &mut after_table).await?;
-        StagedCommit::clear(&dir)
+        let prepared = self.stage(commit, &dir).await?;
+        self.apply_prepared(&prepared, &mut after_table).await?;
+        PreparedCommit::clear(&dir)
     }
 
-    async fn apply_staged(
+    /// Writes a commit's changes to disk: appends (or upserts into a table
+    /// without data files, which is the same result) as Parquet files in
+    /// the table's folder, encoded in chunks on all cores; other upserts as
+    /// IPC rows. The manifest, written last, makes the staging complete.
+    async fn stage(&self, commit: &StagedCommit, dir: &Path) -> Result<PreparedCommit, WarehouseError> {
+        PreparedCommit::reset(dir)?;
+        let mut pending = tokio::task::JoinSet::new();
+        for (i, t) in commit.tables.iter().enumerate() {
+            let (wh, t, dir) = (self.clone(), t.clone(), dir.to_path_buf());
+            pending.spawn(async move { (i, wh.stage_table(t, &dir).await) });
+        }
+        let mut tables: Vec<Option<Prepared>> = vec![None; commit.tables.len()];
+        let mut failed = None;
+        while let Some(joined) = pending.join_next().await {
+            let (i, result) = joined.map_err(|e| WarehouseError::Task(e.to_string()))?;
+            match result {
+                Ok(p) => tables[i] = Some(p),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let prepared = PreparedCommit {
+            pipeline: commit.pipeline.clone(),
+            run_id: commit.run_id.clone(),
+            app_id: commit.app_id.clone(),
+            version: commit.version,
+            tables: tables
+                .into_iter()
+                .map(|p| p.expect("every table staged"))
+                .collect(),
+        };
+        prepared.save_manifest(dir)?;
+        Ok(prepared)
+    }
+
+    async fn stage_table(&self, t: StagedTable, dir: &Path) -> Result<Prepared, WarehouseError> {
+        let rows: usize = t.batches.iter().map(RecordBatch::num_rows).sum();
+        let as_files = rows > 0 && (t.mode == WriteMode::Append || !self.has_data(&t.table).await?);
+        if !as_files {
+            let dir = dir.to_path_buf();
+            return tokio::task::spawn_blocking(move || {
+                PreparedCommit::save_rows(&dir, &t)?;
+                Ok(Prepared::Rows(t))
+            })
+            .await
+            .map_err(|e| WarehouseError::Task(e.to_string()))?;
+        }
+        let adds = self.write_files(&t.table, &t.batches).await?;
+        Ok(Prepared::Files {
+            table: t.table,
+            rows,
+            adds,
+        })
+    }
+
+    /// Encodes rows as Parquet files in the table's folder, one file per
+    /// chunk of [`ROWS_PER_FILE`] rows, each chunk on its own task so a big
+    /// table does not leave a core idle. Nothing is visible until the Adds
+    /// are committed; files of a run that dies before its manifest are
+    /// never referenced (`VACUUM` removes them).
+    async fn write_files(&self, name: &str, batches: &[RecordBatch]) -> Result<Vec<Add>, WarehouseError> {
+        let table = self.table(name).await?;
+        let props = writer_properties(batches);
+        let mut chunks: Vec<Vec<RecordBatch>> = vec![Vec::new()];
+        let mut in_chunk = 0;
+        for b in batches {
+            let mut offset = 0;
+            while offset < b.num_rows() {
+                if in_chunk == ROWS_PER_FILE {
+                    chunks.push(Vec::new());
+                    in_chunk = 0;
+                }
+                let n = (b.num_rows() - offset).min(ROWS_PER_FILE - in_chunk);
+                chunks.last_mut().expect("one chunk").push(b.slice(offset, n));
+                (offset, in_chunk) = (offset + n, in_chunk + n);
+            }
+        }
+        let mut pending = tokio::task::JoinSet::new();
+        for chunk in chunks {
+            let mut writer = RecordBatchWriter::for_table(&table)
+                .map_err(Self::delta_err(name))?
+                .with_writer_properties(props.clone());
+            let name = name.to_string();
+            pending.spawn(async move {
+                for b in chunk {
+                    writer.write(b).await.map_err(Self::delta_err(&name))?;
+                }
+                writer.flush().await.map_err(Self::delta_err(&name))
+            });
+        }
+        let mut adds = Vec::new();
+        while let Some(joined) = pending.join_next().await {
+            adds.extend(joined.map_err(|e| WarehouseError::Task(e.to_string()))??);
+        }
+        // Stable order in the manifest and the log, whatever finished first.
+        adds.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(adds)
+    }
+
+    /// Adds staged Parquet files to a table in one commit with the run's
+    /// txn, unless that version is already there. Returns whether it wrote.
+    async fn apply_files(
         &self,
-        commit: &StagedCommit,
+        name: &str,
+        adds: &[Add],
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        let table = self.table(name).await?;
+        if let Some(done) = Self::loaded_txn_version(&table, name, app_id).await?
+            && done >= version
+        {
+            debug!(table = name, version, "already committed, skipping");
+            return Ok(false);
+        }
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let snapshot = table.snapshot().map_err(Self::delta_err(name))?;
+        CommitBuilder::from(props)
+            .with_actions(adds.iter().cloned().map(Action::Add).collect())
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .map_err(Self::delta_err(name))?;
+        Ok(true)
+    }
+
+    async fn apply_one(&self, p: &Prepared, app_id: &str, version: i64) -> Result<bool, WarehouseError> {
+        match p {
+            Prepared::Rows(t) => self.apply(t, app_id, version).await,
+            Prepared::Files { table, adds, .. } => self.apply_files(table, adds, app_id, version).await,
+        }
+    }
+
+    async fn apply_prepared(
+        &self,
+        commit: &PreparedCommit,
         after_table: &mut impl FnMut(&str),
     ) -> Result<(), WarehouseError> {
         // Data tables are independent (each carries its own txn version), so
-        // they are written concurrently: Parquet encoding is one core per
-        // file. The ledger and then `runs` follow, in that order.
-        let (data, tail): (Vec<&StagedTable>, Vec<&StagedTable>) = commit
+        // they are applied concurrently (an upsert's MERGE encodes on its own
+        // worker). The ledger and then `runs` follow, in that order.
+        let (data, tail): (Vec<&Prepared>, Vec<&Prepared>) = commit
             .tables
             .iter()
-            .partition(|t| t.table != "source_files" && t.table != "runs");
-        // Spawned, not just joined: the encoding is CPU work and each table
-        // should get its own worker thread.
+            .partition(|t| t.table() != "source_files" && t.table() != "runs");
         let mut pending = tokio::task::JoinSet::new();
         for t in data {
             let (wh, t) = (self.clone(), t.clone());
             let (app_id, version) = (commit.app_id.clone(), commit.version);
             pending.spawn(async move {
-                let r = wh.apply(&t, &app_id, version).await;
+                let r = wh.apply_one(&t, &app_id, version).await;
                 (t, r)
             });
         }
@@ -434,8 +579,8 @@ impl Warehouse {
             let (t, result) = joined.map_err(|e| WarehouseError::Task(e.to_string()))?;
             match result {
                 Ok(wrote) => {
-                    info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
-                    after_table(&t.table);
+                    info!(table = %t.table(), wrote, rows = t.rows(), "table committed");
+                    after_table(t.table());
                 }
                 // Let the other tables finish (each is txn-guarded), then fail.
                 Err(e) => {
@@ -447,24 +592,24 @@ impl Warehouse {
             return Err(e);
         }
         for t in tail {
-            let wrote = self.apply(t, &commit.app_id, commit.version).await?;
-            info!(table = %t.table, wrote, rows = t.batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "table committed");
-            after_table(&t.table);
+            let wrote = self.apply_one(t, &commit.app_id, commit.version).await?;
+            info!(table = %t.table(), wrote, rows = t.rows(), "table committed");
+            after_table(t.table());
         }
         Ok(())
     }
 
     /// Finish a commit an earlier run staged but did not complete. Returns
     /// the run id it finished, if any.
-    pub async fn recover(&self, pipeline: &str) -> Result<Option<StagedCommit>, WarehouseError> {
+    pub async fn recover(&self, pipeline: &str) -> Result<Option<String>, WarehouseError> {
         let dir = self.staging_dir(pipeline);
-        let Some(commit) = StagedCommit::load(&dir, &self.specs)? else {
+        let Some(commit) = PreparedCommit::load(&dir, &self.root, &self.specs)? else {
             return Ok(None);
         };
         info!(run_id = %commit.run_id, version = commit.version, "finishing an interrupted commit");
-        self.apply_staged(&commit, &mut |_| {}).await?;
-        StagedCommit::clear(&dir)?;
-        Ok(Some(commit))
+        self.apply_prepared(&commit, &mut |_| {}).await?;
+        PreparedCommit::clear(&dir)?;
+        Ok(Some(commit.run_id))
     }
 
     fn staging_dir(&self, pipeline: &str) -> PathBuf {
@@ -574,14 +719,101 @@ mod tests {
             }],
         };
         // Stage only, as a run that crashed before applying anything.
-        commit.save(&wh.staging_dir("p")).unwrap();
+        PreparedCommit::save_all_rows(&commit, &wh.staging_dir("p")).unwrap();
         let done = wh.recover("p").await.unwrap().expect("a pending commit");
-        assert_eq!(done.run_id, "r1");
+        assert_eq!(done, "r1");
         assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 1);
         assert!(wh.recover("p").await.unwrap().is_none(), "staging cleared");
         // A staging folder without a manifest never committed: dropped.
         std::fs::create_dir_all(wh.staging_dir("p")).unwrap();
         assert!(wh.recover("p").await.unwrap().is_none());
         assert!(!wh.staging_dir("p").exists());
+    }
+
+    #[tokio::test]
+    async fn staged_append_files_are_invisible_until_committed_and_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let ids: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let commit = StagedCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            app_id: "app".into(),
+            version: 1,
+            tables: vec![StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Upsert,
+                batches: vec![rows(&ids[..600], 1), rows(&ids[600..], 2)],
+            }],
+        };
+        // Staged as a crash right after the manifest would leave it.
+        let staged = wh.stage(&commit, &wh.staging_dir("p")).await.unwrap();
+        let Prepared::Files { rows: n, adds, .. } = &staged.tables[0] else {
+            panic!("an upsert into an empty table is staged as files")
+        };
+        assert_eq!((*n, adds.len()), (1000, 1));
+        assert_eq!(
+            count(&wh, "SELECT count(*) FROM people").await,
+            0,
+            "files not yet added"
+        );
+        assert_eq!(wh.recover("p").await.unwrap().as_deref(), Some("r1"));
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 1000);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 600 + 2 * 400);
+        // The same staging applied again (a crash after the commit, before
+        // the staging was cleared) adds nothing.
+        std::fs::create_dir_all(wh.staging_dir("p")).unwrap();
+        staged.save_manifest(&wh.staging_dir("p")).unwrap();
+        assert_eq!(wh.recover("p").await.unwrap().as_deref(), Some("r1"));
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 1000);
+        // A table with data takes upserts as rows again.
+        let again = StagedCommit {
+            version: 2,
+            tables: vec![StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Upsert,
+                batches: vec![rows(&["id1", "new"], 5)],
+            }],
+            ..commit
+        };
+        wh.commit(&again, |_| {}).await.unwrap();
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 1001);
+        assert_eq!(
+            count(&wh, "SELECT sum(n) FROM people").await,
+            600 + 2 * 400 - 1 + 5 + 5
+        );
+    }
+
+    #[tokio::test]
+    async fn a_big_append_is_split_into_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let ids: Vec<String> = (0..ROWS_PER_FILE + 10).map(|i| format!("{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let adds = wh.write_files("people", &[rows(&ids, 1)]).await.unwrap();
+        assert_eq!(adds.len(), 2);
+        let commit = StagedCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            app_id: "app".into(),
+            version: 1,
+            tables: vec![StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Append,
+                batches: vec![rows(&ids, 1)],
+            }],
+        };
+        wh.commit(&commit, |_| {}).await.unwrap();
+        assert_eq!(
+            count(&wh, "SELECT count(*) FROM people").await,
+            (ROWS_PER_FILE + 10) as i64
+        );
     }
 }
