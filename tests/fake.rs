@@ -85,6 +85,12 @@ impl CrmSandbox {
     /// `source_yaml` is the source's kind block, indented for a list item
     /// (the `kind:` key at 8 spaces).
     pub fn new(source: &str, source_yaml: &str) -> Self {
+        Self::with_pipeline(source, source_yaml, "")
+    }
+
+    /// [`Self::new`] with more pipeline keys (e.g. a `mapping:` block,
+    /// indented for the pipeline: keys at 4 spaces).
+    pub fn with_pipeline(source: &str, source_yaml: &str, pipeline_yaml: &str) -> Self {
         let sandbox = Sandbox {
             dir: tempfile::tempdir().unwrap(),
         };
@@ -100,7 +106,7 @@ pipelines:
 {source_yaml}
     dedupe:
       keys: [phone, email]
-"#
+{pipeline_yaml}"#
         );
         std::fs::write(sandbox.path().join("pipeline.yaml"), config).unwrap();
         Self {

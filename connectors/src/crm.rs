@@ -1,6 +1,7 @@
-//! What every CRM source shares: the fetch result (text columns, the CRM
-//! id column, the new cursor), one error type, and [`CrmSource`], the enum
-//! the pipeline drives without knowing which CRM it talks to.
+//! What every API source (the CRMs and Google Sheets) shares: the fetch
+//! result (text columns, the record id column, the new cursor), one error
+//! type, and [`CrmSource`], the enum the pipeline drives without knowing
+//! which API it talks to.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::files::{SOURCE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN};
 use crate::http::HttpError;
 use crate::hubspot::{HubSpotConfig, HubSpotSource};
 use crate::salesforce::{SalesforceConfig, SalesforceSource};
+use crate::sheets::{SheetsConfig, SheetsSource};
 use crate::zoho::{ZohoConfig, ZohoSource};
 
 /// Why a CRM read failed. The saved cursor never moves on an error.
@@ -52,6 +54,34 @@ pub enum CrmError {
     LimitExceeded {
         provider: &'static str,
         source_name: String,
+        detail: String,
+    },
+    /// The source's key cannot be read or used (names the file, never
+    /// its content).
+    #[error("{provider} source `{source_name}`: {detail}")]
+    Credentials {
+        provider: &'static str,
+        source_name: String,
+        detail: String,
+    },
+    /// The token endpoint refused the key or could not be reached.
+    #[error(
+        "{provider} source `{source_name}`: token request at {url} failed: {detail}; check the \
+         service-account key (is it enabled?) and `token_uri`"
+    )]
+    Token {
+        provider: &'static str,
+        source_name: String,
+        url: String,
+        detail: String,
+    },
+    /// The spreadsheet or range cannot be read, or its header does not
+    /// hold what the pipeline needs.
+    #[error("google_sheets source `{source_name}`: spreadsheet {spreadsheet}, range {range}: {detail}")]
+    Sheets {
+        source_name: String,
+        spreadsheet: String,
+        range: String,
         detail: String,
     },
     #[error("{provider} source `{source_name}`: {detail}")]
@@ -301,16 +331,19 @@ pub enum CrmConfig {
     Salesforce(SalesforceConfig),
     Zoho(ZohoConfig),
     Dynamics(DynamicsConfig),
+    Sheets(SheetsConfig),
 }
 
 impl CrmConfig {
-    /// `hubspot`, `salesforce`, `zoho` or `dynamics`: the YAML key.
+    /// `hubspot`, `salesforce`, `zoho`, `dynamics` or `google_sheets`: the
+    /// YAML key.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::HubSpot(_) => "hubspot",
             Self::Salesforce(_) => "salesforce",
             Self::Zoho(_) => "zoho",
             Self::Dynamics(_) => "dynamics",
+            Self::Sheets(_) => "google_sheets",
         }
     }
 
@@ -321,6 +354,7 @@ impl CrmConfig {
             Self::Salesforce(c) => c.problems(),
             Self::Zoho(c) => c.problems(),
             Self::Dynamics(c) => c.problems(),
+            Self::Sheets(c) => c.problems(),
         }
     }
 }
@@ -332,6 +366,7 @@ pub enum CrmSource {
     Salesforce(SalesforceSource),
     Zoho(ZohoSource),
     Dynamics(DynamicsSource),
+    Sheets(SheetsSource),
 }
 
 /// What `test()` saw: the connection works and the first page had this
@@ -349,6 +384,7 @@ impl CrmSource {
             CrmConfig::Salesforce(c) => Self::Salesforce(SalesforceSource::new(name, c)?),
             CrmConfig::Zoho(c) => Self::Zoho(ZohoSource::new(name, c)?),
             CrmConfig::Dynamics(c) => Self::Dynamics(DynamicsSource::new(name, c)?),
+            CrmConfig::Sheets(c) => Self::Sheets(SheetsSource::new(name, c)?),
         })
     }
 
@@ -359,6 +395,7 @@ impl CrmSource {
             Self::Salesforce(s) => s.fetch(cursor).await,
             Self::Zoho(s) => s.fetch(cursor).await,
             Self::Dynamics(s) => s.fetch(cursor).await,
+            Self::Sheets(s) => s.fetch(cursor).await,
         }
     }
 
@@ -369,6 +406,7 @@ impl CrmSource {
             Self::Salesforce(s) => s.test().await,
             Self::Zoho(s) => s.test().await,
             Self::Dynamics(s) => s.test().await,
+            Self::Sheets(s) => s.test().await,
         }
     }
 
@@ -379,6 +417,7 @@ impl CrmSource {
             Self::Salesforce(_) => crate::salesforce::ID_COLUMN,
             Self::Zoho(_) => crate::zoho::ID_COLUMN,
             Self::Dynamics(_) => crate::dynamics::ID_COLUMN,
+            Self::Sheets(_) => crate::sheets::ID_COLUMN,
         }
     }
 
@@ -390,6 +429,7 @@ impl CrmSource {
             Self::Salesforce(_) => crate::salesforce::DEFAULT_ALIASES,
             Self::Zoho(_) => crate::zoho::DEFAULT_ALIASES,
             Self::Dynamics(_) => crate::dynamics::DEFAULT_ALIASES,
+            Self::Sheets(_) => crate::sheets::DEFAULT_ALIASES,
         }
     }
 }

@@ -6,4 +6,5 @@ pub mod files;
 pub mod http;
 pub mod hubspot;
 pub mod salesforce;
+pub mod sheets;
 pub mod zoho;

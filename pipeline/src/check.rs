@@ -1,9 +1,11 @@
 //! `leadflow check`: does each source answer? File drops are listed; CRMs
-//! get a token and one page. Nothing is written anywhere (no warehouse, no
-//! cursor, no archive).
+//! get a token and one page; a Google Sheet gets a token and its header
+//! row, checked against the id column and the mapping's columns. Nothing is
+//! written anywhere (no warehouse, no cursor, no archive).
 
-use leadflow_connectors::crm::CrmSource;
+use leadflow_connectors::crm::{CrmError, CrmSource};
 use leadflow_connectors::files::FileDrop;
+use leadflow_connectors::sheets::SheetsSource;
 use serde::Serialize;
 
 use crate::config::{LoadedConfig, PipelineConfig, resolve_files};
@@ -13,7 +15,8 @@ use crate::config::{LoadedConfig, PipelineConfig, resolve_files};
 pub struct SourceCheck {
     pub pipeline: String,
     pub source: String,
-    /// `files`, `hubspot`, `salesforce`, `zoho` or `dynamics`.
+    /// `files`, `hubspot`, `salesforce`, `zoho`, `dynamics` or
+    /// `google_sheets`.
     pub kind: String,
     pub ok: bool,
     /// What was seen, or the error.
@@ -29,6 +32,7 @@ pub async fn check_sources(loaded: &LoadedConfig, pipelines: &[PipelineConfig]) 
             let kind = s.kinds().first().copied().unwrap_or("none");
             let result = if let Some(crm) = s.crm(&loaded.base) {
                 match CrmSource::new(&s.name, &crm) {
+                    Ok(CrmSource::Sheets(sheet)) => check_sheet(&sheet, p).await,
                     Ok(src) => src.test().await.map(|probe| {
                         format!(
                             "authenticated; first page: {} record(s) in {} request(s)",
@@ -63,4 +67,22 @@ pub async fn check_sources(loaded: &LoadedConfig, pipelines: &[PipelineConfig]) 
         }
     }
     out
+}
+
+/// Auth, the header row, the id column, and every header the pipeline's
+/// `mapping.columns` names.
+async fn check_sheet(sheet: &SheetsSource, pipeline: &PipelineConfig) -> Result<String, CrmError> {
+    let header = sheet.header().await?;
+    sheet.check_id_column(&header.headers)?;
+    let missing = crate::run::missing_mapped_columns(&header.headers, &pipeline.mapping);
+    if !missing.is_empty() {
+        return Err(sheet.missing_columns(&missing, &header.headers));
+    }
+    Ok(format!(
+        "authenticated; header row {}: {} column(s) ({}) in {} request(s)",
+        header.range,
+        header.headers.len(),
+        header.headers.join(", "),
+        sheet.requests()
+    ))
 }

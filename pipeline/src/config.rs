@@ -10,6 +10,7 @@ use leadflow_connectors::dynamics::DynamicsConfig;
 use leadflow_connectors::files::{FileDrop, FilesSourceConfig};
 use leadflow_connectors::hubspot::HubSpotConfig;
 use leadflow_connectors::salesforce::SalesforceConfig;
+use leadflow_connectors::sheets::SheetsConfig;
 use leadflow_connectors::zoho::ZohoConfig;
 use leadflow_sinks::WarehouseConfig;
 use leadflow_sinks::events::EventsConfig;
@@ -100,7 +101,7 @@ pub struct PipelineConfig {
 }
 
 /// A source. Set exactly one kind: `files`, `hubspot`, `salesforce`,
-/// `zoho` or `dynamics`.
+/// `zoho`, `dynamics` or `google_sheets`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -124,6 +125,10 @@ pub struct SourceConfig {
     /// Dynamics 365 / Dataverse leads, read incrementally by `modifiedon`.
     #[serde(default)]
     pub dynamics: Option<DynamicsConfig>,
+    /// A Google Sheet tab or range (service account), read in full each
+    /// run; only new and edited rows go downstream.
+    #[serde(default)]
+    pub google_sheets: Option<SheetsConfig>,
 }
 
 impl SourceConfig {
@@ -135,6 +140,7 @@ impl SourceConfig {
             ("salesforce", self.salesforce.is_some()),
             ("zoho", self.zoho.is_some()),
             ("dynamics", self.dynamics.is_some()),
+            ("google_sheets", self.google_sheets.is_some()),
         ]
         .into_iter()
         .filter_map(|(k, set)| set.then_some(k))
@@ -158,6 +164,15 @@ impl SourceConfig {
         }
         if let Some(c) = &self.zoho {
             return Some(CrmConfig::Zoho(c.clone()));
+        }
+        if let Some(c) = &self.google_sheets {
+            let mut c = c.clone();
+            if let Some(f) = &c.credentials.key_file
+                && Path::new(f).is_relative()
+            {
+                c.credentials.key_file = Some(base.join(f).to_string_lossy().into_owned());
+            }
+            return Some(CrmConfig::Sheets(c));
         }
         self.dynamics.clone().map(CrmConfig::Dynamics)
     }
@@ -635,7 +650,9 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             match kinds.as_slice() {
                 [] => push(
                     path(&[&"pipelines", &i, &"sources", &j]),
-                    "set a source kind: `files:`, `hubspot:`, `salesforce:`, `zoho:` or `dynamics:`".into(),
+                    "set a source kind: `files:`, `hubspot:`, `salesforce:`, `zoho:`, `dynamics:` or \
+                     `google_sheets:`"
+                        .into(),
                 ),
                 ["files"] => {
                     let files = resolve_files(s.files.as_ref().expect("kind is set"), base);

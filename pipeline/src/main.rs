@@ -189,6 +189,12 @@ fn init_logs(format: LogFormat) {
             filter = filter.add_directive(d);
         }
     }
+    // yup-oauth2 logs the token request (with the signed JWT) and the
+    // token response at debug level: never let those through, whatever
+    // the filter asks for.
+    if let Ok(d) = "yup_oauth2=info".parse() {
+        filter = filter.add_directive(d);
+    }
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

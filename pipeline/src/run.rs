@@ -17,7 +17,7 @@ use leadflow_connectors::crm::{CrmConfig, CrmSource};
 use leadflow_connectors::files::{FileDrop, FileEntry, parse_file};
 use leadflow_sinks::{StagedCommit, StagedTable, Warehouse, WriteMode};
 use leadflow_transforms::dedupe::{self, RunStamp};
-use leadflow_transforms::mapping::Mapper;
+use leadflow_transforms::mapping::{Mapper, MappingConfig, fold_key};
 use leadflow_transforms::normalise::NormaliseOptions;
 use leadflow_transforms::schema::{
     self as lschema, RECORDS_SCHEMA, REJECTS_SCHEMA, RUNS_SCHEMA, SOURCE_FILES_SCHEMA,
@@ -273,6 +273,7 @@ async fn execute(
                 &source.name,
                 &crm,
                 &mapper,
+                &pipeline.mapping,
                 raw_batches.len(),
             )
             .await?;
@@ -700,13 +701,15 @@ struct CrmRead {
 /// Reads a CRM source (any kind) from its saved cursor and maps it with
 /// the provider's field defaults and the CRM id as record id, so an edited
 /// lead upserts its old record. The new cursor is only returned: it is
-/// saved with the run's commit.
+/// saved with the run's commit. A Google Sheet's header must hold every
+/// column the pipeline's `mapping.columns` names.
 async fn read_crm(
     ctx: &SessionContext,
     pipeline: &str,
     source: &str,
     config: &CrmConfig,
     mapper: &Mapper,
+    mapping: &MappingConfig,
     first_raw: usize,
 ) -> Result<CrmRead, RunError> {
     let src_err = |e: &dyn std::fmt::Display| RunError::Source {
@@ -729,6 +732,16 @@ async fn read_crm(
         .transpose()?;
     let crm = CrmSource::new(source, config).map_err(|e| src_err(&e))?;
     let fetched = crm.fetch(saved.as_deref()).await.map_err(|e| src_err(&e))?;
+    if let CrmSource::Sheets(sheet) = &crm
+        && fetched.mode != "empty"
+    {
+        // Checked on every run, also when no row changed: a renamed header
+        // fails now, not on the next edit.
+        let missing = missing_mapped_columns(&fetched.headers, mapping);
+        if !missing.is_empty() {
+            return Err(src_err(&sheet.missing_columns(&missing, &fetched.headers[1..])));
+        }
+    }
     info!(
         source,
         kind = config.kind(),
@@ -763,6 +776,18 @@ async fn read_crm(
         },
         raw: fetched.batches,
     })
+}
+
+/// The headers that `mapping.columns` names and `headers` lacks (compared
+/// as the mapper compares them: case, spaces and punctuation ignored).
+pub fn missing_mapped_columns(headers: &[String], mapping: &MappingConfig) -> Vec<String> {
+    let have: HashSet<String> = headers.iter().map(|h| fold_key(h)).collect();
+    mapping
+        .columns
+        .keys()
+        .filter(|c| !have.contains(&fold_key(c)))
+        .cloned()
+        .collect()
 }
 
 /// `source_cursors` rows of this run.

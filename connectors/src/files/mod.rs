@@ -15,6 +15,7 @@ mod error;
 mod excel;
 mod source;
 
+pub(crate) use batch::clean_headers;
 pub use batch::{SOURCE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN};
 pub use config::{
     CsvOptions, DEFAULT_BATCH_SIZE, DEFAULT_PATTERN, DEFAULT_QUARANTINE, ExcelOptions, FileFormat,

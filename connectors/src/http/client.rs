@@ -223,29 +223,38 @@ impl HttpClient {
     /// `backoff * 2^(attempt-1)`, capped, with "equal jitter" (half fixed,
     /// half random) so parallel runs do not retry in lockstep.
     fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .options
-            .backoff
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(MAX_BACKOFF);
-        let half = exp / 2;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0) as u64;
-        let jitter = if half.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(nanos % half.as_nanos().max(1) as u64)
-        };
-        half + jitter
+        backoff(self.options.backoff, attempt)
     }
+}
+
+/// The wait before retry `attempt` (1-based): `base * 2^(attempt-1)`,
+/// capped, with "equal jitter". Shared with sources that bring their own
+/// HTTP client (Google Sheets), so every source retries alike.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = exp / 2;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let jitter = if half.is_zero() {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(nanos % half.as_nanos().max(1) as u64)
+    };
+    half + jitter
 }
 
 /// `Retry-After` as delta-seconds (HTTP dates are rare on APIs; they fall
 /// back to our own backoff).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after_value(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A `Retry-After` header value in seconds, capped.
+pub fn retry_after_value(v: &str) -> Option<Duration> {
     let secs: f64 = v.trim().parse().ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
 }

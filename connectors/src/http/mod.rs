@@ -10,6 +10,6 @@ mod config;
 mod error;
 
 pub use auth::{Grant, Session, TokenProvider};
-pub use client::{HttpClient, Reply};
+pub use client::{HttpClient, Reply, backoff, retry_after_value};
 pub use config::{HttpOptions, OAuthConfig, Secret};
 pub use error::HttpError;
