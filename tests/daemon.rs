@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BIN, Sandbox, leadflow, text};
+use super::{Sandbox, bin, leadflow, text};
 
 const TOKEN: &str = "daemon-test-token-7f3a";
 
@@ -114,7 +114,7 @@ struct Daemon {
 impl Daemon {
     fn start(sb: &Sandbox, port: u16) -> Self {
         let log = sb.path().join(format!("daemon-{}.log", free_port()));
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args(["daemon", &sb.config()])
             .env("LEADFLOW_API_TOKEN", TOKEN)
             .env("LEADFLOW_LOG", "info,deltalake_core=error")
@@ -137,8 +137,10 @@ impl Daemon {
                 // `debug/leadflow`: the last build of any of them.
                 assert!(
                     !log.contains("unrecognized subcommand 'daemon'"),
-                    "{BIN} is a build without the daemon (another checkout built into the same \
-                     CARGO_TARGET_DIR); rebuild this one (touch pipeline/src/main.rs) and rerun"
+                    "{} is a build without the daemon (another checkout built into the same \
+                     CARGO_TARGET_DIR); rebuild this one (touch pipeline/src/main.rs) and rerun, or \
+                     point LEADFLOW_E2E_BIN at a copy of this checkout's binary",
+                    bin()
                 );
                 panic!("daemon exited early ({st}):\n{log}");
             }
@@ -509,7 +511,7 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
 
     // A valid config, but no token in the environment: refuse to start.
     let (sb, _) = daemon_sandbox("");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["daemon", &sb.config()])
         .env_remove("LEADFLOW_API_TOKEN")
         .env("LEADFLOW_LOG_FORMAT", "text")
@@ -519,7 +521,7 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("LEADFLOW_API_TOKEN"), "{err}");
     sb.edit_config("  token_env: LEADFLOW_API_TOKEN\n", "");
-    let o = Command::new(BIN)
+    let o = Command::new(bin())
         .args(["daemon", &sb.config()])
         .env("LEADFLOW_LOG_FORMAT", "text")
         .output()

@@ -27,8 +27,14 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// The binary under test. LEADFLOW_E2E_BIN overrides it: worktrees that
+/// share one target dir can swap `target/debug/leadflow` during a run.
+fn bin() -> String {
+    std::env::var("LEADFLOW_E2E_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args)
         .env("LEADFLOW_LOG", "warn,deltalake_core=error")
         .env("LEADFLOW_LOG_FORMAT", "text");
