@@ -1,7 +1,10 @@
 //! The HubSpot source against a fake HubSpot (axum on 127.0.0.1:0) that
 //! behaves like the reference: `after` paging with `paging` omitted on the
 //! last page, search sorted by lastmodifieddate with GTE filters, 401 with
-//! HubSpot's error envelope, 429 with `Retry-After`.
+//! HubSpot's error envelope, 429 with `Retry-After`, and `archived=true`
+//! listing only archived (deleted) contacts with `archivedAt`. Also the
+//! origin columns, `crm_links`, the outbound-link rule (`leadflow crm-link
+//! add`) and deletions, through the HubSpot source.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -30,8 +33,10 @@ enum Fault {
 struct Fake {
     /// id -> properties (all strings, like HubSpot).
     contacts: BTreeMap<u64, BTreeMap<String, String>>,
+    /// Archived (deleted) contacts: id -> (properties, archivedAt).
+    archived: BTreeMap<u64, (BTreeMap<String, String>, String)>,
     faults: VecDeque<Fault>,
-    /// One line per request: "list", "search", "fault".
+    /// One line per request: "list", "archived", "search", "fault".
     log: Vec<String>,
 }
 
@@ -111,7 +116,19 @@ async fn list(
     if let Some(r) = gate(&mut fake, &headers) {
         return r;
     }
-    fake.log.push("list".into());
+    // `archived=true` lists only archived records, `false` (default) only live ones.
+    let archived = match q.get("archived").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"status": "error", "category": "VALIDATION_ERROR",
+                       "message": format!("Invalid input for archived: {other}")}),
+            );
+        }
+    };
+    fake.log.push(if archived { "archived" } else { "list" }.into());
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(10);
     if limit > 100 {
         return json_response(
@@ -124,6 +141,25 @@ async fn list(
         .get("properties")
         .map(|p| p.split(',').map(String::from).collect())
         .unwrap_or_default();
+    if archived {
+        let items = fake
+            .archived
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(id, (p, at))| {
+                let mut o = object(*id, p, &wanted);
+                o["archived"] = json!(true);
+                o["archivedAt"] = json!(at);
+                o
+            })
+            .collect();
+        let total = fake.archived.len();
+        return json_response(
+            StatusCode::OK,
+            page(items, offset, limit, total, "/crm/v3/objects/contacts"),
+        );
+    }
     let items = fake
         .contacts
         .iter()
@@ -287,6 +323,43 @@ impl Crm {
         self.crm.value_of("email", id)
     }
 
+    /// Archive (delete) a contact in HubSpot at `at`.
+    fn archive(&self, id: u64, at: &str) {
+        let mut fake = self.fake.lock().unwrap();
+        let c = fake.contacts.remove(&id).unwrap();
+        fake.archived.insert(id, (c, at.to_string()));
+    }
+
+    fn add(&self, id: u64, first: &str, email: &str, phone: &str, modified: &str) {
+        let mut c = contact(id, first, email, modified);
+        c.insert("phone".into(), phone.into());
+        c.insert("lastname".into(), "Other".into());
+        self.fake.lock().unwrap().contacts.insert(id, c);
+    }
+
+    fn crm_link(&self, crm_id: &str, master: &str) -> std::process::Output {
+        leadflow(
+            &[
+                "crm-link",
+                "add",
+                &self.crm.sandbox.config(),
+                "--pipeline",
+                "crm",
+                "--source",
+                "hubspot",
+                "--crm-id",
+                crm_id,
+                "--master",
+                master,
+            ],
+            &[("HUBSPOT_TOKEN", TOKEN)],
+        )
+    }
+
+    fn text_of(&self, sql: &str) -> String {
+        super::fake::first_text(&self.crm.sandbox.sql(sql))
+    }
+
     fn edit(&self, id: u64, email: &str, modified: &str) {
         let mut fake = self.fake.lock().unwrap();
         let c = fake.contacts.get_mut(&id).unwrap();
@@ -310,7 +383,15 @@ fn hubspot_lists_all_pages_then_searches_from_the_cursor() {
     crm.fake.lock().unwrap().contacts.insert(6, new);
     let second = crm.run();
     let log = crm.log();
-    assert!(!log.is_empty() && log.iter().all(|l| l == "search"), "{log:?}");
+    assert!(
+        log.iter().any(|l| l == "search") && log.iter().all(|l| l == "search" || l == "archived"),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("archived"),
+        "deletions read after changes"
+    );
     // The edited and the new contact, plus contact 5 whose lastmodifieddate
     // is the cursor itself (GTE, minus lookback): re-read, same record id.
     assert_eq!(second["rows_read"], 3, "{second}");
@@ -412,4 +493,273 @@ fn hubspot_config_problems_are_listed_and_stop_the_run() {
     let o = leadflow(&["run", path.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!dir.path().join("warehouse").exists());
+}
+
+#[test]
+fn hubspot_records_carry_their_origin_and_fill_crm_links() {
+    let crm = Crm::new(3);
+    crm.run();
+    assert_eq!(
+        crm.count(
+            "SELECT count(*) FROM records WHERE origin = 'crm' AND provider = 'hubspot' \
+             AND crm_id = source_record_id AND deleted_at IS NULL"
+        ),
+        3
+    );
+    // One inbound link per contact, on the master of its record.
+    assert_eq!(
+        crm.count(
+            "SELECT count(*) FROM crm_links l JOIN records r ON r.crm_id = l.crm_id \
+             WHERE l.provider = 'hubspot' AND l.crm_object = 'contacts' AND l.direction = 'inbound' \
+             AND l.master_id = r.master_id AND l.source = 'hubspot' AND l.pipeline = 'crm' \
+             AND l.first_seen_run = l.last_seen_run AND l.deleted_at IS NULL"
+        ),
+        3
+    );
+    let first_run = crm.text_of("SELECT first_seen_run FROM crm_links WHERE crm_id = '2'");
+    // Seen again: last_seen_run moves, first_seen_run stays.
+    crm.edit(2, "p2b@example.com", "2026-02-01T00:00:00.000Z");
+    crm.run();
+    assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 3);
+    assert_eq!(
+        crm.text_of("SELECT first_seen_run FROM crm_links WHERE crm_id = '2'"),
+        first_run
+    );
+    assert_ne!(
+        crm.text_of("SELECT last_seen_run FROM crm_links WHERE crm_id = '2'"),
+        first_run
+    );
+}
+
+#[test]
+fn hubspot_outbound_link_joins_its_master_and_never_makes_a_new_person() {
+    let crm = Crm::new(2);
+    crm.run();
+    assert_eq!(crm.count("SELECT count(*) FROM masters"), 2);
+    let master = crm.crm.value_of("master_id", "1");
+
+    // The CLI refuses a master that does not exist, and says which.
+    let o = crm.crm_link("900", "m-nobody");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("m-nobody"), "{}", text(&o));
+    // leadflow created contact 900 in HubSpot for master 1 (a push): say so.
+    let o = crm.crm_link("900", &master);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("created"),
+        "{}",
+        text(&o)
+    );
+    let o = crm.crm_link("900", &master);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("unchanged"),
+        "{}",
+        text(&o)
+    );
+    // A CRM record belongs to one person: another master is refused.
+    let other = crm.crm.value_of("master_id", "2");
+    let o = crm.crm_link("900", &other);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(
+        crm.count("SELECT count(*) FROM crm_links WHERE direction = 'outbound'"),
+        1
+    );
+
+    // The CRM user edited it since: nothing matches master 1 by keys or name.
+    crm.add(
+        900,
+        "Someone",
+        "someone.else@example.org",
+        "+1 212 555 0900",
+        "2026-02-01T00:00:00.000Z",
+    );
+    let run = crm.run();
+    assert_eq!(run["outbound_linked"], 1, "{run}");
+    assert_eq!(run["masters_new"], 0, "{run}");
+    assert_eq!(crm.count("SELECT count(*) FROM masters"), 2, "no new person");
+    assert_eq!(crm.crm.value_of("master_id", "900"), master);
+    assert_eq!(crm.crm.value_of("match_rule", "900"), "outbound_link");
+    assert_eq!(
+        crm.count(&format!(
+            "SELECT count(*) FROM merges WHERE kind = 'outbound_link' AND master_id = '{master}' \
+             AND source_record_id = '900'"
+        )),
+        1
+    );
+    assert_eq!(
+        crm.count(&format!(
+            "SELECT record_count FROM masters WHERE master_id = '{master}'"
+        )),
+        2
+    );
+    assert_eq!(
+        crm.count(&format!(
+            "SELECT count(*) FROM crm_links WHERE crm_id = '900' AND direction = 'outbound' \
+             AND master_id = '{master}' AND last_seen_run IS NOT NULL"
+        )),
+        1
+    );
+
+    // Read again (the cursor window): same master, nothing new.
+    let before: Vec<i64> = ["masters", "records", "merges", "crm_links"]
+        .iter()
+        .map(|t| crm.count(&format!("SELECT count(*) FROM {t}")))
+        .collect();
+    let again = crm.run();
+    assert_eq!(again["outbound_linked"], 0, "{again}");
+    assert_eq!(again["masters_new"], 0, "{again}");
+    let after: Vec<i64> = ["masters", "records", "merges", "crm_links"]
+        .iter()
+        .map(|t| crm.count(&format!("SELECT count(*) FROM {t}")))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(crm.crm.value_of("master_id", "900"), master);
+    assert_eq!(
+        crm.count(&format!(
+            "SELECT record_count FROM masters WHERE master_id = '{master}'"
+        )),
+        2
+    );
+}
+
+#[test]
+fn hubspot_archived_contact_is_marked_deleted_on_the_next_run() {
+    let crm = Crm::new(3);
+    crm.run();
+    assert_eq!(crm.cursor(), "2026-01-03T10:00:00.000Z");
+    // Archived long before the cursor (and never imported): not this run's.
+    crm.fake.lock().unwrap().archived.insert(
+        77,
+        (
+            contact(77, "Old", "old@example.com", "2025-01-01T00:00:00.000Z"),
+            "2025-06-01T00:00:00.000Z".into(),
+        ),
+    );
+    crm.archive(2, "2026-01-10T08:00:00.000Z");
+    let run = crm.run();
+    assert_eq!(run["crm_deleted"], 1, "{run}");
+    assert_eq!(
+        crm.count(
+            "SELECT count(*) FROM records WHERE source_record_id = '2' \
+             AND CAST(deleted_at AS VARCHAR) LIKE '2026-01-10T08:00:00%'"
+        ),
+        1
+    );
+    assert_eq!(
+        crm.count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        crm.count("SELECT count(*) FROM crm_links WHERE crm_id = '2' AND deleted_at IS NOT NULL"),
+        1
+    );
+    // The person and the other records stay.
+    assert_eq!(crm.count("SELECT count(*) FROM masters"), 3);
+    assert_eq!(crm.count("SELECT count(*) FROM records"), 3);
+    // The deletion moved the cursor; the next run reads deletions from there.
+    assert_eq!(crm.cursor(), "2026-01-10T08:00:00.000Z");
+
+    let again = crm.run();
+    assert_eq!(again["crm_deleted"], 0, "already marked: {again}");
+    assert_eq!(
+        crm.count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 3);
+}
+
+/// A warehouse an older leadflow wrote: `records` without the origin
+/// columns and no `crm_links`. The run adds the columns; old rows read
+/// them as null until they are seen again.
+#[test]
+fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray, new_null_array};
+    use arrow::datatypes::Schema;
+    use arrow::record_batch::RecordBatch;
+    use leadflow_sinks::{StagedTable, Warehouse, WarehouseConfig, WriteMode};
+
+    let crm = Crm::new(2);
+    let new_cols = ["origin", "provider", "crm_id", "deleted_at"];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let specs: Vec<_> = leadflow::table_specs()
+            .into_iter()
+            .filter(|s| s.name != "crm_links")
+            .map(|mut s| {
+                if s.name == "records" {
+                    let fields: Vec<_> = s
+                        .schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !new_cols.contains(&f.name().as_str()))
+                        .cloned()
+                        .collect();
+                    s.schema = Arc::new(Schema::new(fields));
+                }
+                s
+            })
+            .collect();
+        let old_schema = specs.iter().find(|s| s.name == "records").unwrap().schema.clone();
+        let wh = Warehouse::open(&WarehouseConfig::default(), crm.crm.path(), specs)
+            .await
+            .unwrap();
+        // Two old rows: a file record and HubSpot contact 1 (imported before).
+        let cols: Vec<ArrayRef> = old_schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "source" => Arc::new(StringArray::from(vec!["drops", "hubspot"])),
+                    "source_record_id" => Arc::new(StringArray::from(vec!["row-1", "1"])),
+                    "master_id" => Arc::new(StringArray::from(vec!["m-old-file", "m-old-hubspot"])),
+                    _ => new_null_array(f.data_type(), 2),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(old_schema.clone(), cols).unwrap();
+        let table = StagedTable {
+            table: "records".into(),
+            mode: WriteMode::Append,
+            batches: vec![batch],
+        };
+        wh.apply(&table, "old-release", 1).await.unwrap();
+        // ... and the master of the HubSpot one.
+        let masters = leadflow_transforms::schema::MASTERS_SCHEMA.clone();
+        let cols: Vec<ArrayRef> = masters
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "master_id" => Arc::new(StringArray::from(vec!["m-old-hubspot"])),
+                    "record_count" => Arc::new(arrow::array::Int64Array::from(vec![1])),
+                    _ => new_null_array(f.data_type(), 1),
+                }
+            })
+            .collect();
+        let table = StagedTable {
+            table: "masters".into(),
+            mode: WriteMode::Append,
+            batches: vec![RecordBatch::try_new(masters, cols).unwrap()],
+        };
+        wh.apply(&table, "old-release", 1).await.unwrap();
+    });
+    assert!(!crm.crm.path().join("warehouse/crm_links").exists());
+
+    let run = crm.run();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["records_known"], 1, "contact 1 was imported before: {run}");
+    assert_eq!(crm.count("SELECT count(*) FROM records"), 3);
+    assert_eq!(
+        crm.count("SELECT count(*) FROM records WHERE origin IS NULL AND source = 'drops'"),
+        1,
+        "an old row not seen again reads the new columns as null"
+    );
+    assert_eq!(crm.crm.value_of("origin", "1"), "crm");
+    assert_eq!(crm.crm.value_of("master_id", "1"), "m-old-hubspot");
+    assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 2);
 }

@@ -4,7 +4,8 @@
 //! calls only on that instance host; SOQL on Lead with a `SystemModstamp`
 //! filter; `done` + relative `nextRecordsUrl` paging (pages smaller than
 //! asked for, as Salesforce may); error arrays; 401 INVALID_SESSION_ID;
-//! 403 REQUEST_LIMIT_EXCEEDED; `Sforce-Limit-Info` on every answer.
+//! 403 REQUEST_LIMIT_EXCEEDED; `Sforce-Limit-Info` on every answer;
+//! `sobjects/Lead/deleted/?start=&end=` (at most 15 days back).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ struct Fake {
     /// The login host; the token names the instance host (`localhost`).
     base: String,
     leads: BTreeMap<String, Lead>,
+    /// Deleted leads: id -> deletedDate.
+    deleted: BTreeMap<String, DateTime<Utc>>,
     tokens: HashSet<String>,
     issued: u32,
     /// Revoke every token when this many more data requests came in.
@@ -53,7 +56,7 @@ struct Fake {
     /// Query locators: id -> (lead ids of the query, fields, page size).
     locators: HashMap<String, (Vec<String>, Vec<String>, usize)>,
     /// One entry per request: token, token-jwt, query, query-where, more,
-    /// 401, fault, wrong-host.
+    /// 401, fault, wrong-host, deleted.
     log: Vec<String>,
 }
 
@@ -282,6 +285,56 @@ async fn more(State(s): State<Shared>, headers: HeaderMap, Path(locator): Path<S
     page(&mut fake, ids, fields, size, offset)
 }
 
+/// `GET /sobjects/Lead/deleted/?start=&end=`: ISO 8601 with offsets, start
+/// at most 15 days back (else INVALID_REPLICATION_DATE), end after start.
+async fn deleted(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut fake = s.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers) {
+        return r;
+    }
+    fake.log.push("deleted".into());
+    let parse = |k: &str| {
+        q.get(k)
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let (Some(start), Some(end)) = (parse("start"), parse("end")) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATE_FORMAT",
+            "start and end must be ISO 8601 dates",
+        );
+    };
+    let now = Utc::now();
+    if start < now - chrono::Duration::days(15) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REPLICATION_DATE",
+            "startDate must be within the last 15 days",
+        );
+    }
+    if end <= start {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REPLICATION_DATE",
+            "endDate must be after startDate",
+        );
+    }
+    let hits: Vec<Value> = fake
+        .deleted
+        .iter()
+        .filter(|(_, t)| **t >= start && **t <= end)
+        .map(|(id, t)| json!({"id": id, "deletedDate": sf_time(*t)}))
+        .collect();
+    ok(json!({"deletedRecords": hits,
+              "earliestDateAvailable": sf_time(now - chrono::Duration::days(15)),
+              "latestDateCovered": sf_time(end)}))
+}
+
 struct Sf {
     crm: CrmSandbox,
     fake: Shared,
@@ -307,6 +360,7 @@ impl Sf {
                 .route("/services/oauth2/token", post(token))
                 .route(&format!("{API}/query"), get(query))
                 .route(&format!("{API}/query/{{locator}}"), get(more))
+                .route(&format!("{API}/sobjects/Lead/deleted/"), get(deleted))
                 .with_state(fake.clone()),
         );
         {
@@ -356,6 +410,13 @@ impl Sf {
         std::mem::take(&mut self.fake.lock().unwrap().log)
     }
 
+    /// Delete lead `n` in Salesforce at `at`.
+    fn delete(&self, n: u64, at: DateTime<Utc>) {
+        let mut f = self.fake.lock().unwrap();
+        f.leads.remove(&lead_id(n)).unwrap();
+        f.deleted.insert(lead_id(n), at);
+    }
+
     fn edit(&self, n: u64, email: &str, modstamp: DateTime<Utc>) {
         let mut f = self.fake.lock().unwrap();
         let l = f.leads.get_mut(&lead_id(n)).unwrap();
@@ -402,6 +463,7 @@ fn salesforce_pages_through_all_leads_then_reads_only_changes() {
     let log = sf.log();
     assert_eq!(log[0], "token", "a new process gets a new token: {log:?}");
     assert_eq!(log[1], "query-where", "{log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("deleted"), "{log:?}");
     // The edited and the new lead, plus lead 5 whose SystemModstamp is the
     // cursor itself (>=, minus lookback): same record id, no duplicate.
     assert_eq!(second["rows_read"], 3, "{second}");
@@ -557,5 +619,59 @@ fn salesforce_check_tests_the_connection_and_writes_nothing() {
     assert!(
         !all.contains(wrong) && !all.contains(SECRET),
         "secret leaked: {all}"
+    );
+}
+
+#[test]
+fn salesforce_deleted_lead_is_marked_and_its_person_stays() {
+    let sf = Sf::new(3);
+    sf.run();
+    assert_eq!(
+        sf.crm.count(
+            "SELECT count(*) FROM records WHERE origin = 'crm' AND provider = 'salesforce' \
+             AND crm_id = source_record_id"
+        ),
+        3
+    );
+    assert_eq!(
+        sf.crm
+            .count("SELECT count(*) FROM crm_links WHERE crm_object = 'Lead' AND direction = 'inbound'"),
+        3
+    );
+    sf.log();
+    // Deleted an hour ago; the cursor (January) is older than the 15 days
+    // Salesforce keeps: the run asks from the oldest day it may.
+    let when = Utc::now() - chrono::Duration::hours(1);
+    sf.delete(2, when);
+    let run = sf.run();
+    assert_eq!(run["crm_deleted"], 1, "{run}");
+    assert_eq!(sf.log(), ["token", "query-where", "deleted"]);
+    let id2 = lead_id(2);
+    assert_eq!(
+        sf.crm.count(&format!(
+            "SELECT count(*) FROM records WHERE source_record_id = '{id2}' AND deleted_at IS NOT NULL"
+        )),
+        1
+    );
+    assert_eq!(
+        sf.crm.count(&format!(
+            "SELECT count(*) FROM crm_links WHERE crm_id = '{id2}' AND deleted_at IS NOT NULL"
+        )),
+        1
+    );
+    assert_eq!(sf.crm.count("SELECT count(*) FROM masters"), 3);
+    assert_eq!(
+        sf.crm
+            .count("SELECT count(*) FROM records WHERE deleted_at IS NULL"),
+        2
+    );
+
+    // Read again: already marked, nothing changes.
+    let again = sf.run();
+    assert_eq!(again["crm_deleted"], 0, "{again}");
+    assert_eq!(
+        sf.crm
+            .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        1
     );
 }

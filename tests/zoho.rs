@@ -4,7 +4,8 @@
 //! than the accounts server); `Zoho-oauthtoken` (a `Bearer` header is
 //! refused); `fields` required; `page` up to 10, then `page_token`; 204 when
 //! nothing matches, 304 when nothing changed since `If-Modified-Since`;
-//! 401 INVALID_TOKEN; 429 TOO_MANY_REQUESTS with `Retry-After`.
+//! 401 INVALID_TOKEN; 429 TOO_MANY_REQUESTS with `Retry-After`;
+//! `Leads/deleted?type=all|recycle|permanent` with `If-Modified-Since`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -41,12 +42,14 @@ struct ZLead {
 struct Fake {
     base: String,
     leads: BTreeMap<String, ZLead>,
+    /// Deleted leads: id -> (deleted_time, `recycle` or `permanent`).
+    deleted: BTreeMap<String, (DateTime<Utc>, &'static str)>,
     tokens: HashSet<String>,
     issued: u32,
     expire_after: Option<u32>,
     faults: VecDeque<Fault>,
     /// One entry per request: token, list, list-since, page-N, page-token,
-    /// 401, fault, 204, 304, wrong-host.
+    /// 401, fault, 204, 304, wrong-host, deleted, deleted-304.
     log: Vec<String>,
 }
 
@@ -91,20 +94,16 @@ fn ist(t: DateTime<Utc>) -> String {
         .to_rfc3339()
 }
 
-async fn list_leads(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let mut fake = s.lock().unwrap();
-    if host(&headers) != other_host(&fake.base).trim_start_matches("http://") {
+/// The API host named in the token response, and a live `Zoho-oauthtoken`.
+fn gate(fake: &mut Fake, headers: &HeaderMap) -> Option<Response> {
+    if host(headers) != other_host(&fake.base).trim_start_matches("http://") {
         fake.log.push("wrong-host".into());
-        return error(
+        return Some(error(
             StatusCode::BAD_REQUEST,
             "INVALID_URL_PATTERN",
             "Please check if the URL trying to access is a correct one",
             json!({}),
-        );
+        ));
     }
     match fake.expire_after {
         Some(0) => {
@@ -114,14 +113,93 @@ async fn list_leads(
         Some(n) => fake.expire_after = Some(n - 1),
         None => {}
     }
-    if !token_of(&headers, "Zoho-oauthtoken").is_some_and(|t| fake.tokens.contains(&t)) {
+    if !token_of(headers, "Zoho-oauthtoken").is_some_and(|t| fake.tokens.contains(&t)) {
         fake.log.push("401".into());
-        return error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "INVALID_TOKEN",
             "invalid oauth token",
             json!({}),
+        ));
+    }
+    None
+}
+
+/// `GET /crm/v8/Leads/deleted?type=&page=&per_page=` (+ If-Modified-Since):
+/// deleted records with `deleted_time`; 304 when none since.
+async fn deleted_leads(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut fake = s.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers) {
+        return r;
+    }
+    let kind = q.get("type").map(String::as_str).unwrap_or("all");
+    if !["all", "recycle", "permanent"].contains(&kind) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATA",
+            "invalid data",
+            json!({"param_name": "type"}),
         );
+    }
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(200);
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    if per_page > 200 || page == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_DATA",
+            "invalid data",
+            json!({"param_name": "per_page"}),
+        );
+    }
+    let since = headers.get("if-modified-since").map(|v| {
+        DateTime::parse_from_rfc3339(v.to_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    });
+    let hits: Vec<(String, DateTime<Utc>, &str)> = fake
+        .deleted
+        .iter()
+        .filter(|(_, (t, k))| since.is_none_or(|s| *t > s) && (kind == "all" || *k == kind))
+        .map(|(id, (t, k))| (id.clone(), *t, *k))
+        .collect();
+    if hits.is_empty() {
+        fake.log.push("deleted-304".into());
+        return empty(if since.is_some() {
+            StatusCode::NOT_MODIFIED
+        } else {
+            StatusCode::NO_CONTENT
+        });
+    }
+    fake.log.push("deleted".into());
+    let data: Vec<Value> = hits
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(id, t, k)| {
+            let by = json!({"name": "Patricia Boyle", "id": "410888000000086001"});
+            json!({"deleted_by": by, "id": id, "display_name": "John", "type": k,
+                   "created_by": by, "deleted_time": ist(*t)})
+        })
+        .collect();
+    let more = page * per_page < hits.len();
+    json_response(
+        StatusCode::OK,
+        json!({"data": data, "info": {"per_page": per_page, "count": data.len(), "page": page, "more_records": more}}),
+    )
+}
+
+async fn list_leads(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mut fake = s.lock().unwrap();
+    if let Some(r) = gate(&mut fake, &headers) {
+        return r;
     }
     if let Some(fault) = fake.faults.pop_front() {
         fake.log.push("fault".into());
@@ -267,6 +345,7 @@ impl Zoho {
             Router::new()
                 .route("/oauth/v2/token", post(token))
                 .route("/crm/v8/Leads", get(list_leads))
+                .route("/crm/v8/Leads/deleted", get(deleted_leads))
                 .with_state(fake.clone()),
         );
         {
@@ -350,7 +429,7 @@ fn zoho_pages_past_the_page_limit_with_page_token_then_reads_changes() {
 
     z.edit(7, "john7.new@zylker.com", at(1, 2));
     let second = z.run();
-    assert_eq!(z.log(), ["token", "list-since"]);
+    assert_eq!(z.log(), ["token", "list-since", "deleted-304"]);
     assert_eq!(second["rows_read"], 1, "{second}");
     assert_eq!(z.crm.value_of("email", &id7), "john7.new@zylker.com");
     assert_eq!(z.crm.count("SELECT count(*) FROM records"), 25);
@@ -359,7 +438,7 @@ fn zoho_pages_past_the_page_limit_with_page_token_then_reads_changes() {
     // Nothing changed since: 304, a quiet run, the cursor stays.
     let third = z.run();
     assert_eq!(third["rows_read"], 0, "{third}");
-    assert_eq!(z.log(), ["token", "list-since", "304"]);
+    assert_eq!(z.log(), ["token", "list-since", "304", "deleted-304"]);
     assert_eq!(z.crm.cursor().as_deref(), Some("2026-02-01T10:00:00.000Z"));
 }
 
@@ -450,4 +529,54 @@ fn zoho_token_error_in_an_http_200_fails_the_check_without_the_secret() {
         "{all}"
     );
     assert!(!all.contains(wrong), "secret leaked: {all}");
+}
+
+#[test]
+fn zoho_deleted_leads_are_marked_from_the_recycle_bin_and_for_good() {
+    let z = Zoho::new(4);
+    z.run();
+    assert_eq!(
+        z.crm.count(
+            "SELECT count(*) FROM records WHERE origin = 'crm' AND provider = 'zoho' AND crm_id = source_record_id"
+        ),
+        4
+    );
+    z.log();
+    {
+        let mut f = z.fake.lock().unwrap();
+        f.leads.remove(&lead_id(2));
+        f.deleted.insert(lead_id(2), (at(1, 2), "recycle"));
+        f.leads.remove(&lead_id(3));
+        f.deleted.insert(lead_id(3), (at(2, 2), "permanent"));
+        // Deleted before the cursor: an earlier run's business.
+        f.deleted.insert(lead_id(99), (at(1, 1), "permanent"));
+    }
+    let run = z.run();
+    assert_eq!(run["crm_deleted"], 2, "{run}");
+    assert_eq!(z.log(), ["token", "list-since", "304", "deleted"]);
+    assert_eq!(
+        z.crm.count(&format!(
+            "SELECT count(*) FROM records WHERE deleted_at IS NOT NULL AND source_record_id IN ('{}', '{}')",
+            lead_id(2),
+            lead_id(3)
+        )),
+        2
+    );
+    assert_eq!(
+        z.crm
+            .count("SELECT count(*) FROM crm_links WHERE crm_object = 'Leads' AND deleted_at IS NOT NULL"),
+        2
+    );
+    assert_eq!(z.crm.count("SELECT count(*) FROM masters"), 4);
+    // The newest deletion is the new cursor: IST times, stored as UTC.
+    assert_eq!(z.crm.cursor().as_deref(), Some("2026-02-02T10:00:00.000Z"));
+
+    let again = z.run();
+    assert_eq!(again["crm_deleted"], 0, "{again}");
+    assert_eq!(z.log(), ["token", "list-since", "304", "deleted-304"]);
+    assert_eq!(
+        z.crm
+            .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        2
+    );
 }

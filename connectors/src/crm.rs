@@ -108,6 +108,16 @@ pub struct CrmFetch {
     /// What `_source_file` holds, e.g. `salesforce:Lead`.
     pub display: String,
     pub requests: u32,
+    /// Records the CRM deleted since the cursor (incremental reads only),
+    /// minus those the same read saw alive again (restored).
+    pub deleted: Vec<CrmDeletion>,
+}
+
+/// A record the CRM reports deleted, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmDeletion {
+    pub id: String,
+    pub deleted_at: DateTime<Utc>,
 }
 
 /// Records of one read, one per CRM id (the latest version wins), in
@@ -171,6 +181,7 @@ pub struct RecordSet {
     records: Vec<(String, HashMap<String, String>)>,
     index: HashMap<String, usize>,
     newest: Option<DateTime<Utc>>,
+    deleted: Vec<CrmDeletion>,
 }
 
 impl RecordSet {
@@ -181,7 +192,22 @@ impl RecordSet {
             records: Vec::new(),
             index: HashMap::new(),
             newest: None,
+            deleted: Vec::new(),
         }
+    }
+
+    /// A deletion the CRM reported. Its time moves the cursor too, so the
+    /// next run asks for deletions from there (Salesforce keeps 15 days).
+    pub fn push_deleted(&mut self, id: String, deleted_at: DateTime<Utc>) {
+        if self.newest.is_none_or(|n| deleted_at > n) {
+            self.newest = Some(deleted_at);
+        }
+        self.deleted.push(CrmDeletion { id, deleted_at });
+    }
+
+    /// Deletions reported so far.
+    pub fn deleted_len(&self) -> usize {
+        self.deleted.len()
     }
 
     pub fn len(&self) -> usize {
@@ -249,6 +275,23 @@ impl RecordSet {
             Some(t) => Some(format_cursor(t)),
             None => old_cursor.map(String::from),
         };
+        // One deletion per id (the latest); a record this read saw alive
+        // was restored after its deletion.
+        let mut deleted: Vec<CrmDeletion> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for d in self.deleted {
+            if self.index.contains_key(&d.id) {
+                continue;
+            }
+            match seen.get(&d.id) {
+                Some(&i) if deleted[i].deleted_at >= d.deleted_at => {}
+                Some(&i) => deleted[i] = d,
+                None => {
+                    seen.insert(d.id.clone(), deleted.len());
+                    deleted.push(d);
+                }
+            }
+        }
         let mut batches = Vec::new();
         if n > 0 {
             let mut fields = vec![Field::new(self.id_column, DataType::Utf8, true)];
@@ -285,6 +328,7 @@ impl RecordSet {
             mode,
             display,
             requests,
+            deleted,
         })
     }
 }
@@ -344,6 +388,18 @@ impl CrmConfig {
             Self::Zoho(_) => "zoho",
             Self::Dynamics(_) => "dynamics",
             Self::Sheets(_) => "google_sheets",
+        }
+    }
+
+    /// The CRM object the source reads, as the CRM names it (`contacts`,
+    /// `Lead`, `Leads`, `leads`): with the provider and the CRM id it names
+    /// one CRM record in `crm_links`.
+    pub fn object(&self) -> String {
+        match self {
+            Self::HubSpot(c) => c.object.as_str().to_string(),
+            Self::Salesforce(_) => crate::salesforce::OBJECT.to_string(),
+            Self::Zoho(c) => c.module.clone(),
+            Self::Dynamics(_) => crate::dynamics::OBJECT.to_string(),
         }
     }
 
@@ -473,6 +529,32 @@ mod tests {
             .unwrap();
         assert!(f.batches.is_empty());
         assert_eq!(f.cursor.as_deref(), Some("c"), "no change keeps the cursor");
+    }
+
+    #[test]
+    fn deletions_move_the_cursor_and_a_record_seen_alive_is_not_deleted() {
+        let mut rows = RecordSet::new("crm_id", vec![]);
+        rows.push("1".into(), HashMap::new(), parse_time("2024-01-01T00:00:00Z"));
+        rows.push_deleted("1".into(), parse_time("2024-01-02T00:00:00Z").unwrap());
+        rows.push_deleted("2".into(), parse_time("2024-01-03T00:00:00Z").unwrap());
+        rows.push_deleted("2".into(), parse_time("2024-01-04T00:00:00Z").unwrap());
+        rows.push_deleted("3".into(), parse_time("2024-01-02T00:00:00Z").unwrap());
+        let f = rows
+            .finish("src", "crm:x".into(), "incremental", None, 1)
+            .unwrap();
+        assert_eq!(f.cursor.as_deref(), Some("2024-01-04T00:00:00.000Z"));
+        let ids: Vec<(&str, String)> = f
+            .deleted
+            .iter()
+            .map(|d| (d.id.as_str(), format_cursor(d.deleted_at)))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("2", "2024-01-04T00:00:00.000Z".to_string()),
+                ("3", "2024-01-02T00:00:00.000Z".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod config;
+pub mod crm_links;
 pub mod daemon;
 pub mod generate;
 pub mod progress;

@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         action: RemindersCommand,
     },
+    /// CRM links: record that leadflow created a CRM record for a master.
+    CrmLink {
+        #[command(subcommand)]
+        action: CrmLinkCommand,
+    },
     /// Deliver pending outbox events to the `events.outputs` of CONFIG.
     Deliver {
         config: PathBuf,
@@ -98,6 +103,27 @@ enum Command {
         /// Share of rows that repeat an earlier person.
         #[arg(long, default_value_t = 0.3)]
         duplicate_rate: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum CrmLinkCommand {
+    /// Record an outbound link: CRM record --crm-id (of the CRM that --source
+    /// reads) was created by leadflow for --master. A run that reads it
+    /// links it to that master instead of importing a new person.
+    Add {
+        config: PathBuf,
+        #[arg(long)]
+        pipeline: String,
+        /// The pipeline's CRM source (names the provider and object).
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        crm_id: String,
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -167,9 +193,10 @@ impl From<StateArg> for ReminderState {
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
-/// `reminders contacted|snooze`: no such reminder.
+/// `reminders contacted|snooze`: no such reminder; `crm-link add`: no such master.
 const EXIT_NOT_FOUND: u8 = 3;
-/// `reminders contacted|snooze`: the reminder is contacted or expired already.
+/// `reminders contacted|snooze`: the reminder is contacted or expired already;
+/// `crm-link add`: the CRM record is linked to another master.
 const EXIT_CLOSED: u8 = 4;
 
 fn init_logs(format: LogFormat) {
@@ -419,6 +446,7 @@ fn main() -> ExitCode {
                 }
             }
             Command::Reminders { action } => reminders_command(action).await,
+            Command::CrmLink { action } => crm_link_command(action).await,
             Command::Deliver { config, wait, json } => {
                 let (loaded, warehouse) = match open(&config).await {
                     Ok(x) => x,
@@ -601,6 +629,65 @@ async fn reminders_command(action: RemindersCommand) -> ExitCode {
     }
 }
 
+async fn crm_link_command(action: CrmLinkCommand) -> ExitCode {
+    let CrmLinkCommand::Add {
+        config,
+        pipeline,
+        source,
+        crm_id,
+        master,
+        json,
+    } = action;
+    let (loaded, warehouse) = match open(&config).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let p = match select(&loaded, Some(pipeline.as_str())) {
+        Ok(mut p) => p.remove(0),
+        Err(code) => return code,
+    };
+    let Some(crm) = p
+        .sources
+        .iter()
+        .find(|s| s.name == source)
+        .and_then(|s| s.crm(&loaded.base))
+    else {
+        eprintln!(
+            "{}: pipeline `{pipeline}` has no CRM source named `{source}`",
+            loaded.path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match leadflow::crm_links::add_outbound(&warehouse, &p, &crm, &source, &crm_id, &master).await {
+        Ok(link) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&link).expect("link serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(link) => {
+            println!(
+                "{} {} {} -> {} (outbound): {}",
+                link.provider, link.crm_object, link.crm_id, link.master_id, link.outcome
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ leadflow::crm_links::CrmLinkError::Invalid(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Err(e @ leadflow::crm_links::CrmLinkError::Conflict { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CLOSED)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
 /// Deliver the event an action just wrote; a failure here is not the
 /// action's (the event waits in the outbox).
 async fn deliver_quietly(loaded: &LoadedConfig, warehouse: &leadflow_sinks::Warehouse) -> ExitCode {
@@ -643,6 +730,12 @@ fn print_summary(r: &RunReport, warehouse: &str) {
         "  people  {} new masters, {} matched existing, {} merged within the run, {} already known, {} conflicts kept apart",
         r.masters_new, r.matched_existing, r.merged_in_batch, r.records_known, r.conflicts
     );
+    if r.outbound_linked > 0 || r.crm_deleted > 0 {
+        println!(
+            "  crm     {} linked by outbound link, {} marked deleted",
+            r.outbound_linked, r.crm_deleted
+        );
+    }
     if let Some(e) = &r.error {
         println!("  error   {e}");
     }

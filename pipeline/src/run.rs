@@ -28,6 +28,7 @@ use tracing::{Instrument, info, info_span, warn};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{LoadedConfig, PipelineConfig, resolve_files};
+use crate::crm_links;
 use crate::progress::Progress;
 use crate::stages;
 
@@ -117,6 +118,10 @@ pub struct RunReport {
     pub records_written: u64,
     /// Reminders created for new project links (pipelines with `reminders:`).
     pub reminders_created: u64,
+    /// CRM records linked to the master leadflow created them for (outbound links).
+    pub outbound_linked: u64,
+    /// CRM records their CRM reported deleted, marked in `records` and `crm_links`.
+    pub crm_deleted: u64,
     pub recovered_run: Option<String>,
     pub files: Vec<FileReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,6 +254,7 @@ async fn execute(
                 "records",
                 "project_links",
                 "source_cursors",
+                "crm_links",
             ],
         )
         .await?;
@@ -265,6 +271,8 @@ async fn execute(
     let mut ledger_rows = LedgerRows::default();
     let mut imported: Vec<ParsedInput> = Vec::new();
     let mut cursors: Vec<(String, String)> = Vec::new();
+    let crm_sources = crm_links::crm_sources(pipeline, &loaded.base);
+    let mut deletions: Vec<crm_links::SourceDeletion> = Vec::new();
     for source in &pipeline.sources {
         if let Some(crm) = source.crm(&loaded.base) {
             let read = read_crm(
@@ -282,6 +290,10 @@ async fn execute(
             mapped.extend(read.mapped);
             raw_batches.extend(read.raw);
             cursors.extend(read.cursor.map(|c| (source.name.clone(), c)));
+            deletions.extend(read.deleted.into_iter().map(|d| crm_links::SourceDeletion {
+                source: source.name.clone(),
+                deletion: d,
+            }));
             continue;
         }
         let Some(files) = &source.files else { continue };
@@ -506,6 +518,7 @@ async fn execute(
         mode: WriteMode::Upsert,
         batches: vec![rejects.finish(&stamp)?],
     }];
+    let mut link_rows = crm_links::LinkRows::default();
     if let Some(schema) = good.first().map(|b| b.schema()) {
         let leads = concat_batches(&schema, &good)?;
         // DataFusion may hand partitions back in any order; linking is
@@ -519,12 +532,15 @@ async fn execute(
         let leads = arrow::compute::take_record_batch(&leads, &order)?;
         drop(good);
         // A warehouse's first load has nothing to look up: skip the joins.
-        let (candidates, known) =
+        let run_links = crm_links::RunLinks::load(&ctx, warehouse, &leads, &crm_sources).await?;
+        let pins = run_links.outbound_pins(&leads);
+        let (candidates, known, pinned) =
             if warehouse.has_data("records").await? || warehouse.has_data("masters").await? {
-                candidates(&ctx, &leads).await?
+                candidates(&ctx, &leads, &pins).await?
             } else {
                 (
                     RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone()),
+                    HashMap::new(),
                     HashMap::new(),
                 )
             };
@@ -536,8 +552,10 @@ async fn execute(
             "stage candidates done"
         );
         let stage_clock = Instant::now();
-        let outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp)
+        let mut outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp)
             .map_err(|e| RunError::Other(e.to_string()))?;
+        let outbound = crm_links::apply_outbound(&leads, &mut outcome, &pinned, &stamp)?;
+        report.outbound_linked = outbound;
         let s = &outcome.stats;
         report.masters_new = s.masters_new;
         report.matched_existing = s.matched_existing;
@@ -570,8 +588,9 @@ async fn execute(
             &stamp,
         )
         .map_err(|e| RunError::Other(e.to_string()))?;
-        let records = records_batch(&leads, &outcome, &stamp)?;
+        let records = records_batch(&leads, &outcome, &crm_sources, &stamp)?;
         report.records_written = records.num_rows() as u64;
+        link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
         tables.push(StagedTable {
             table: "records".into(),
             mode: WriteMode::upsert_if(s.records_known > 0),
@@ -591,6 +610,38 @@ async fn execute(
             table: "merges".into(),
             mode: WriteMode::Upsert,
             batches: vec![outcome.merges],
+        });
+    }
+    // CRM deletions mark records (read back) in the same `records` write.
+    let (deleted_records, deleted) = crm_links::mark_deleted(
+        &ctx,
+        warehouse,
+        &deletions,
+        &crm_sources,
+        &mut link_rows,
+        &pipeline.name,
+        &stamp,
+    )
+    .await?;
+    report.crm_deleted = deleted;
+    if let Some(rows) = deleted_records {
+        match tables.iter_mut().find(|t| t.table == "records") {
+            Some(t) => {
+                t.batches.push(rows);
+                t.mode = WriteMode::Upsert;
+            }
+            None => tables.push(StagedTable {
+                table: "records".into(),
+                mode: WriteMode::Upsert,
+                batches: vec![rows],
+            }),
+        }
+    }
+    if !link_rows.is_empty() {
+        tables.push(StagedTable {
+            table: "crm_links".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![link_rows.finish(&stamp)?],
         });
     }
     // The cursor moves only with this commit: a failed run re-reads.
@@ -692,6 +743,7 @@ struct Ledger {
 /// What a CRM source gave this run.
 struct CrmRead {
     rows: u64,
+    deleted: Vec<leadflow_connectors::crm::CrmDeletion>,
     raw: Vec<RecordBatch>,
     mapped: Vec<RecordBatch>,
     cursor: Option<String>,
@@ -747,6 +799,7 @@ async fn read_crm(
         kind = config.kind(),
         mode = fetched.mode,
         rows = fetched.rows,
+        deleted = fetched.deleted.len(),
         requests = fetched.requests,
         "crm source read"
     );
@@ -765,6 +818,7 @@ async fn read_crm(
     }
     Ok(CrmRead {
         rows: fetched.rows,
+        deleted: fetched.deleted,
         mapped,
         cursor: fetched.cursor,
         report: FileReport {
@@ -844,10 +898,19 @@ async fn load_ledger(ctx: &SessionContext, source: &str) -> Result<Ledger, RunEr
 
 /// Existing masters sharing a key with the run's leads, and records the
 /// warehouse already holds.
+#[allow(clippy::type_complexity)]
 async fn candidates(
     ctx: &SessionContext,
     leads: &RecordBatch,
-) -> Result<(RecordBatch, HashMap<(String, String), String>), RunError> {
+    pins: &HashMap<(String, String), String>,
+) -> Result<
+    (
+        RecordBatch,
+        HashMap<(String, String), String>,
+        HashMap<(String, String), String>,
+    ),
+    RunError,
+> {
     let mut keys = StringBuilder::new();
     for name in ["phone", "email_key"] {
         let a = leads.column_by_name(name).expect("normalised").as_string::<i32>();
@@ -889,6 +952,15 @@ async fn candidates(
             );
         }
     }
+    // Records whose CRM id leadflow created there go to that master, like a
+    // record known by id, unless the warehouse already holds the record.
+    let mut pinned = HashMap::new();
+    for (k, m) in pins {
+        if !known.contains_key(k) {
+            known.insert(k.clone(), m.clone());
+            pinned.insert(k.clone(), m.clone());
+        }
+    }
     // Masters sharing a key with the run, plus the masters of records seen
     // before (known above: the records table is scanned once).
     let known_masters: StringArray = known.values().map(|m| Some(m.as_str())).collect();
@@ -919,12 +991,15 @@ async fn candidates(
         let b = concat_batches(&batches[0].schema(), &batches)?;
         conform(&b, &lschema::MASTERS_SCHEMA)?
     };
-    Ok((masters, known))
+    Ok((masters, known, pinned))
 }
 
 /// Cast a batch read back from Delta to the schema the code expects (Delta
 /// may hand back views or other field names for the same data).
-fn conform(b: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch, RunError> {
+pub(crate) fn conform(
+    b: &RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch, RunError> {
     let cols = schema
         .fields()
         .iter()
@@ -962,9 +1037,19 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
 fn records_batch(
     leads: &RecordBatch,
     outcome: &dedupe::LinkOutcome,
+    crm: &crm_links::CrmSources,
     stamp: &RunStamp,
 ) -> Result<RecordBatch, RunError> {
     let n = leads.num_rows();
+    let source = leads
+        .column_by_name("source")
+        .expect("normalised")
+        .as_string::<i32>();
+    let rid = leads
+        .column_by_name("source_record_id")
+        .expect("normalised")
+        .as_string::<i32>();
+    let origin = |i: usize| crm.get(source.value(i));
     let cols = RECORDS_SCHEMA
         .fields()
         .iter()
@@ -977,6 +1062,21 @@ fn records_batch(
                 "ingested_at" => {
                     Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC"))
                 }
+                "origin" => Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| if origin(i).is_some() { "crm" } else { "file" }),
+                )),
+                "provider" => Arc::new(
+                    (0..n)
+                        .map(|i| origin(i).map(|o| o.provider))
+                        .collect::<StringArray>(),
+                ),
+                "crm_id" => Arc::new(
+                    (0..n)
+                        .map(|i| origin(i).map(|_| rid.value(i)))
+                        .collect::<StringArray>(),
+                ),
+                // Seen alive in this run: a deletion mark (if any) is lifted.
+                "deleted_at" => Arc::new(TimestampMicrosecondArray::new_null(n).with_timezone("UTC")),
                 name => {
                     let c = leads
                         .column_by_name(name)

@@ -39,7 +39,10 @@ pub async fn show(
 ) -> Result<Option<String>, ShowError> {
     let ctx = SessionContext::new();
     warehouse
-        .register(&ctx, &["masters", "records", "project_links", "merges"])
+        .register(
+            &ctx,
+            &["masters", "records", "project_links", "merges", "crm_links"],
+        )
         .await?;
     let filter = match lookup {
         Lookup::Phone(p) => {
@@ -95,6 +98,12 @@ pub async fn show(
                 "records",
                 format!(
                     "SELECT source, source_file, source_row, full_name, phone_raw, phone, email, project, status, match_rule FROM records WHERE master_id = {q} ORDER BY source_file, source_row"
+                ),
+            ),
+            (
+                "crm links",
+                format!(
+                    "SELECT provider, crm_object, crm_id, direction, source, deleted_at FROM crm_links WHERE master_id = {q} ORDER BY provider, crm_object, crm_id"
                 ),
             ),
             (

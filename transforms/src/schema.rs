@@ -115,6 +115,36 @@ pub static RECORDS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("extras"),
         utf8("run_id"),
         ts("ingested_at"),
+        // Added after the first release: nullable and last, so a warehouse
+        // written before gains them as columns (rows read back as null).
+        // `origin`: `file` or `crm`; `provider`/`crm_id` name the CRM record
+        // (null for files); `deleted_at`: when the CRM deleted it.
+        utf8("origin"),
+        utf8("provider"),
+        utf8("crm_id"),
+        ts("deleted_at"),
+    ]))
+});
+
+/// `crm_links`: a CRM record and the master it belongs to. Key:
+/// (`provider`, `crm_object`, `crm_id`). `direction`: `inbound` (read from
+/// the CRM) or `outbound` (leadflow created it there; a run that reads it
+/// back links it to `master_id`, never a new person). `deleted_at`: when
+/// the CRM deleted it; the master and other records stay.
+pub static CRM_LINKS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("provider", DataType::Utf8, false),
+        Field::new("crm_object", DataType::Utf8, false),
+        Field::new("crm_id", DataType::Utf8, false),
+        Field::new("master_id", DataType::Utf8, false),
+        Field::new("direction", DataType::Utf8, false),
+        utf8("pipeline"),
+        utf8("source"),
+        utf8("first_seen_run"),
+        utf8("last_seen_run"),
+        ts("created_at"),
+        ts("updated_at"),
+        ts("deleted_at"),
     ]))
 });
 
@@ -312,6 +342,11 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
     vec![
         ("records", RECORDS_SCHEMA.clone(), &["source", "source_record_id"]),
         ("masters", MASTERS_SCHEMA.clone(), &["master_id"]),
+        (
+            "crm_links",
+            CRM_LINKS_SCHEMA.clone(),
+            &["provider", "crm_object", "crm_id"],
+        ),
         (
             "project_links",
             PROJECT_LINKS_SCHEMA.clone(),

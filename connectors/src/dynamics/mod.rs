@@ -8,5 +8,5 @@
 mod config;
 mod source;
 
-pub use config::{DEFAULT_ALIASES, DynamicsConfig, ID_COLUMN};
+pub use config::{DEFAULT_ALIASES, DynamicsConfig, ID_COLUMN, OBJECT};
 pub use source::DynamicsSource;

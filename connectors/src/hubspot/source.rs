@@ -42,6 +42,11 @@ struct Next {
 struct Record {
     id: String,
     properties: BTreeMap<String, Option<String>>,
+    /// Set on archived (deleted) records.
+    #[serde(default, rename = "archivedAt")]
+    archived_at: Option<String>,
+    #[serde(default, rename = "updatedAt")]
+    updated_at: Option<String>,
 }
 
 /// A configured HubSpot source.
@@ -125,11 +130,12 @@ impl HubSpotSource {
             }
             Some(since) => {
                 self.search(since, &mut rows).await?;
+                self.archived(since, &mut rows).await?;
                 "search"
             }
         };
         let display = format!("hubspot:{}", self.config.object.as_str());
-        info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "hubspot read");
+        info!(source = %self.name, mode, records = rows.len(), deleted = rows.deleted_len(), requests = self.http.requests(), "hubspot read");
         rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
@@ -164,6 +170,47 @@ impl HubSpotSource {
             pages += 1;
             if max_pages.is_some_and(|m| pages >= m) {
                 return Ok(());
+            }
+            match page.paging.and_then(|p| p.next) {
+                Some(n) if Some(&n.after) == after.as_ref() => {
+                    return Err(self.malformed(&url, format!("paging.next.after {:?} repeats", n.after)));
+                }
+                Some(n) => after = Some(n.after),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletions: HubSpot lists archived (deleted, restorable for 90 days)
+    /// records with `archived=true`; there is no time filter, so every page
+    /// is read and those archived since `since` are kept.
+    async fn archived(&self, since: DateTime<Utc>, rows: &mut RecordSet) -> Result<(), CrmError> {
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = self.url("");
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("limit", &self.config.page_size.min(LIST_MAX).to_string());
+                q.append_pair("properties", CURSOR_PROPERTY);
+                q.append_pair("archived", "true");
+                if let Some(a) = &after {
+                    q.append_pair("after", a);
+                }
+            }
+            let text = self.http.send(Method::GET, &url, None).await?;
+            let page = self.parse(&url, &text)?;
+            debug!(source = %self.name, records = page.results.len(), "hubspot archived page");
+            for r in page.results {
+                let at = r.archived_at.as_deref().or(r.updated_at.as_deref());
+                let Some(at) = at.and_then(parse_time) else {
+                    return Err(self.malformed(
+                        &url,
+                        format!("archived record {} has no archivedAt timestamp", r.id),
+                    ));
+                };
+                if at >= since {
+                    rows.push_deleted(r.id, at);
+                }
             }
             match page.paging.and_then(|p| p.next) {
                 Some(n) if Some(&n.after) == after.as_ref() => {
@@ -256,6 +303,8 @@ mod tests {
     fn pages_become_one_record_per_id() {
         let rec = |id: &str, modified: &str, email: &str| Record {
             id: id.into(),
+            archived_at: None,
+            updated_at: None,
             properties: BTreeMap::from([
                 (CURSOR_PROPERTY.to_string(), Some(modified.to_string())),
                 ("email".to_string(), Some(email.to_string())),

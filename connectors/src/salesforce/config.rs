@@ -9,6 +9,8 @@ use crate::http::{HttpOptions, Secret};
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
 /// Data column holding the Salesforce record id.
+/// The CRM object this source reads.
+pub const OBJECT: &str = "Lead";
 pub const ID_COLUMN: &str = "salesforce_id";
 /// Lead field -> lead field defaults. `LeadSource` has no canonical lead
 /// field; it stays in `extras` unless the pipeline maps it.

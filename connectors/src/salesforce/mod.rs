@@ -8,5 +8,5 @@
 mod config;
 mod source;
 
-pub use config::{DEFAULT_ALIASES, DEFAULT_LOGIN_URL, ID_COLUMN, SalesforceConfig};
+pub use config::{DEFAULT_ALIASES, DEFAULT_LOGIN_URL, ID_COLUMN, OBJECT, SalesforceConfig};
 pub use source::SalesforceSource;

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::EncodingKey;
 use reqwest::Method;
 use serde::Deserialize;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use url::Url;
 
-use super::config::{ID_COLUMN, SalesforceConfig};
+use super::config::{ID_COLUMN, OBJECT, SalesforceConfig};
 use crate::crm::{
     CrmError, CrmFetch, CrmProbe, RecordSet, json_text, parse_time, read_since, request_fields,
 };
@@ -103,7 +103,7 @@ impl SalesforceSource {
     }
 
     fn soql(&self, since: Option<DateTime<Utc>>) -> String {
-        let mut q = format!("SELECT Id, {} FROM Lead", self.fields.join(", "));
+        let mut q = format!("SELECT Id, {} FROM {OBJECT}", self.fields.join(", "));
         if let Some(t) = since {
             // SOQL datetime literals are unquoted, without fractions.
             q.push_str(&format!(
@@ -121,9 +121,12 @@ impl SalesforceSource {
         let since = read_since(PROVIDER, &self.name, cursor, self.config.lookback)?;
         let mut rows = RecordSet::new(ID_COLUMN, self.fields.clone());
         self.query(&self.soql(since), &mut rows, None).await?;
+        if let Some(since) = since {
+            self.deleted(since, &mut rows).await?;
+        }
         let mode = if cursor.is_some() { "incremental" } else { "list" };
-        info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "salesforce read");
-        let display = "salesforce:Lead".to_string();
+        info!(source = %self.name, mode, records = rows.len(), deleted = rows.deleted_len(), requests = self.http.requests(), "salesforce read");
+        let display = format!("salesforce:{OBJECT}");
         rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
 
@@ -137,12 +140,66 @@ impl SalesforceSource {
         })
     }
 
-    async fn query(
-        &self,
-        soql: &str,
-        rows: &mut RecordSet,
-        max_pages: Option<usize>,
-    ) -> Result<(), CrmError> {
+    /// Deleted leads: `sobjects/Lead/deleted/?start=&end=`. Salesforce keeps
+    /// them 15 days and rejects an older `start`, so a cursor older than
+    /// that asks from the oldest day it can (and says deletions before it
+    /// may be missed).
+    async fn deleted(&self, since: DateTime<Utc>, rows: &mut RecordSet) -> Result<(), CrmError> {
+        #[derive(Deserialize)]
+        struct Deleted {
+            #[serde(rename = "deletedRecords", default)]
+            deleted_records: Vec<DeletedRecord>,
+        }
+        #[derive(Deserialize)]
+        struct DeletedRecord {
+            id: String,
+            #[serde(rename = "deletedDate")]
+            deleted_date: String,
+        }
+        let now = Utc::now();
+        let oldest = now - chrono::Duration::days(15) + chrono::Duration::hours(1);
+        let start = if since < oldest {
+            warn!(source = %self.name, since = %since, "salesforce keeps deletions 15 days: deletions before that are not seen");
+            oldest
+        } else {
+            since
+        };
+        let base = self.base().await?;
+        let mut url = base
+            .join(&format!(
+                "/services/data/{}/sobjects/{OBJECT}/deleted/",
+                self.config.api_version
+            ))
+            .map_err(|e| self.malformed(&base, e))?;
+        url.query_pairs_mut()
+            .append_pair("start", &start.format("%Y-%m-%dT%H:%M:%S+00:00").to_string())
+            .append_pair("end", &now.format("%Y-%m-%dT%H:%M:%S+00:00").to_string());
+        let reply = self
+            .http
+            .request(Method::GET, &url, None, &[])
+            .await
+            .map_err(|e| self.limit(e))?;
+        let page: Deleted = serde_json::from_str(&reply.body).map_err(|e| self.malformed(&url, e))?;
+        for d in page.deleted_records {
+            let at = parse_time(&d.deleted_date).ok_or_else(|| {
+                self.malformed(
+                    &url,
+                    format!(
+                        "deleted record {}: deletedDate {:?} is not a timestamp",
+                        d.id, d.deleted_date
+                    ),
+                )
+            })?;
+            if d.id.trim().is_empty() {
+                return Err(self.malformed(&url, "a deleted record has no id"));
+            }
+            rows.push_deleted(d.id, at);
+        }
+        Ok(())
+    }
+
+    /// The instance the token names: every data call goes there.
+    async fn base(&self) -> Result<Url, CrmError> {
         let session = self.http.session().await?;
         let instance = session.instance_url.ok_or_else(|| CrmError::Malformed {
             provider: PROVIDER,
@@ -150,12 +207,21 @@ impl SalesforceSource {
             url: self.config.token_url(),
             detail: "the token response has no instance_url".into(),
         })?;
-        let base = Url::parse(&instance).map_err(|e| CrmError::Malformed {
+        Url::parse(&instance).map_err(|e| CrmError::Malformed {
             provider: PROVIDER,
             source_name: self.name.clone(),
             url: self.config.token_url(),
             detail: format!("instance_url {instance:?} is not a URL: {e}"),
-        })?;
+        })
+    }
+
+    async fn query(
+        &self,
+        soql: &str,
+        rows: &mut RecordSet,
+        max_pages: Option<usize>,
+    ) -> Result<(), CrmError> {
+        let base = self.base().await?;
         let mut url = base
             .join(&format!("/services/data/{}/query", self.config.api_version))
             .map_err(|e| self.malformed(&base, e))?;

@@ -91,8 +91,11 @@ impl ZohoSource {
         let since = read_since(PROVIDER, &self.name, cursor, self.config.lookback)?;
         let mut rows = RecordSet::new(ID_COLUMN, self.fields.clone());
         self.read(since, &mut rows, None).await?;
+        if let Some(since) = since {
+            self.deleted(since, &mut rows).await?;
+        }
         let mode = if cursor.is_some() { "incremental" } else { "list" };
-        info!(source = %self.name, mode, records = rows.len(), requests = self.http.requests(), "zoho read");
+        info!(source = %self.name, mode, records = rows.len(), deleted = rows.deleted_len(), requests = self.http.requests(), "zoho read");
         let display = format!("zoho:{}", self.config.module);
         rows.into_fetch(PROVIDER, &self.name, display, mode, cursor, self.http.requests())
     }
@@ -107,12 +110,65 @@ impl ZohoSource {
         })
     }
 
-    async fn read(
-        &self,
-        since: Option<DateTime<Utc>>,
-        rows: &mut RecordSet,
-        max_pages: Option<u32>,
-    ) -> Result<(), CrmError> {
+    /// Deleted records (recycle bin and permanent): `{module}/deleted?type=all`
+    /// with If-Modified-Since, paged by `page` until `more_records` is false.
+    async fn deleted(&self, since: DateTime<Utc>, rows: &mut RecordSet) -> Result<(), CrmError> {
+        #[derive(Deserialize)]
+        struct Deleted {
+            data: Vec<serde_json::Map<String, serde_json::Value>>,
+            #[serde(default)]
+            info: Info,
+        }
+        let base = self.module_url().await?;
+        let mut url = base.clone();
+        url.set_path(&format!("{}/deleted", base.path()));
+        let headers = [(
+            "If-Modified-Since",
+            since.format("%Y-%m-%dT%H:%M:%S+00:00").to_string(),
+        )];
+        let per_page = self.config.page_size;
+        let mut page_no = 1u32;
+        loop {
+            let mut page_url = url.clone();
+            page_url
+                .query_pairs_mut()
+                .append_pair("type", "all")
+                .append_pair("page", &page_no.to_string())
+                .append_pair("per_page", &per_page.to_string());
+            let reply = self.http.request(Method::GET, &page_url, None, &headers).await?;
+            if reply.status == 204 || reply.status == 304 {
+                return Ok(());
+            }
+            let page: Deleted =
+                serde_json::from_str(&reply.body).map_err(|e| self.malformed(&page_url, e))?;
+            debug!(source = %self.name, records = page.data.len(), more = page.info.more_records, "zoho deleted page");
+            for r in &page.data {
+                let id = match r.get("id").map(json_text) {
+                    Some(id) if !id.trim().is_empty() => id,
+                    _ => return Err(self.malformed(&page_url, "a deleted record has no id")),
+                };
+                let time = r.get("deleted_time").map(json_text).unwrap_or_default();
+                let at = parse_time(&time).ok_or_else(|| {
+                    self.malformed(
+                        &page_url,
+                        format!("deleted record {id}: deleted_time {time:?} is not a timestamp"),
+                    )
+                })?;
+                // If-Modified-Since should already filter; the lookback
+                // window must not reach past what was asked for.
+                if at >= since {
+                    rows.push_deleted(id, at);
+                }
+            }
+            if !page.info.more_records || page.data.is_empty() {
+                return Ok(());
+            }
+            page_no += 1;
+        }
+    }
+
+    /// `{api_domain}/crm/{version}/{module}` on the domain the token names.
+    async fn module_url(&self) -> Result<Url, CrmError> {
         let session = self.http.session().await?;
         let token_url = self.config.token_url();
         let domain = session.api_domain.ok_or_else(|| CrmError::Malformed {
@@ -121,7 +177,7 @@ impl ZohoSource {
             url: token_url.clone(),
             detail: "the token response has no api_domain".into(),
         })?;
-        let base = Url::parse(&domain)
+        Url::parse(&domain)
             .and_then(|b| {
                 b.join(&format!(
                     "/crm/{}/{}",
@@ -133,7 +189,16 @@ impl ZohoSource {
                 source_name: self.name.clone(),
                 url: token_url,
                 detail: format!("api_domain {domain:?} is not a URL: {e}"),
-            })?;
+            })
+    }
+
+    async fn read(
+        &self,
+        since: Option<DateTime<Utc>>,
+        rows: &mut RecordSet,
+        max_pages: Option<u32>,
+    ) -> Result<(), CrmError> {
+        let base = self.module_url().await?;
         let mut headers = Vec::new();
         if let Some(t) = since {
             headers.push((

@@ -215,7 +215,7 @@ impl Warehouse {
         })?;
         let table = self.table(name).await?;
         if table.version().is_some() {
-            return Ok(());
+            return Self::add_missing_columns(table, spec, name).await;
         }
         let schema: StructType =
             spec.schema
@@ -231,6 +231,46 @@ impl Warehouse {
             .with_columns(schema.fields().cloned())
             .with_table_name(name)
             .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(Self::delta_err(name))?;
+        Ok(())
+    }
+
+    /// Columns a newer release added to a table's spec (nullable, at the
+    /// end) are added to a table an older release created; its rows read
+    /// them as null. Anything else about the schema is left as it is.
+    async fn add_missing_columns(
+        table: DeltaTable,
+        spec: &TableSpec,
+        name: &str,
+    ) -> Result<(), WarehouseError> {
+        let Ok(snapshot) = table.snapshot() else {
+            return Ok(());
+        };
+        let have = snapshot.schema();
+        let missing: Vec<_> = spec
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| f.is_nullable() && have.field(f.name()).is_none())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let missing = arrow::datatypes::Schema::new(missing);
+        let missing: StructType = (&missing).try_into_kernel().map_err(|e| WarehouseError::Delta {
+            table: name.into(),
+            source: deltalake::DeltaTableError::from(e),
+        })?;
+        info!(
+            table = name,
+            columns = missing.fields().len(),
+            "adding new columns to an existing table"
+        );
+        table
+            .add_columns()
+            .with_fields(missing.fields().cloned().collect::<Vec<_>>())
             .await
             .map_err(Self::delta_err(name))?;
         Ok(())
