@@ -441,6 +441,13 @@ fn google_sheets_imports_rows_then_only_the_edited_one_despite_a_moved_column() 
     assert_eq!(gs.log(), ["token", "get Leads"]);
     assert_eq!(gs.crm.count("SELECT count(*) FROM records"), 4);
     assert_eq!(gs.crm.count("SELECT count(*) FROM masters"), 4);
+    // Sheet rows say where they came from, and a sheet is no CRM: no links.
+    assert_eq!(
+        gs.crm
+            .count("SELECT count(*) FROM records WHERE origin = 'sheet' AND crm_id IS NULL"),
+        4
+    );
+    assert_eq!(gs.crm.count("SELECT count(*) FROM crm_links"), 0);
     assert_eq!(gs.crm.value_of("email", "L-2"), "grace@example.com");
     assert_eq!(gs.crm.value_of("company", "L-2"), "Navy");
     assert_eq!(gs.crm.value_of("first_name", "L-3"), "Alan");

@@ -400,6 +400,7 @@ impl CrmConfig {
             Self::Salesforce(_) => crate::salesforce::OBJECT.to_string(),
             Self::Zoho(c) => c.module.clone(),
             Self::Dynamics(_) => crate::dynamics::OBJECT.to_string(),
+            Self::Sheets(c) => c.spreadsheet_id.clone(),
         }
     }
 

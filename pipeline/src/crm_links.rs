@@ -49,15 +49,19 @@ pub fn crm_sources(pipeline: &PipelineConfig, base: &std::path::Path) -> CrmSour
         .sources
         .iter()
         .filter_map(|s| {
-            s.crm(base).map(|c| {
-                (
-                    s.name.clone(),
-                    CrmOrigin {
-                        provider: c.kind(),
-                        object: c.object(),
-                    },
-                )
-            })
+            // A Google Sheet is read through the same plumbing but is no
+            // CRM: it has no CRM ids to link or to have been pushed to.
+            s.crm(base)
+                .filter(|c| !matches!(c, CrmConfig::Sheets(_)))
+                .map(|c| {
+                    (
+                        s.name.clone(),
+                        CrmOrigin {
+                            provider: c.kind(),
+                            object: c.object(),
+                        },
+                    )
+                })
         })
         .collect()
 }

@@ -588,7 +588,13 @@ async fn execute(
             &stamp,
         )
         .map_err(|e| RunError::Other(e.to_string()))?;
-        let records = records_batch(&leads, &outcome, &crm_sources, &stamp)?;
+        let sheets: HashSet<&str> = pipeline
+            .sources
+            .iter()
+            .filter(|s| s.google_sheets.is_some())
+            .map(|s| s.name.as_str())
+            .collect();
+        let records = records_batch(&leads, &outcome, &crm_sources, &sheets, &stamp)?;
         report.records_written = records.num_rows() as u64;
         link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
         tables.push(StagedTable {
@@ -1038,6 +1044,7 @@ fn records_batch(
     leads: &RecordBatch,
     outcome: &dedupe::LinkOutcome,
     crm: &crm_links::CrmSources,
+    sheets: &HashSet<&str>,
     stamp: &RunStamp,
 ) -> Result<RecordBatch, RunError> {
     let n = leads.num_rows();
@@ -1062,9 +1069,11 @@ fn records_batch(
                 "ingested_at" => {
                     Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC"))
                 }
-                "origin" => Arc::new(StringArray::from_iter_values(
-                    (0..n).map(|i| if origin(i).is_some() { "crm" } else { "file" }),
-                )),
+                "origin" => Arc::new(StringArray::from_iter_values((0..n).map(|i| match origin(i) {
+                    Some(_) => "crm",
+                    None if sheets.contains(source.value(i)) => "sheet",
+                    None => "file",
+                }))),
                 "provider" => Arc::new(
                     (0..n)
                         .map(|i| origin(i).map(|o| o.provider))

@@ -117,7 +117,7 @@ pub static RECORDS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         ts("ingested_at"),
         // Added after the first release: nullable and last, so a warehouse
         // written before gains them as columns (rows read back as null).
-        // `origin`: `file` or `crm`; `provider`/`crm_id` name the CRM record
+        // `origin`: `file`, `sheet` or `crm`; `provider`/`crm_id` name the CRM record
         // (null for files); `deleted_at`: when the CRM deleted it.
         utf8("origin"),
         utf8("provider"),

@@ -543,6 +543,7 @@ impl SheetsSource {
                     mode: "empty",
                     display: self.display.clone(),
                     requests: self.requests(),
+                    deleted: Vec::new(),
                 });
             }
             return Err(self.err(format!(
@@ -597,6 +598,8 @@ impl SheetsSource {
             mode,
             display: self.display.clone(),
             requests: self.requests(),
+            // Rows removed from a sheet are not tracked (see the README).
+            deleted: Vec::new(),
         })
     }
 
