@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::PipelineConfig;
-use crate::run::{RunError, conform, utf8};
+use crate::run::{RunError, conform, text, utf8};
 use crate::stages;
 
 /// The CRM a source reads: provider (`hubspot`, ...) and object.
@@ -145,14 +145,11 @@ fn micros(a: &ArrayRef) -> Result<TimestampMicrosecondArray, RunError> {
 
 /// The link key of each lead row that came from a CRM source.
 fn lead_keys(leads: &RecordBatch, crm: &CrmSources) -> Vec<Option<LinkKey>> {
-    let source = leads
-        .column_by_name("source")
-        .expect("normalised")
-        .as_string::<i32>();
-    let rid = leads
-        .column_by_name("source_record_id")
-        .expect("normalised")
-        .as_string::<i32>();
+    if crm.is_empty() {
+        return vec![None; leads.num_rows()];
+    }
+    let source = text(leads, "source");
+    let rid = text(leads, "source_record_id");
     (0..leads.num_rows())
         .map(|i| {
             crm.get(source.value(i))
@@ -190,14 +187,8 @@ impl RunLinks {
     /// id leadflow created there (an outbound link). The linker gets them
     /// like records known by id: linked to that master, never a new one.
     pub fn outbound_pins(&self, leads: &RecordBatch) -> HashMap<(String, String), String> {
-        let source = leads
-            .column_by_name("source")
-            .expect("normalised")
-            .as_string::<i32>();
-        let rid = leads
-            .column_by_name("source_record_id")
-            .expect("normalised")
-            .as_string::<i32>();
+        let source = text(leads, "source");
+        let rid = text(leads, "source_record_id");
         let mut pins = HashMap::new();
         for (i, key) in self.keys.iter().enumerate() {
             if let Some(l) = key.as_ref().and_then(|k| self.existing.get(k))
@@ -231,14 +222,8 @@ pub fn apply_outbound(
     if pinned.is_empty() {
         return Ok(0);
     }
-    let source = leads
-        .column_by_name("source")
-        .expect("normalised")
-        .as_string::<i32>();
-    let rid = leads
-        .column_by_name("source_record_id")
-        .expect("normalised")
-        .as_string::<i32>();
+    let source = text(leads, "source");
+    let rid = text(leads, "source_record_id");
     let mut per_master: HashMap<String, i64> = HashMap::new();
     let mut rules = StringBuilder::with_capacity(n, n * 8);
     let mut merges = MergeRows::default();
@@ -376,10 +361,7 @@ impl LinkRows {
         pipeline: &str,
         stamp: &RunStamp,
     ) {
-        let source = leads
-            .column_by_name("source")
-            .expect("normalised")
-            .as_string::<i32>();
+        let source = text(leads, "source");
         for (i, key) in links.keys.iter().enumerate() {
             let Some(key) = key else { continue };
             let old = links.existing.get(key);
@@ -502,18 +484,9 @@ pub async fn mark_deleted(
             )
         })
         .collect();
-    let source = records
-        .column_by_name("source")
-        .expect("records")
-        .as_string::<i32>();
-    let rid = records
-        .column_by_name("source_record_id")
-        .expect("records")
-        .as_string::<i32>();
-    let master = records
-        .column_by_name("master_id")
-        .expect("records")
-        .as_string::<i32>();
+    let source = text(&records, "source");
+    let rid = text(&records, "source_record_id");
+    let master = text(&records, "master_id");
     let at: Vec<Option<i64>> = (0..records.num_rows())
         .map(|i| when.get(&(source.value(i), rid.value(i))).copied())
         .collect();

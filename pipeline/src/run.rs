@@ -464,15 +464,9 @@ async fn execute(
             .validate(b)
             .map_err(|e| RunError::Other(e.to_string()))?;
         if !v.failures.is_empty() {
-            let source = b.column_by_name("source").expect("normalised").as_string::<i32>();
-            let rid = b
-                .column_by_name("source_record_id")
-                .expect("normalised")
-                .as_string::<i32>();
-            let file = b
-                .column_by_name("source_file")
-                .expect("normalised")
-                .as_string::<i32>();
+            let source = text(b, "source");
+            let rid = text(b, "source_record_id");
+            let file = text(b, "source_file");
             let row = b
                 .column_by_name("source_row")
                 .expect("normalised")
@@ -735,6 +729,13 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
 }
 
 /// A text column read back from Delta, as Utf8 (scans may hand back views).
+/// A text column the stage before guarantees (normalised leads, `records`).
+pub(crate) fn text<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("batch has no column {name}"))
+        .as_string::<i32>()
+}
+
 pub fn utf8(a: &ArrayRef) -> Result<StringArray, RunError> {
     Ok(arrow::compute::cast(a, &DataType::Utf8)?
         .as_string::<i32>()
@@ -1048,15 +1049,16 @@ fn records_batch(
     stamp: &RunStamp,
 ) -> Result<RecordBatch, RunError> {
     let n = leads.num_rows();
-    let source = leads
-        .column_by_name("source")
-        .expect("normalised")
-        .as_string::<i32>();
-    let rid = leads
-        .column_by_name("source_record_id")
-        .expect("normalised")
-        .as_string::<i32>();
-    let origin = |i: usize| crm.get(source.value(i));
+    let source = text(leads, "source");
+    let rid = text(leads, "source_record_id");
+    // One lookup per row (none for a pipeline without CRM sources), shared
+    // by the three origin columns.
+    let origins: Vec<Option<&crm_links::CrmOrigin>> = if crm.is_empty() {
+        vec![None; n]
+    } else {
+        (0..n).map(|i| crm.get(source.value(i))).collect()
+    };
+    let origin = |i: usize| origins[i];
     let cols = RECORDS_SCHEMA
         .fields()
         .iter()

@@ -334,6 +334,22 @@ impl Warehouse {
             .map_err(Self::delta_err(table))
     }
 
+    /// Has `app_id` already committed `version` (or a later one) to this
+    /// loaded table? Then a re-applied commit skips it.
+    async fn committed(
+        table: &DeltaTable,
+        name: &str,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        let done = Self::loaded_txn_version(table, name, app_id).await?;
+        if done.is_some_and(|d| d >= version) {
+            debug!(table = name, version, "already committed, skipping");
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The highest version `app_id` committed to any table.
     pub async fn last_txn_version(&self, app_id: &str) -> Result<Option<i64>, WarehouseError> {
         let mut max = None;
@@ -357,10 +373,7 @@ impl Warehouse {
         let spec = self.spec(name)?.clone();
         // One load of the table serves the txn check and the write.
         let table = self.table(name).await?;
-        if let Some(done) = Self::loaded_txn_version(&table, name, app_id).await?
-            && done >= version
-        {
-            debug!(table = name, version, "already committed, skipping");
+        if Self::committed(&table, name, app_id, version).await? {
             return Ok(false);
         }
         let props =
@@ -564,10 +577,7 @@ impl Warehouse {
         version: i64,
     ) -> Result<bool, WarehouseError> {
         let table = self.table(name).await?;
-        if let Some(done) = Self::loaded_txn_version(&table, name, app_id).await?
-            && done >= version
-        {
-            debug!(table = name, version, "already committed, skipping");
+        if Self::committed(&table, name, app_id, version).await? {
             return Ok(false);
         }
         let props =
