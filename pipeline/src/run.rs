@@ -514,17 +514,7 @@ async fn execute(
     }];
     let mut link_rows = crm_links::LinkRows::default();
     if let Some(schema) = good.first().map(|b| b.schema()) {
-        let leads = concat_batches(&schema, &good)?;
-        // DataFusion may hand partitions back in any order; linking is
-        // order-sensitive (first record names a new master, ties go to the
-        // later row), so put rows back in arrival order first.
-        let pos = leads
-            .column_by_name(lschema::RAW_POS)
-            .expect("normalised")
-            .clone();
-        let order = arrow::compute::sort_to_indices(&pos, None, None)?;
-        let leads = arrow::compute::take_record_batch(&leads, &order)?;
-        drop(good);
+        let leads = arrival_order(&schema, good)?;
         // A warehouse's first load has nothing to look up: skip the joins.
         let run_links = crm_links::RunLinks::load(&ctx, warehouse, &leads, &crm_sources).await?;
         let pins = run_links.outbound_pins(&leads);
@@ -729,6 +719,32 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
 }
 
 /// A text column read back from Delta, as Utf8 (scans may hand back views).
+/// The run's leads as one batch in arrival order. DataFusion may hand
+/// partitions back in any order, and linking is order-sensitive (the first
+/// record names a new master, ties go to the later row). Each batch keeps
+/// its rows in order (the stages only project and filter), so ordering the
+/// batches by their first position is enough: one copy instead of a sort
+/// and a second copy of every column. Checked, with the full sort as the
+/// fallback should a stage ever reorder rows inside a batch.
+fn arrival_order(schema: &arrow::datatypes::SchemaRef, mut batches: Vec<RecordBatch>) -> Result<RecordBatch, RunError> {
+    let positions = |b: &RecordBatch| {
+        b.column_by_name(lschema::RAW_POS)
+            .expect("normalised")
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .clone()
+    };
+    batches.retain(|b| b.num_rows() > 0);
+    batches.sort_by_key(|b| positions(b).value(0));
+    let leads = concat_batches(schema, &batches)?;
+    drop(batches);
+    let pos = positions(&leads);
+    if pos.values().windows(2).all(|w| w[0] < w[1]) {
+        return Ok(leads);
+    }
+    let order = arrow::compute::sort_to_indices(&pos, None, None)?;
+    Ok(arrow::compute::take_record_batch(&leads, &order)?)
+}
+
 /// A text column the stage before guarantees (normalised leads, `records`).
 pub(crate) fn text<'a>(b: &'a RecordBatch, name: &str) -> &'a StringArray {
     b.column_by_name(name)
@@ -1255,4 +1271,46 @@ fn runs_row(r: &RunReport, started: DateTime<Utc>, finished: DateTime<Utc>) -> R
         Arc::new(StringArray::from(vec![r.error.as_deref()])),
     ];
     Ok(RecordBatch::try_new(RUNS_SCHEMA.clone(), cols)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::UInt64Array;
+
+    fn batch(pos: &[u64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(lschema::RAW_POS, DataType::UInt64, false),
+            Field::new("v", DataType::Utf8, false),
+        ]));
+        let v: Vec<String> = pos.iter().map(|p| format!("row{p}")).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(UInt64Array::from(pos.to_vec())), Arc::new(StringArray::from(v))],
+        )
+        .unwrap()
+    }
+
+    fn order_of(b: &RecordBatch) -> Vec<u64> {
+        b.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn arrival_order_orders_batches_and_keeps_columns_together() {
+        let batches = vec![batch(&[1 << 32 | 3, 1 << 32 | 7]), batch(&[]), batch(&[0, 2, 5])];
+        let schema = batches[0].schema();
+        let out = arrival_order(&schema, batches).unwrap();
+        assert_eq!(order_of(&out), vec![0, 2, 5, 1 << 32 | 3, 1 << 32 | 7]);
+        assert_eq!(text(&out, "v").value(3), format!("row{}", 1u64 << 32 | 3));
+    }
+
+    #[test]
+    fn arrival_order_sorts_rows_a_stage_reordered() {
+        // Overlapping batches (rows out of order inside them): the full sort.
+        let batches = vec![batch(&[4, 1]), batch(&[3, 0, 2])];
+        let schema = batches[0].schema();
+        let out = arrival_order(&schema, batches).unwrap();
+        assert_eq!(order_of(&out), vec![0, 1, 2, 3, 4]);
+        assert_eq!(text(&out, "v").value(1), "row1");
+    }
 }
