@@ -552,7 +552,7 @@ fn zoho_deleted_leads_are_marked_from_the_recycle_bin_and_for_good() {
         f.deleted.insert(lead_id(99), (at(1, 1), "permanent"));
     }
     let run = z.run();
-    assert_eq!(run["crm_deleted"], 2, "{run}");
+    assert_eq!(run["records_deleted"], 2, "{run}");
     assert_eq!(z.log(), ["token", "list-since", "304", "deleted"]);
     assert_eq!(
         z.crm.count(&format!(
@@ -572,7 +572,7 @@ fn zoho_deleted_leads_are_marked_from_the_recycle_bin_and_for_good() {
     assert_eq!(z.crm.cursor().as_deref(), Some("2026-02-02T10:00:00.000Z"));
 
     let again = z.run();
-    assert_eq!(again["crm_deleted"], 0, "{again}");
+    assert_eq!(again["records_deleted"], 0, "{again}");
     assert_eq!(z.log(), ["token", "list-since", "304", "deleted-304"]);
     assert_eq!(
         z.crm
