@@ -637,7 +637,7 @@ fn hubspot_archived_contact_is_marked_deleted_on_the_next_run() {
     );
     crm.archive(2, "2026-01-10T08:00:00.000Z");
     let run = crm.run();
-    assert_eq!(run["crm_deleted"], 1, "{run}");
+    assert_eq!(run["records_deleted"], 1, "{run}");
     assert_eq!(
         crm.count(
             "SELECT count(*) FROM records WHERE source_record_id = '2' \
@@ -660,7 +660,7 @@ fn hubspot_archived_contact_is_marked_deleted_on_the_next_run() {
     assert_eq!(crm.cursor(), "2026-01-10T08:00:00.000Z");
 
     let again = crm.run();
-    assert_eq!(again["crm_deleted"], 0, "already marked: {again}");
+    assert_eq!(again["records_deleted"], 0, "already marked: {again}");
     assert_eq!(
         crm.count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
         1
@@ -669,8 +669,9 @@ fn hubspot_archived_contact_is_marked_deleted_on_the_next_run() {
 }
 
 /// A warehouse an older leadflow wrote: `records` without the origin
-/// columns and no `crm_links`. The run adds the columns; old rows read
-/// them as null until they are seen again.
+/// columns, a `runs` table without `records_deleted` and no `crm_links`.
+/// The run adds the columns; old rows read them as null until they are
+/// seen again.
 #[test]
 fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
     use std::sync::Arc;
@@ -697,6 +698,16 @@ fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
                         .fields()
                         .iter()
                         .filter(|f| !new_cols.contains(&f.name().as_str()))
+                        .cloned()
+                        .collect();
+                    s.schema = Arc::new(Schema::new(fields));
+                }
+                if s.name == "runs" {
+                    let fields: Vec<_> = s
+                        .schema
+                        .fields()
+                        .iter()
+                        .filter(|f| f.name() != "records_deleted")
                         .cloned()
                         .collect();
                     s.schema = Arc::new(Schema::new(fields));
@@ -762,4 +773,9 @@ fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
     assert_eq!(crm.crm.value_of("origin", "1"), "crm");
     assert_eq!(crm.crm.value_of("master_id", "1"), "m-old-hubspot");
     assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 2);
+    // `runs` gained `records_deleted` too.
+    assert_eq!(
+        crm.count("SELECT count(*) FROM runs WHERE records_deleted = 0"),
+        1
+    );
 }

@@ -644,7 +644,7 @@ fn salesforce_deleted_lead_is_marked_and_its_person_stays() {
     let when = Utc::now() - chrono::Duration::hours(1);
     sf.delete(2, when);
     let run = sf.run();
-    assert_eq!(run["crm_deleted"], 1, "{run}");
+    assert_eq!(run["records_deleted"], 1, "{run}");
     assert_eq!(sf.log(), ["token", "query-where", "deleted"]);
     let id2 = lead_id(2);
     assert_eq!(
@@ -668,7 +668,7 @@ fn salesforce_deleted_lead_is_marked_and_its_person_stays() {
 
     // Read again: already marked, nothing changes.
     let again = sf.run();
-    assert_eq!(again["crm_deleted"], 0, "{again}");
+    assert_eq!(again["records_deleted"], 0, "{again}");
     assert_eq!(
         sf.crm
             .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),

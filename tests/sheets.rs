@@ -663,6 +663,76 @@ fn google_sheets_empty_tab_and_fingerprinted_rows_from_a_key_file() {
     assert_eq!(report["rows_read"], 1, "{report}");
     assert_eq!(crm.count("SELECT count(*) FROM records"), 5);
     assert_eq!(crm.count("SELECT count(*) FROM masters"), 4);
+    // The old version's identity is gone from the sheet: its record is
+    // marked deleted (the person stays, through the new record).
+    assert_eq!(report["records_deleted"], 1, "{report}");
+    assert_eq!(
+        crm.count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL AND company = 'Engines'"),
+        1
+    );
+}
+
+#[test]
+fn google_sheets_deleted_rows_mark_their_records_and_leave_the_state() {
+    let gs = Gs::leads();
+    gs.run();
+    // L-3 (sheet row 6) is deleted from the sheet.
+    gs.edit(|rows| {
+        rows.remove(5);
+    });
+    let o = gs.run_output();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let report = &report[0];
+    assert_eq!(report["rows_read"], 0, "{report}");
+    assert_eq!(report["records_deleted"], 1, "{report}");
+    assert_eq!(
+        gs.crm
+            .count("SELECT count(*) FROM records WHERE source_record_id = 'L-3' AND deleted_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        gs.crm
+            .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        1
+    );
+    assert_eq!(
+        gs.crm.count("SELECT count(*) FROM crm_links"),
+        0,
+        "a sheet is no CRM"
+    );
+    assert_eq!(
+        gs.crm
+            .count("SELECT CAST(records_deleted AS BIGINT) FROM runs ORDER BY started_at DESC LIMIT 1"),
+        1
+    );
+    let cursor: Value = serde_json::from_str(&gs.crm.cursor().unwrap()).unwrap();
+    let rows = cursor["rows"].as_object().unwrap();
+    assert_eq!(rows.len(), 3, "{cursor}");
+    assert!(!rows.contains_key("L-3"), "{cursor}");
+
+    // Nothing more to mark.
+    let again = gs.run();
+    assert_eq!(again["records_deleted"], 0, "{again}");
+
+    // The row comes back: read as new, no longer deleted.
+    gs.edit(|rows| {
+        rows.push(row(&[
+            "L-3",
+            "Alan",
+            "Turing",
+            "alan@example.com",
+            "+1 415 555 0103",
+        ]));
+    });
+    let back = gs.run();
+    assert_eq!(back["rows_read"], 1, "{back}");
+    assert_eq!(
+        gs.crm
+            .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
+        0
+    );
 }
 
 #[test]

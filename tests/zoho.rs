@@ -51,6 +51,13 @@ struct Fake {
     /// One entry per request: token, list, list-since, page-N, page-token,
     /// 401, fault, 204, 304, wrong-host, deleted, deleted-304.
     log: Vec<String>,
+    /// `expires_in` of issued tokens (Zoho's is 3600); a token older than
+    /// that is refused with 401 INVALID_TOKEN, as Zoho does.
+    lifetime: Option<std::time::Duration>,
+    /// When each token was issued.
+    issued_at: HashMap<String, std::time::Instant>,
+    /// How long each listing page takes.
+    page_delay: Option<std::time::Duration>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -82,10 +89,12 @@ async fn token(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>
     fake.issued += 1;
     let access = format!("1000.{:032x}.{}", fake.issued, fake.issued);
     fake.tokens.insert(access.clone());
+    fake.issued_at.insert(access.clone(), std::time::Instant::now());
+    let expires_in = fake.lifetime.map_or(3600, |l| l.as_secs());
     json_response(
         StatusCode::OK,
         json!({"access_token": access, "scope": "ZohoCRM.modules.ALL", "api_domain": other_host(&fake.base),
-               "token_type": "Bearer", "expires_in": 3600}),
+               "token_type": "Bearer", "expires_in": expires_in}),
     )
 }
 
@@ -113,7 +122,13 @@ fn gate(fake: &mut Fake, headers: &HeaderMap) -> Option<Response> {
         Some(n) => fake.expire_after = Some(n - 1),
         None => {}
     }
-    if !token_of(headers, "Zoho-oauthtoken").is_some_and(|t| fake.tokens.contains(&t)) {
+    let live = |t: &String| {
+        fake.tokens.contains(t)
+            && fake
+                .lifetime
+                .is_none_or(|l| fake.issued_at.get(t).is_some_and(|at| at.elapsed() < l))
+    };
+    if !token_of(headers, "Zoho-oauthtoken").is_some_and(|t| live(&t)) {
         fake.log.push("401".into());
         return Some(error(
             StatusCode::UNAUTHORIZED,
@@ -197,6 +212,10 @@ async fn list_leads(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let delay = s.lock().unwrap().page_delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let mut fake = s.lock().unwrap();
     if let Some(r) = gate(&mut fake, &headers) {
         return r;
@@ -452,6 +471,36 @@ fn zoho_invalid_token_mid_run_gets_a_new_token_and_goes_on() {
 }
 
 #[test]
+fn zoho_token_expiring_mid_run_is_renewed_before_it_runs_out() {
+    // Tokens live 2 s (the source renews at half the lifetime for short
+    // ones); pages take 0.6 s: the listing outlives the first token. No
+    // 401 ever: the cached token is replaced before it expires.
+    let z = Zoho::new(8);
+    {
+        let mut f = z.fake.lock().unwrap();
+        f.lifetime = Some(std::time::Duration::from_secs(2));
+        f.page_delay = Some(std::time::Duration::from_millis(600));
+    }
+    let started = std::time::Instant::now();
+    let report = z.run();
+    assert_eq!(report["rows_read"], 8, "{report}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(2400));
+    let log = z.log();
+    assert!(!log.contains(&"401".to_string()), "never refused: {log:?}");
+    let tokens = log.iter().filter(|l| *l == "token").count();
+    assert!(tokens >= 2, "a second token during the listing: {log:?}");
+    // The new token came between pages, not only at the start.
+    let pages: Vec<&String> = log.iter().filter(|l| *l != "token").collect();
+    assert_eq!(pages, ["list", "page-2", "page-3", "page-4"], "{log:?}");
+    assert_ne!(log[..2], ["token", "token"], "{log:?}");
+    assert_eq!(log[0], "token");
+    assert!(
+        log[2..].contains(&"token".to_string()),
+        "renewed after the first page: {log:?}"
+    );
+}
+
+#[test]
 fn zoho_retries_429_after_retry_after_and_a_5xx() {
     let z = Zoho::new(3);
     z.fake
@@ -552,7 +601,7 @@ fn zoho_deleted_leads_are_marked_from_the_recycle_bin_and_for_good() {
         f.deleted.insert(lead_id(99), (at(1, 1), "permanent"));
     }
     let run = z.run();
-    assert_eq!(run["crm_deleted"], 2, "{run}");
+    assert_eq!(run["records_deleted"], 2, "{run}");
     assert_eq!(z.log(), ["token", "list-since", "304", "deleted"]);
     assert_eq!(
         z.crm.count(&format!(
@@ -572,7 +621,7 @@ fn zoho_deleted_leads_are_marked_from_the_recycle_bin_and_for_good() {
     assert_eq!(z.crm.cursor().as_deref(), Some("2026-02-02T10:00:00.000Z"));
 
     let again = z.run();
-    assert_eq!(again["crm_deleted"], 0, "{again}");
+    assert_eq!(again["records_deleted"], 0, "{again}");
     assert_eq!(z.log(), ["token", "list-since", "304", "deleted-304"]);
     assert_eq!(
         z.crm

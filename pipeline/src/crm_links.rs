@@ -419,16 +419,18 @@ fn link_batch(rows: &[(&LinkKey, &LinkRow)], now_us: i64) -> Result<RecordBatch,
     Ok(RecordBatch::try_new(CRM_LINKS_SCHEMA.clone(), cols)?)
 }
 
-/// A deletion a CRM source reported in this run.
+/// A deletion a CRM or Google Sheets source reported in this run.
 #[derive(Debug, Clone)]
 pub struct SourceDeletion {
     pub source: String,
     pub deletion: CrmDeletion,
 }
 
-/// Marks deleted CRM records: their `records` rows (read back, `deleted_at`
-/// set; rows already marked are left alone, so a re-read changes nothing)
-/// and their links (created for records read before `crm_links` existed).
+/// Marks deleted records (a CRM's deletions, rows gone from a Google
+/// Sheet; keyed by source and record id): their `records` rows (read back,
+/// `deleted_at` set; rows already marked are left alone, so a re-read
+/// changes nothing) and, for CRM records, their links (created for records
+/// read before `crm_links` existed). Sheet rows have no link.
 /// Returns the records rows to upsert and how many records were marked.
 pub async fn mark_deleted(
     ctx: &SessionContext,
@@ -529,7 +531,7 @@ pub async fn mark_deleted(
         );
     }
     let n = marked.num_rows() as u64;
-    info!(records = n, "records marked deleted in their CRM");
+    info!(records = n, "records marked deleted in their source");
     Ok((Some(marked), n))
 }
 

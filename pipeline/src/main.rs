@@ -730,10 +730,13 @@ fn print_summary(r: &RunReport, warehouse: &str) {
         "  people  {} new masters, {} matched existing, {} merged within the run, {} already known, {} conflicts kept apart",
         r.masters_new, r.matched_existing, r.merged_in_batch, r.records_known, r.conflicts
     );
-    if r.outbound_linked > 0 || r.crm_deleted > 0 {
+    if r.outbound_linked > 0 {
+        println!("  crm     {} linked by outbound link", r.outbound_linked);
+    }
+    if r.records_deleted > 0 {
         println!(
-            "  crm     {} linked by outbound link, {} marked deleted",
-            r.outbound_linked, r.crm_deleted
+            "  deleted {} record(s) their source deleted, marked with deleted_at",
+            r.records_deleted
         );
     }
     if let Some(e) = &r.error {

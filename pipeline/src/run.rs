@@ -120,8 +120,10 @@ pub struct RunReport {
     pub reminders_created: u64,
     /// CRM records linked to the master leadflow created them for (outbound links).
     pub outbound_linked: u64,
-    /// CRM records their CRM reported deleted, marked in `records` and `crm_links`.
-    pub crm_deleted: u64,
+    /// Records their source reported deleted (a CRM's deletions, rows gone
+    /// from a Google Sheet), marked with `deleted_at` in `records` (and
+    /// `crm_links` for CRM records). Also a `runs` column.
+    pub records_deleted: u64,
     pub recovered_run: Option<String>,
     pub files: Vec<FileReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -613,7 +615,7 @@ async fn execute(
         &stamp,
     )
     .await?;
-    report.crm_deleted = deleted;
+    report.records_deleted = deleted;
     if let Some(rows) = deleted_records {
         match tables.iter_mut().find(|t| t.table == "records") {
             Some(t) => {
@@ -1269,6 +1271,7 @@ fn runs_row(r: &RunReport, started: DateTime<Utc>, finished: DateTime<Utc>) -> R
         i(r.conflicts),
         i(r.records_written),
         Arc::new(StringArray::from(vec![r.error.as_deref()])),
+        i(r.records_deleted),
     ];
     Ok(RecordBatch::try_new(RUNS_SCHEMA.clone(), cols)?)
 }

@@ -244,6 +244,9 @@ pub static RUNS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         i64f("conflicts"),
         i64f("records_written"),
         utf8("error"),
+        // Added later (nullable, last: added to older tables on open):
+        // records marked deleted because their source deleted them.
+        i64f("records_deleted"),
     ]))
 });
 

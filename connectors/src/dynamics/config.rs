@@ -94,10 +94,19 @@ pub struct DynamicsConfig {
     #[serde(default = "default_page_size")]
     pub page_size: u32,
     /// How far before the saved cursor an incremental run starts, e.g.
-    /// "5m". Default 5m.
+    /// "5m". Default 5m. Not used with `change_tracking`.
     #[serde(default = "default_lookback", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub lookback: Duration,
+    /// Read through Dataverse change tracking (delta links) instead of
+    /// `$filter=modifiedon gt ...`: the first run reads every lead and gets
+    /// a delta link, later runs read only what changed since, deletions
+    /// included (their records get `deleted_at`). The leads table needs
+    /// "Track changes" on (table settings, Advanced options). An expired
+    /// delta link (7 days by default) falls back to one full read. Default
+    /// false.
+    #[serde(default)]
+    pub change_tracking: bool,
     /// Retries, request budget and timeouts.
     #[serde(default)]
     pub http: HttpOptions,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::config::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URI, ID_COLUMN, SCOPE, SheetsConfig};
-use crate::crm::{CrmError, CrmFetch, CrmProbe, json_text};
+use crate::crm::{CrmDeletion, CrmError, CrmFetch, CrmProbe, json_text};
 use crate::files::{SOURCE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, clean_headers};
 use crate::http::{HttpError, backoff, retry_after_value};
 
@@ -566,12 +566,26 @@ impl SheetsSource {
             warn!(source = %self.name, rows = changes.repeated, "rows repeat an identity; the last one counts");
         }
         let mode = if saved.is_some() { "incremental" } else { "full" };
+        // Identities the saved state holds and the sheet no longer does: rows
+        // deleted since the last commit (the time of this read stands for
+        // when). The new state no longer holds them.
+        let now = chrono::Utc::now();
+        let deleted: Vec<CrmDeletion> = saved
+            .iter()
+            .flat_map(|s| s.rows.keys())
+            .filter(|id| !changes.state.contains_key(*id))
+            .map(|id| CrmDeletion {
+                id: id.clone(),
+                deleted_at: now,
+            })
+            .collect();
         info!(
             source = %self.name,
             mode,
             rows = table.rows.len(),
             changed = changes.changed.len(),
             unchanged = changes.unchanged,
+            deleted = deleted.len(),
             requests = self.requests(),
             "google sheet read"
         );
@@ -598,8 +612,7 @@ impl SheetsSource {
             mode,
             display: self.display.clone(),
             requests: self.requests(),
-            // Rows removed from a sheet are not tracked (see the README).
-            deleted: Vec::new(),
+            deleted,
         })
     }
 

@@ -56,6 +56,8 @@ pub struct Counts {
     pub merged_in_batch: u64,
     pub records_known: u64,
     pub conflicts: u64,
+    /// Records marked deleted because their source deleted them.
+    pub records_deleted: u64,
 }
 
 /// One run in API answers.
@@ -116,6 +118,7 @@ impl RunView {
                 merged_in_batch: r.merged_in_batch,
                 records_known: r.records_known,
                 conflicts: r.conflicts,
+                records_deleted: r.records_deleted,
             }),
             rejected_by_reason: r.rejected_by_reason.clone(),
             error: r.error.clone(),
@@ -385,6 +388,7 @@ fn views(batches: &[RecordBatch]) -> Result<Vec<RunView>, DecodeError> {
             "merged_in_batch",
             "records_known",
             "conflicts",
+            "records_deleted",
         ];
         let counts: Vec<Vec<Option<i64>>> = count_cols.iter().map(|c| n(c)).collect::<Result<_, _>>()?;
         for i in 0..b.num_rows() {
@@ -418,6 +422,7 @@ fn views(batches: &[RecordBatch]) -> Result<Vec<RunView>, DecodeError> {
                     merged_in_batch: c(9),
                     records_known: c(10),
                     conflicts: c(11),
+                    records_deleted: c(12),
                 }),
                 rejected_by_reason: reasons[i]
                     .as_deref()
