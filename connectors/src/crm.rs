@@ -41,7 +41,7 @@ pub enum CrmError {
         url: String,
         detail: String,
     },
-    #[error("{provider} source `{source_name}`: saved cursor {cursor:?} is not a timestamp")]
+    #[error("{provider} source `{source_name}`: saved cursor {cursor:?} is not one this source can resume from (a timestamp, or the source's own JSON state)")]
     Cursor {
         provider: &'static str,
         source_name: String,
@@ -120,8 +120,6 @@ pub struct CrmDeletion {
     pub deleted_at: DateTime<Utc>,
 }
 
-/// Records of one read, one per CRM id (the latest version wins), in
-/// first-seen order, and the newest modification time.
 impl CrmError {
     /// Every problem of a source's config as one error; `Ok` when none.
     pub(crate) fn check_config(
@@ -174,6 +172,8 @@ pub(crate) fn request_fields(configured: &[String], id_field: &str, cursor_field
     fields
 }
 
+/// Records of one read, one per CRM id (the latest version wins), in
+/// first-seen order, and the newest modification time.
 #[derive(Debug)]
 pub struct RecordSet {
     id_column: &'static str,

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::http::{HttpOptions, Secret};
 
-/// Data column holding the Dataverse lead id (`leadid`).
 /// The CRM object this source reads.
 pub const OBJECT: &str = "leads";
+/// Data column holding the Dataverse lead id (`leadid`).
 pub const ID_COLUMN: &str = "dynamics_id";
 /// Dataverse column -> lead field defaults.
 pub const DEFAULT_ALIASES: &[(&str, &str)] = &[
