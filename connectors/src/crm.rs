@@ -41,7 +41,9 @@ pub enum CrmError {
         url: String,
         detail: String,
     },
-    #[error("{provider} source `{source_name}`: saved cursor {cursor:?} is not one this source can resume from (a timestamp, or the source's own JSON state)")]
+    #[error(
+        "{provider} source `{source_name}`: saved cursor {cursor:?} is not one this source can resume from (a timestamp, or the source's own JSON state)"
+    )]
     Cursor {
         provider: &'static str,
         source_name: String,

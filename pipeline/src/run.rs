@@ -728,7 +728,10 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
 /// batches by their first position is enough: one copy instead of a sort
 /// and a second copy of every column. Checked, with the full sort as the
 /// fallback should a stage ever reorder rows inside a batch.
-fn arrival_order(schema: &arrow::datatypes::SchemaRef, mut batches: Vec<RecordBatch>) -> Result<RecordBatch, RunError> {
+fn arrival_order(
+    schema: &arrow::datatypes::SchemaRef,
+    mut batches: Vec<RecordBatch>,
+) -> Result<RecordBatch, RunError> {
     let positions = |b: &RecordBatch| {
         b.column_by_name(lschema::RAW_POS)
             .expect("normalised")
@@ -1091,7 +1094,8 @@ fn records_batch(
                 }
                 "origin" => Arc::new(StringArray::from_iter_values((0..n).map(|i| match origin(i) {
                     Some(_) => "crm",
-                    None if sheets.contains(source.value(i)) => "sheet",
+                    // Most pipelines have no sheet: no hash per row then.
+                    None if !sheets.is_empty() && sheets.contains(source.value(i)) => "sheet",
                     None => "file",
                 }))),
                 "provider" => Arc::new(
@@ -1289,13 +1293,19 @@ mod tests {
         let v: Vec<String> = pos.iter().map(|p| format!("row{p}")).collect();
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(UInt64Array::from(pos.to_vec())), Arc::new(StringArray::from(v))],
+            vec![
+                Arc::new(UInt64Array::from(pos.to_vec())),
+                Arc::new(StringArray::from(v)),
+            ],
         )
         .unwrap()
     }
 
     fn order_of(b: &RecordBatch) -> Vec<u64> {
-        b.column(0).as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec()
+        b.column(0)
+            .as_primitive::<arrow::datatypes::UInt64Type>()
+            .values()
+            .to_vec()
     }
 
     #[test]
