@@ -61,8 +61,9 @@ impl std::fmt::Display for Scores {
     }
 }
 
-/// Score `(row, cluster)` assignments against `row -> person`. Rows the
-/// truth does not know are ignored (rejected rows count as not linked).
+/// Score `(row, cluster)` assignments against `row -> person`. Only rows
+/// both sides know count: a row the run rejected (no usable contact) is
+/// neither a hit nor a miss, as in the bench.
 pub fn pairwise<'a>(assigned: impl Iterator<Item = (i64, &'a str)>, truth: &HashMap<i64, String>) -> Scores {
     let mut by_cluster: HashMap<&str, u64> = HashMap::new();
     let mut by_both: HashMap<(&str, &str), u64> = HashMap::new();
@@ -73,11 +74,7 @@ pub fn pairwise<'a>(assigned: impl Iterator<Item = (i64, &'a str)>, truth: &Hash
         *by_both.entry((cluster, p.as_str())).or_default() += 1;
         *seen.entry(p.as_str()).or_default() += 1;
     }
-    // Every truth row counts for recall, also one the run rejected.
-    let mut by_person: HashMap<&str, u64> = HashMap::new();
-    for p in truth.values() {
-        *by_person.entry(p.as_str()).or_default() += 1;
-    }
+    let by_person = seen;
     let pairs = |n: &u64| n * n.saturating_sub(1) / 2;
     let tp: u64 = by_both.values().map(pairs).sum();
     let predicted: u64 = by_cluster.values().map(pairs).sum();
@@ -291,6 +288,7 @@ pub async fn eval_leads(
     dir: &Path,
     mode: &str,
     model: Option<&Path>,
+    dump: Option<&Path>,
 ) -> Result<Vec<LeadsEval>, EvalError> {
     let _ = std::fs::remove_dir_all(dir.join("warehouse"));
     let mut out = Vec::new();
@@ -338,6 +336,14 @@ pub async fn eval_leads(
             rows.extend((0..b.num_rows()).map(|i| (n.value(i), m.value(i).to_string())));
         }
         let scores = pairwise(rows.iter().map(|(r, m)| (*r, m.as_str())), &truth);
+        if let Some(path) = dump {
+            let path = path.with_extension(format!("{}.csv", k + 1));
+            let mut text = String::from("row,master_id,person_id\n");
+            for (r, m) in &rows {
+                text.push_str(&format!("{r},{m},{}\n", truth.get(r).map_or("", |p| p.as_str())));
+            }
+            std::fs::write(&path, text).map_err(|e| file_err(&path, e))?;
+        }
         out.push(LeadsEval {
             label: file.display().to_string(),
             rows: rows.len(),

@@ -151,6 +151,9 @@ enum EvalCommand {
         model: Option<PathBuf>,
         #[arg(long, default_value = "/tmp/leadflow-eval")]
         dir: PathBuf,
+        /// Also write each file's `row,master_id,person_id` to DUMP.<n>.csv.
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
     /// Link any CSV with a linkage YAML (e.g. bench/febrl.yaml) and score it.
     /// Without `model:` in the YAML a model is trained on the file first.
@@ -312,6 +315,7 @@ async fn eval_command(what: EvalCommand) -> ExitCode {
             mode,
             model,
             dir,
+            dump,
         } => {
             let pairs: Vec<(PathBuf, PathBuf)> =
                 files.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
@@ -319,7 +323,7 @@ async fn eval_command(what: EvalCommand) -> ExitCode {
                 eprintln!("{}: {e}", dir.display());
                 return ExitCode::from(EXIT_FAILED);
             }
-            match eval::eval_leads(&pairs, &dir, &mode, model.as_deref()).await {
+            match eval::eval_leads(&pairs, &dir, &mode, model.as_deref(), dump.as_deref()).await {
                 Ok(results) => {
                     for r in results {
                         println!(

@@ -183,7 +183,20 @@ pub fn prepare(c: &ComparisonConfig, raw: &[&[String]]) -> Vec<String> {
             }
             let full = format!("{f} {l}");
             let (sf, sl) = (sound_alike(&f), sound_alike(&l));
-            vec![f, l, full, sf, sl]
+            // Optional third column, the whole name: its folded words
+            // (middle names and multi-word given names live only there).
+            let words = raw
+                .get(2)
+                .and_then(|v| v.first())
+                .map(|s| {
+                    s.split(|c: char| c.is_whitespace() || c == ',' || c == '-')
+                        .map(fold_name)
+                        .filter(|w| !w.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            vec![f, l, full, sf, sl, words]
         }
         K::Phone => one(&digits),
         K::Email => one(&|s| s.to_lowercase()),
@@ -338,8 +351,57 @@ fn compare_date(x: &str, y: &str) -> usize {
     4
 }
 
-/// Names prepared as `[first, last, "first last", sound(first), sound(last)]`.
+/// Names prepared as `[first, last, "first last", sound(first),
+/// sound(last), words of the full name]`: the parts' level, improved by the
+/// full names' words when those say more ("Li Ka Ming" / "Ka Ming Li").
 fn compare_names(a: &[String], b: &[String]) -> usize {
+    let parts = compare_name_parts(a, b);
+    if parts <= 1 {
+        return parts;
+    }
+    match (a.get(5), b.get(5)) {
+        (Some(x), Some(y)) if !x.is_empty() && !y.is_empty() => parts.min(compare_words(x, y)),
+        _ => parts,
+    }
+}
+
+/// Full names as words: the same words in another order, or the same
+/// letters split otherwise ("kaming li" / "ka ming li") = swapped (1); a
+/// shared word and the rest alike (Jaro-Winkler >= 0.92) = alike (2).
+fn compare_words(x: &str, y: &str) -> usize {
+    let mut wx: Vec<&str> = x.split(' ').collect();
+    let mut wy: Vec<&str> = y.split(' ').collect();
+    wx.sort_unstable();
+    wy.sort_unstable();
+    if wx == wy {
+        return 1;
+    }
+    let letters = |w: &[&str]| {
+        let mut c: Vec<char> = w.concat().chars().collect();
+        c.sort_unstable();
+        c
+    };
+    let (lx, ly) = (letters(&wx), letters(&wy));
+    if lx.len() >= 6 && lx == ly {
+        return 1;
+    }
+    let shared: Vec<&str> = wx
+        .iter()
+        .copied()
+        .filter(|w| w.len() >= 2 && wy.contains(w))
+        .collect();
+    if shared.is_empty() {
+        return 8;
+    }
+    let rest = |w: &[&str]| -> String { w.iter().copied().filter(|t| !shared.contains(t)).collect() };
+    let (rx, ry) = (rest(&wx), rest(&wy));
+    if rx.len() >= 3 && ry.len() >= 3 && jaro_winkler(&rx, &ry) >= 0.92 {
+        return 2;
+    }
+    8
+}
+
+fn compare_name_parts(a: &[String], b: &[String]) -> usize {
     let (af, al, bf, bl) = (&a[0], &a[1], &b[0], &b[1]);
     let both = |x: &str, y: &str| !x.is_empty() && !y.is_empty();
     if both(af, bf) && both(al, bl) {
@@ -465,6 +527,37 @@ mod tests {
         assert_eq!(l(("Priya", "Sharma"), ("Priya", "Fernandes")), "first_only");
         assert_eq!(l(("Priya", ""), ("Priya", "Sharma")), "partial");
         assert_eq!(l(("Ravi", "Kumar"), ("Meera", "Nair")), "differs");
+        let full = |f: &str, l: &str, full: &str| {
+            let (f, l, w) = (vec![f.to_string()], vec![l.to_string()], vec![full.to_string()]);
+            prepare(&c(ComparisonKind::PersonName), &[&f, &l, &w])
+        };
+        let lf = |a: &[String], b: &[String]| level(k, a, b).unwrap();
+        // "Li Ka Ming" splits into Li/Ming, "Ka Ming Li" into Ka/Li.
+        assert_eq!(
+            lf(&full("Li", "Ming", "Li Ka Ming"), &full("Ka", "Li", "Ka Ming Li")),
+            "swapped"
+        );
+        assert_eq!(
+            lf(
+                &full("Kaming", "Li", "Kaming Li"),
+                &full("Ka", "Li", "Ka Ming Li")
+            ),
+            "swapped"
+        );
+        assert_eq!(
+            lf(
+                &full("Ka-Mig", "Li", "Ka-Mig Li"),
+                &full("Li", "Ming", "Li Ka Ming")
+            ),
+            "alike"
+        );
+        assert_eq!(
+            lf(
+                &full("Anil", "Sharma", "Anil Sharma"),
+                &full("Sunita", "Sharma", "Sunita Sharma")
+            ),
+            "surname_only"
+        );
         assert_eq!(
             level(k, &name("", ""), &name("Ravi", "Kumar")),
             None,

@@ -45,7 +45,8 @@ pub struct ComparisonConfig {
     /// Name of the comparison (the model's levels are keyed by it).
     pub name: String,
     pub kind: ComparisonKind,
-    /// Input columns: `person_name` takes `[first, last]`, the others one.
+    /// Input columns: `person_name` takes `[first, last]` or `[first, last,
+    /// full]` (the whole name's words also count), the others one.
     pub columns: Vec<String>,
     /// Term-frequency adjustment of the exact level: a value many records
     /// share (a common name, an office switchboard) counts for less.
@@ -157,7 +158,12 @@ impl LinkageConfig {
     pub fn lead_comparisons() -> Vec<ComparisonConfig> {
         use ComparisonKind as K;
         vec![
-            cmp("name", K::PersonName, &["first_name", "last_name"], true),
+            cmp(
+                "name",
+                K::PersonName,
+                &["first_name", "last_name", "full_name"],
+                true,
+            ),
             cmp("phone", K::Phone, &["phone"], true),
             cmp("email", K::Email, &["email_key"], true),
             cmp("company", K::Company, &["company"], false),

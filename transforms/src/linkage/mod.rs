@@ -110,10 +110,11 @@ mod tests {
     pub(crate) fn batch(rows: &[[&str; 7]]) -> RecordBatch {
         let schema = Arc::new(Schema::new(
             COLS.iter()
+                .chain(&["full_name"])
                 .map(|c| Field::new(*c, DataType::Utf8, true))
                 .collect::<Vec<_>>(),
         ));
-        let cols: Vec<ArrayRef> = (0..7)
+        let mut cols: Vec<ArrayRef> = (0..7)
             .map(|c| {
                 Arc::new(
                     rows.iter()
@@ -122,6 +123,11 @@ mod tests {
                 ) as ArrayRef
             })
             .collect();
+        cols.push(Arc::new(
+            rows.iter()
+                .map(|r| Some(format!("{} {}", r[0], r[1])))
+                .collect::<StringArray>(),
+        ));
         RecordBatch::try_new(schema, cols).unwrap()
     }
 
