@@ -262,7 +262,10 @@ pub struct LeadsEval {
     pub masters_new: u64,
     pub matched_existing: u64,
     pub merged_in_batch: u64,
+    /// This file's records scored among themselves.
     pub scores: Scores,
+    /// All files so far together (from the second file on).
+    pub cumulative: Option<Scores>,
 }
 
 fn eval_config(dir: &Path, drops: &str, mode: &str, model: Option<&Path>) -> Result<PathBuf, EvalError> {
@@ -292,6 +295,10 @@ pub async fn eval_leads(
 ) -> Result<Vec<LeadsEval>, EvalError> {
     let _ = std::fs::remove_dir_all(dir.join("warehouse"));
     let mut out = Vec::new();
+    // Every file so far, rows keyed by (file, row): scores the links of a
+    // later file's records to the earlier files' people too.
+    let mut all_rows: Vec<(i64, String)> = Vec::new();
+    let mut all_truth: HashMap<i64, String> = HashMap::new();
     for (k, (file, truth_path)) in files.iter().enumerate() {
         let drops = format!("file{}", k + 1);
         let drop_dir = dir.join(&drops);
@@ -336,6 +343,11 @@ pub async fn eval_leads(
             rows.extend((0..b.num_rows()).map(|i| (n.value(i), m.value(i).to_string())));
         }
         let scores = pairwise(rows.iter().map(|(r, m)| (*r, m.as_str())), &truth);
+        let base = (k as i64 + 1) << 40;
+        all_rows.extend(rows.iter().map(|(r, m)| (base + r, m.clone())));
+        all_truth.extend(truth.iter().map(|(r, p)| (base + r, p.clone())));
+        let cumulative =
+            (k > 0).then(|| pairwise(all_rows.iter().map(|(r, m)| (*r, m.as_str())), &all_truth));
         if let Some(path) = dump {
             let path = path.with_extension(format!("{}.csv", k + 1));
             let mut text = String::from("row,master_id,person_id\n");
@@ -352,6 +364,7 @@ pub async fn eval_leads(
             matched_existing: r.matched_existing,
             merged_in_batch: r.merged_in_batch,
             scores,
+            cumulative,
         });
     }
     Ok(out)

@@ -131,6 +131,11 @@ enum Command {
         /// Share of rows that repeat an earlier person.
         #[arg(long, default_value_t = 0.3)]
         duplicate_rate: f64,
+        /// People of an earlier file generated with the same seed (its
+        /// `people` count): repeats are then later appearances of them, and
+        /// new people get ids from there on.
+        #[arg(long, default_value_t = 0)]
+        existing_people: u64,
     },
 }
 
@@ -330,7 +335,10 @@ async fn eval_command(what: EvalCommand) -> ExitCode {
                             "{} ({} records, {mode}): {:.2}s; {} new masters, {} matched existing, {} merged in run",
                             r.label, r.rows, r.seconds, r.masters_new, r.matched_existing, r.merged_in_batch
                         );
-                        println!("  {}", r.scores);
+                        println!("  this file: {}", r.scores);
+                        if let Some(c) = r.cumulative {
+                            println!("  all files so far: {c}");
+                        }
                     }
                     ExitCode::SUCCESS
                 }
@@ -706,11 +714,14 @@ fn main() -> ExitCode {
                 rows,
                 seed,
                 duplicate_rate,
+                existing_people,
             } => {
                 let opts = leadflow::generate::GenerateOptions {
                     rows,
                     seed,
                     duplicate_rate,
+                    id_offset: existing_people,
+                    existing_people,
                     ..Default::default()
                 };
                 match leadflow::generate::generate_csv(&out, &opts) {

@@ -92,6 +92,7 @@ pub async fn link_probabilistic(
     let mut rules = Vec::with_capacity(n);
     let mut stats = LinkStats::default();
     let mut ids = StringBuilder::with_capacity(n, n * 27);
+    #[allow(clippy::needless_range_loop)] // i indexes leads, roots and flags alike
     for i in 0..n {
         let r = c.root[i];
         let k = *cluster_of_root.entry(r).or_insert_with(|| {

@@ -73,8 +73,6 @@ pub fn normalise_company(s: &str) -> String {
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
-            } else if c == '&' {
-                ' '
             } else {
                 ' '
             }

@@ -224,8 +224,10 @@ mod tests {
             rows.push(["A", "B", "+919800000001", "", "", "", ""]);
         }
         let b = batch(&rows);
-        let mut config = LinkageConfig::default();
-        config.max_block_size = 4;
+        let mut config = LinkageConfig {
+            max_block_size: 4,
+            ..Default::default()
+        };
         let frame = Frame::new(&config, &[(&b, &[])]).unwrap();
         let (pairs, skipped) = rt()
             .block_on(candidates(&config, &frame, frame.len, None))
