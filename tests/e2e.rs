@@ -17,6 +17,8 @@ mod dynamics;
 /// Shared pieces of the fake CRM servers.
 mod fake;
 mod hubspot;
+/// Probabilistic dedupe (record linkage) end to end.
+mod linkage;
 mod salesforce;
 mod sheets;
 mod zoho;

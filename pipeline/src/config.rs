@@ -715,6 +715,25 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                 "must be between 0 and 1".into(),
             );
         }
+        if p.dedupe.mode == leadflow_transforms::dedupe::DedupeMode::Probabilistic {
+            // The model loads and fits, vetoes and thresholds make sense,
+            // and every column read is one the link stage has.
+            let at = path(&[&"pipelines", &i, &"dedupe", &"linkage"]);
+            if let Err(e) = leadflow_transforms::dedupe::scorer(&p.dedupe) {
+                push(at.clone(), e.to_string());
+            }
+            for c in leadflow_transforms::linkage::frame::needed_columns(&p.dedupe.linkage) {
+                if leadflow_transforms::schema::RECORDS_SCHEMA
+                    .field_with_name(&c)
+                    .is_err()
+                {
+                    push(
+                        at.clone(),
+                        format!("column `{c}` is not a lead column the link stage has"),
+                    );
+                }
+            }
+        }
         for (key, message) in schedule_problems(p) {
             push(path(&[&"pipelines", &i, &key]), message);
         }

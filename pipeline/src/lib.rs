@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod crm_links;
 pub mod daemon;
+pub mod eval;
 pub mod generate;
 pub mod progress;
 pub mod reminders;

@@ -92,6 +92,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Linkage quality: link a file and score it against a truth file
+    /// (`row,person_id`): pairwise precision, recall, F1.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
+    /// Train a linkage model without labels (u from random pairs, m by EM
+    /// over blocked pairs) on a warehouse's records or on a CSV; writes JSON.
+    Train {
+        /// Pipeline config: train on its warehouse's `records` with the
+        /// pipeline's `dedupe.linkage` settings.
+        #[arg(required_unless_present = "csv")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Train on this CSV instead, with --linkage settings.
+        #[arg(long, requires = "linkage")]
+        csv: Option<PathBuf>,
+        /// Linkage YAML (comparisons, blocking, thresholds) for --csv.
+        #[arg(long)]
+        linkage: Option<PathBuf>,
+        /// Records to train on at most.
+        #[arg(long, default_value_t = 200_000)]
+        sample: usize,
+        /// Where to write the model JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a CSV of generated messy leads with planted duplicates (and a truth file beside it).
     Generate {
         /// Output CSV path.
@@ -103,6 +131,53 @@ enum Command {
         /// Share of rows that repeat an earlier person.
         #[arg(long, default_value_t = 0.3)]
         duplicate_rate: f64,
+        /// People of an earlier file generated with the same seed (its
+        /// `people` count): repeats are then later appearances of them, and
+        /// new people get ids from there on.
+        #[arg(long, default_value_t = 0)]
+        existing_people: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Run lead CSVs through the real pipeline into a fresh warehouse (in
+    /// --dir) and score each file's records; a second file links against
+    /// the first's masters.
+    Leads {
+        /// CSV and its truth file; repeat for a second file.
+        #[arg(long = "file", num_args = 2, value_names = ["CSV", "TRUTH"], required = true)]
+        files: Vec<PathBuf>,
+        /// `exact` or `probabilistic`.
+        #[arg(long, default_value = "probabilistic")]
+        mode: String,
+        /// A model JSON from `leadflow train` (default: the built-in one).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "/tmp/leadflow-eval")]
+        dir: PathBuf,
+        /// Also write each file's `row,master_id,person_id` to DUMP.<n>.csv.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
+    /// Link any CSV with a linkage YAML (e.g. bench/febrl.yaml) and score it.
+    /// Without `model:` in the YAML a model is trained on the file first.
+    Table {
+        csv: PathBuf,
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long)]
+        linkage: PathBuf,
+        /// Link across this column's values (two data sets) instead of
+        /// deduplicating.
+        #[arg(long)]
+        link_column: Option<String>,
+        /// Leave out comparisons and blocking rules reading these columns.
+        #[arg(long)]
+        drop: Vec<String>,
+        /// Override the YAML's link threshold.
+        #[arg(long)]
+        link_threshold: Option<f64>,
     },
 }
 
@@ -234,6 +309,162 @@ fn init_logs(format: LogFormat) {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {
         builder.with_target(false).compact().init();
+    }
+}
+
+async fn eval_command(what: EvalCommand) -> ExitCode {
+    use leadflow::eval;
+    match what {
+        EvalCommand::Leads {
+            files,
+            mode,
+            model,
+            dir,
+            dump,
+        } => {
+            let pairs: Vec<(PathBuf, PathBuf)> =
+                files.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+            if let Err(e) = std::fs::create_dir_all(&dir) {
+                eprintln!("{}: {e}", dir.display());
+                return ExitCode::from(EXIT_FAILED);
+            }
+            match eval::eval_leads(&pairs, &dir, &mode, model.as_deref(), dump.as_deref()).await {
+                Ok(results) => {
+                    for r in results {
+                        println!(
+                            "{} ({} records, {mode}): {:.2}s; {} new masters, {} matched existing, {} merged in run",
+                            r.label, r.rows, r.seconds, r.masters_new, r.matched_existing, r.merged_in_batch
+                        );
+                        println!("  this file: {}", r.scores);
+                        if let Some(c) = r.cumulative {
+                            println!("  all files so far: {c}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        EvalCommand::Table {
+            csv,
+            truth,
+            linkage,
+            link_column,
+            drop,
+            link_threshold,
+        } => {
+            let mut config = match eval::read_linkage(&linkage, &drop) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            if let Some(t) = link_threshold {
+                config.link_threshold = t;
+                config.review_threshold = config.review_threshold.min(t);
+            }
+            match eval::eval_table(&csv, &truth, config, link_column.as_deref()).await {
+                Ok(r) => {
+                    if let Some(t) = &r.trained {
+                        println!(
+                            "trained on the file: {} random pairs for u, EM over {} candidate pairs ({} iterations, match share {:.3})",
+                            t.random_pairs, t.candidate_pairs, t.em_iterations, t.match_share
+                        );
+                    }
+                    println!(
+                        "{}: {} records, {} candidate pairs ({} blocks over the cap skipped), {} records linked, {} for review, {:.2}s",
+                        csv.display(),
+                        r.records,
+                        r.candidate_pairs,
+                        r.skipped_blocks,
+                        r.links,
+                        r.reviews,
+                        r.seconds
+                    );
+                    println!("  {}", r.scores);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+    }
+}
+
+async fn train_command(
+    config: Option<PathBuf>,
+    pipeline: Option<String>,
+    csv: Option<PathBuf>,
+    linkage: Option<PathBuf>,
+    sample: usize,
+    out: PathBuf,
+) -> ExitCode {
+    use leadflow::eval;
+    let result = match (csv, linkage, config) {
+        (Some(csv), Some(linkage), _) => {
+            let cfg = match eval::read_linkage(&linkage, &[]) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match eval::read_csv(&csv) {
+                Ok(b) => {
+                    let b = b.slice(0, b.num_rows().min(sample));
+                    eval::train_batch(&cfg, &b, None, &format!("trained on {}", csv.display())).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+        (_, _, Some(config)) => {
+            let loaded = match load(&config).await {
+                Ok(l) => l,
+                Err(code) => return code,
+            };
+            let Some(p) = loaded
+                .config
+                .pipelines
+                .iter()
+                .find(|p| pipeline.as_ref().is_none_or(|n| &p.name == n))
+            else {
+                eprintln!("no pipeline {}", pipeline.unwrap_or_default());
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            eval::train_warehouse(&loaded, p, sample).await
+        }
+        _ => {
+            eprintln!("train needs CONFIG, or --csv with --linkage");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match result {
+        Ok((model, report)) => {
+            if let Err(e) = std::fs::write(&out, model.to_json()) {
+                eprintln!("{}: {e}", out.display());
+                return ExitCode::from(EXIT_FAILED);
+            }
+            println!(
+                "model written to {}: {} records, u from {} random pairs, m by EM over {} candidate pairs ({} iterations), prior {:.3e}",
+                out.display(),
+                model.trained_records,
+                report.random_pairs,
+                report.candidate_pairs,
+                report.em_iterations,
+                model.prior
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
@@ -469,16 +700,28 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Eval { what } => eval_command(what).await,
+            Command::Train {
+                config,
+                pipeline,
+                csv,
+                linkage,
+                sample,
+                out,
+            } => train_command(config, pipeline, csv, linkage, sample, out).await,
             Command::Generate {
                 out,
                 rows,
                 seed,
                 duplicate_rate,
+                existing_people,
             } => {
                 let opts = leadflow::generate::GenerateOptions {
                     rows,
                     seed,
                     duplicate_rate,
+                    id_offset: existing_people,
+                    existing_people,
                     ..Default::default()
                 };
                 match leadflow::generate::generate_csv(&out, &opts) {

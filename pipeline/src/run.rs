@@ -522,7 +522,7 @@ async fn execute(
         let pins = run_links.outbound_pins(&leads);
         let (candidates, known, pinned) =
             if warehouse.has_data("records").await? || warehouse.has_data("masters").await? {
-                candidates(&ctx, &leads, &pins).await?
+                candidates(&ctx, &leads, &pins, &pipeline.dedupe).await?
             } else {
                 (
                     RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone()),
@@ -538,8 +538,22 @@ async fn execute(
             "stage candidates done"
         );
         let stage_clock = Instant::now();
-        let mut outcome = dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp)
-            .map_err(|e| RunError::Other(e.to_string()))?;
+        let mut outcome = match pipeline.dedupe.mode {
+            dedupe::DedupeMode::Exact => dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp),
+            dedupe::DedupeMode::Probabilistic => {
+                dedupe::link_probabilistic(&leads, &candidates, &known, &pipeline.dedupe, &stamp).await
+            }
+        }
+        .map_err(|e| RunError::Other(e.to_string()))?;
+        let review = new_reviews(
+            &ctx,
+            warehouse,
+            std::mem::replace(
+                &mut outcome.review,
+                RecordBatch::new_empty(lschema::REVIEW_SCHEMA.clone()),
+            ),
+        )
+        .await?;
         let outbound = crm_links::apply_outbound(&leads, &mut outcome, &pinned, &stamp)?;
         report.outbound_linked = outbound;
         let s = &outcome.stats;
@@ -603,6 +617,13 @@ async fn execute(
             mode: WriteMode::Upsert,
             batches: vec![outcome.merges],
         });
+        if review.num_rows() > 0 {
+            tables.push(StagedTable {
+                table: "review".into(),
+                mode: WriteMode::Upsert,
+                batches: vec![review],
+            });
+        }
     }
     // CRM deletions mark records (read back) in the same `records` write.
     let (deleted_records, deleted) = crm_links::mark_deleted(
@@ -931,6 +952,7 @@ async fn candidates(
     ctx: &SessionContext,
     leads: &RecordBatch,
     pins: &HashMap<(String, String), String>,
+    dedupe_config: &dedupe::DedupeConfig,
 ) -> Result<
     (
         RecordBatch,
@@ -1002,15 +1024,51 @@ async fn candidates(
         known_masters.schema(),
         vec![vec![known_masters]],
     )?;
-    let sql = "SELECT * FROM masters WHERE master_id IN (
+    let mut sql = "SELECT * FROM masters WHERE master_id IN (
             SELECT mk.master_id FROM (
                 SELECT master_id, unnest(phones) AS k FROM masters
                 UNION ALL SELECT master_id, unnest(email_keys) AS k FROM masters
             ) mk JOIN (SELECT DISTINCT key FROM run_keys) rk ON mk.k = rk.key
             UNION SELECT master_id FROM run_known
-        ) ORDER BY master_id";
-    let batches = ctx.sql(sql).await?.collect().await?;
-    for t in ["run_keys", "run_records", "run_known"] {
+        ) ORDER BY master_id"
+        .to_string();
+    let mut tables = vec!["run_keys", "run_records", "run_known"];
+    if dedupe_config.mode == dedupe::DedupeMode::Probabilistic {
+        // Also the masters sharing any block key with the run (phonetic
+        // surname + city, initials, ...), computed by the same functions in
+        // SQL; a key held by more than `max_block_size` masters is skipped.
+        let lc = &dedupe_config.linkage;
+        let frame = leadflow_transforms::linkage::Frame::new(lc, &[(leads, &[])])
+            .map_err(|e| RunError::Other(e.to_string()))?;
+        let (block_keys, _) = leadflow_transforms::linkage::block::block_keys(&frame, &lc.blocking);
+        let block_keys = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(block_keys)) as ArrayRef],
+        )?;
+        stages::register_mem(ctx, "run_block_keys", block_keys.schema(), vec![vec![block_keys]])?;
+        tables.push("run_block_keys");
+        leadflow_transforms::linkage::block::register_block_udfs(ctx);
+        let keys_sql = leadflow_transforms::linkage::block::keys_sql(
+            &lc.blocking,
+            "masters",
+            "master_id",
+            dedupe::MASTER_RENAMES,
+            &["phones", "email_keys"],
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
+        sql = format!(
+            "WITH mk AS (SELECT x.id, x.k FROM ({keys_sql}) x
+                 JOIN (SELECT DISTINCT k FROM run_block_keys) rk ON x.k = rk.k),
+             ok AS (SELECT k FROM mk GROUP BY k HAVING count(DISTINCT id) <= {cap})
+             SELECT * FROM masters WHERE master_id IN (
+                 SELECT mk.id FROM mk JOIN ok ON mk.k = ok.k
+                 UNION SELECT master_id FROM run_known
+             ) ORDER BY master_id",
+            cap = lc.max_block_size
+        );
+    }
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    for t in tables {
         ctx.deregister_table(t)?;
     }
     let masters = if batches.is_empty() {
@@ -1020,6 +1078,40 @@ async fn candidates(
         conform(&b, &lschema::MASTERS_SCHEMA)?
     };
     Ok((masters, known, pinned))
+}
+
+/// The run's review pairs that `review` does not hold yet: a pair already
+/// there (open, approved or rejected) keeps its row and status.
+async fn new_reviews(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    review: RecordBatch,
+) -> Result<RecordBatch, RunError> {
+    if review.num_rows() == 0 || !warehouse.has_data("review").await? {
+        return Ok(review);
+    }
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("review_id", DataType::Utf8, false)])),
+        vec![review.column(0).clone()],
+    )?;
+    warehouse.register(ctx, &["review"]).await?;
+    stages::register_mem(ctx, "run_review", ids.schema(), vec![vec![ids]])?;
+    let batches = ctx
+        .sql("SELECT r.review_id FROM review r JOIN run_review q ON r.review_id = q.review_id")
+        .await?
+        .collect()
+        .await?;
+    ctx.deregister_table("run_review")?;
+    let mut seen = HashSet::new();
+    for b in &batches {
+        let a = utf8(b.column(0))?;
+        seen.extend((0..a.len()).map(|i| a.value(i).to_string()));
+    }
+    let ids = review.column(0).as_string::<i32>();
+    let keep: arrow::array::BooleanArray = (0..review.num_rows())
+        .map(|i| Some(!seen.contains(ids.value(i))))
+        .collect();
+    Ok(filter_record_batch(&review, &keep)?)
 }
 
 /// Cast a batch read back from Delta to the schema the code expects (Delta

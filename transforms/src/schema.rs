@@ -203,6 +203,27 @@ pub static MERGES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// `review`: pairs of masters linkage was unsure about (score between the
+/// thresholds, or a record strongly like two masters). Key: `review_id`
+/// (hash of the two master ids, smaller first).
+pub static REVIEW_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("review_id", DataType::Utf8, false),
+        Field::new("master_id", DataType::Utf8, false),
+        Field::new("other_master_id", DataType::Utf8, false),
+        utf8("source"),
+        utf8("source_record_id"),
+        utf8("other_source"),
+        utf8("other_source_record_id"),
+        Field::new("score", DataType::Float64, true),
+        utf8("explanation"),
+        Field::new("status", DataType::Utf8, false),
+        utf8("run_id"),
+        ts("created_at"),
+        ts("decided_at"),
+    ]))
+});
+
 /// `rejects`: every row that failed, with its raw values and all reasons.
 /// Key: (`source`, `source_record_id`).
 pub static REJECTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -356,6 +377,7 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
             &["master_id", "project"],
         ),
         ("merges", MERGES_SCHEMA.clone(), &["event_id"]),
+        ("review", REVIEW_SCHEMA.clone(), &["review_id"]),
         ("rejects", REJECTS_SCHEMA.clone(), &["source", "source_record_id"]),
         (
             "source_files",

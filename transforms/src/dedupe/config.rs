@@ -22,11 +22,26 @@ impl MatchKey {
     }
 }
 
-/// Exact dedupe: records sharing a match key are one person, unless their
-/// names clearly disagree (an office switchboard, a family e-mail).
+/// How records are linked to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupeMode {
+    /// Shared match keys with a name check (`keys`, `name_check`).
+    #[default]
+    Exact,
+    /// Fellegi-Sunter record linkage (`linkage`): fuzzy matches, scores,
+    /// a review queue for uncertain pairs.
+    Probabilistic,
+}
+
+/// Dedupe: `exact` (records sharing a match key are one person, unless
+/// their names clearly disagree: an office switchboard, a family e-mail) or
+/// `probabilistic` (see `linkage`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupeConfig {
+    /// `exact` (default) or `probabilistic`.
+    pub mode: DedupeMode,
     /// Keys that link records, default `[phone, email]`.
     pub keys: Vec<MatchKey>,
     /// Keep records apart when a shared key comes with clearly different
@@ -35,6 +50,8 @@ pub struct DedupeConfig {
     /// Jaro-Winkler similarity at or above which two first (or last) names
     /// agree, e.g. Preeti/Priti (default 0.85).
     pub name_similarity: f64,
+    /// Probabilistic linkage settings (used when `mode: probabilistic`).
+    pub linkage: crate::linkage::LinkageConfig,
 }
 
 impl Default for DedupeConfig {
@@ -43,6 +60,8 @@ impl Default for DedupeConfig {
             keys: vec![MatchKey::Phone, MatchKey::Email],
             name_check: true,
             name_similarity: 0.85,
+            mode: DedupeMode::default(),
+            linkage: crate::linkage::LinkageConfig::default(),
         }
     }
 }

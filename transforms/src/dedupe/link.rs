@@ -24,6 +24,8 @@ pub enum DedupeError {
     MissingColumn(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Linkage(#[from] crate::linkage::LinkageError),
 }
 
 /// Who and when: stamped on every row this run writes.
@@ -46,6 +48,8 @@ pub struct LinkStats {
     pub records_known: u64,
     /// Shared keys kept apart (names disagree, or two masters bridged).
     pub conflicts: u64,
+    /// Pairs sent to `review` (probabilistic mode).
+    pub reviews: u64,
     /// Existing masters updated.
     pub masters_updated: u64,
 }
@@ -59,6 +63,9 @@ pub struct LinkOutcome {
     pub masters: RecordBatch,
     /// Link and conflict decisions (MERGES_SCHEMA).
     pub merges: RecordBatch,
+    /// Pairs of masters for a person to decide (REVIEW_SCHEMA; probabilistic
+    /// mode only).
+    pub review: RecordBatch,
     pub stats: LinkStats,
 }
 
@@ -91,7 +98,7 @@ pub fn new_master_id(source: &str, record_id: &str) -> String {
     format!("m-{:024x}", h >> 32)
 }
 
-fn event_id(parts: &[&str]) -> String {
+pub(super) fn event_id(parts: &[&str]) -> String {
     format!("e-{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()))
 }
 
@@ -481,12 +488,13 @@ pub fn link(
         match_score: scores.finish(),
         masters: masters_out,
         merges,
+        review: RecordBatch::new_empty(crate::schema::REVIEW_SCHEMA.clone()),
         stats,
     })
 }
 
 #[derive(Default)]
-struct MergeRows {
+pub(super) struct MergeRows {
     event_id: StringBuilder,
     kind: StringBuilder,
     master_id: StringBuilder,
@@ -501,7 +509,7 @@ struct MergeRows {
 
 impl MergeRows {
     #[allow(clippy::too_many_arguments)]
-    fn push(
+    pub(super) fn push(
         &mut self,
         event_id: String,
         kind: &str,
@@ -524,7 +532,7 @@ impl MergeRows {
         self.len += 1;
     }
 
-    fn finish(mut self, stamp: &RunStamp) -> Result<RecordBatch, DedupeError> {
+    pub(super) fn finish(mut self, stamp: &RunStamp) -> Result<RecordBatch, DedupeError> {
         let n = self.len;
         let run: StringArray = std::iter::repeat_n(Some(stamp.run_id.as_str()), n).collect();
         let at = TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC");

@@ -32,13 +32,19 @@ const NICKNAMES: &[(&str, &str)] = &[
     ("beth", "elizabeth"),
     ("betty", "elizabeth"),
     ("kate", "katherine"),
-    ("kate", "catherine"),
     ("katie", "katherine"),
     ("cathy", "catherine"),
     ("mike", "michael"),
     ("dick", "richard"),
     ("rick", "richard"),
     ("jim", "james"),
+    ("jamie", "james"),
+    ("kathy", "katherine"),
+    ("kathy", "catherine"),
+    ("cathy", "katherine"),
+    ("kate", "catherine"),
+    ("aishu", "aishwarya"),
+    ("ash", "ashwin"),
     ("jack", "john"),
     ("johnny", "john"),
     ("tony", "anthony"),
@@ -106,7 +112,11 @@ pub fn sound_alike(s: &str) -> String {
         .replace("th", "t")
         .replace("ph", "f")
         .replace("ou", "u");
-    t = t.replace('y', "i").replace('w', "v").replace('z', "s");
+    t = t
+        .replace('y', "i")
+        .replace('w', "v")
+        .replace('z', "s")
+        .replace('x', "ks");
     let mut out = String::with_capacity(t.len());
     for (i, c) in t.chars().enumerate() {
         // A non-initial h is mostly silent in transliterations (Mehta/Meta).
@@ -211,6 +221,9 @@ mod tests {
         assert!(n("Mohammed", "Khan").agrees(&n("Muhammad", "Khan"), t));
         assert!(n("Bob", "Smith").agrees(&n("Robert", "Smith"), t));
         assert!(n("Raj", "Mehta").agrees(&n("Rajesh", "Mehta"), t));
+        assert!(n("Laxmi", "Singh").agrees(&n("Lakshmi", "Singh"), t));
+        assert!(n("Aishu", "Menon").agrees(&n("Aishwarya", "Menon"), t));
+        assert!(n("Jamie", "Thompson").agrees(&n("James", "Thompson"), t));
         assert!(n("S", "Iyer").agrees(&n("Sunita", "Iyer"), t));
         assert!(n("Zoë", "Ng").agrees(&n("zoe", "NG"), t));
         assert!(
