@@ -46,6 +46,31 @@ const NEWEST_WINS: &[&str] = &["company", "job_title", "country", "city", "websi
 /// Build MASTERS_SCHEMA rows for the clusters: newest non-null per field
 /// (the source's created time, else ingestion time; an existing master's
 /// values count as of its `last_seen`), every phone and e-mail ever seen.
+/// Golden records of every cluster a run touched, built in chunks on the
+/// rayon pool (clusters are independent). Shared by both dedupe modes.
+pub(super) fn build_all_masters(
+    leads: &RecordBatch,
+    masters: &RecordBatch,
+    clusters: &[Golden],
+    known: &[bool],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, DedupeError> {
+    use rayon::prelude::*;
+    let times = event_times(leads, stamp.now_us);
+    let chunk = clusters
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .max(4096);
+    let parts = clusters
+        .par_chunks(chunk)
+        .map(|c| build_masters(leads, masters, c, known, &times, stamp))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parts.is_empty() {
+        return build_masters(leads, masters, &[], known, &times, stamp);
+    }
+    Ok(arrow::compute::concat_batches(&parts[0].schema(), &parts)?)
+}
+
 pub(super) fn build_masters(
     leads: &RecordBatch,
     masters: &RecordBatch,

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::{DedupeConfig, MatchKey};
-use super::golden::{Golden, build_masters};
+use super::golden::{Golden, build_all_masters};
 use super::names::FoldedName;
 use super::union_find::{Clusters, Veto};
 use crate::schema::MERGES_SCHEMA;
@@ -336,22 +336,8 @@ pub fn link(
     let master_id = ids.finish();
 
     // Golden records for every cluster this run touched.
-    // Clusters are independent: build them in chunks on the rayon pool.
     let known_rows: Vec<bool> = rule.iter().map(|r| *r == Rule::Known).collect();
-    let times = event_times(leads, stamp.now_us);
-    let chunk = clusters_out
-        .len()
-        .div_ceil(rayon::current_num_threads().max(1) * 4)
-        .max(4096);
-    let parts = clusters_out
-        .par_chunks(chunk)
-        .map(|c| build_masters(leads, masters, c, &known_rows, &times, stamp))
-        .collect::<Result<Vec<_>, _>>()?;
-    let masters_out = if parts.is_empty() {
-        build_masters(leads, masters, &[], &known_rows, &times, stamp)?
-    } else {
-        arrow::compute::concat_batches(&parts[0].schema(), &parts)?
-    };
+    let masters_out = build_all_masters(leads, masters, &clusters_out, &known_rows, stamp)?;
     stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
 
     // Decisions: every key link, every conflict.

@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Builder, StringArray, StringBuilder, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
-use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::DedupeConfig;
-use super::golden::{Golden, build_masters};
+use super::golden::{Golden, build_all_masters};
 use super::link::{
-    DedupeError, LinkOutcome, LinkStats, MergeRows, RunStamp, event_id, event_times, new_master_id, strings,
+    DedupeError, LinkOutcome, LinkStats, MergeRows, RunStamp, event_id, new_master_id, strings,
 };
 use crate::linkage::{Frame, Model, Scorer, link_frame};
 use crate::schema::{MERGES_SCHEMA, REVIEW_SCHEMA};
@@ -240,20 +239,7 @@ pub async fn link_probabilistic(
     }
 
     // Golden records, as in exact mode.
-    let times = event_times(leads, stamp.now_us);
-    let chunk = clusters
-        .len()
-        .div_ceil(rayon::current_num_threads().max(1) * 4)
-        .max(4096);
-    let parts = clusters
-        .par_chunks(chunk)
-        .map(|c| build_masters(leads, masters, c, &known_rows, &times, stamp))
-        .collect::<Result<Vec<_>, _>>()?;
-    let masters_out = if parts.is_empty() {
-        build_masters(leads, masters, &[], &known_rows, &times, stamp)?
-    } else {
-        arrow::compute::concat_batches(&parts[0].schema(), &parts)?
-    };
+    let masters_out = build_all_masters(leads, masters, &clusters, &known_rows, stamp)?;
     stats.masters_updated = clusters.iter().filter(|g| g.existing.is_some()).count() as u64;
     let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &[mb.finish(stamp)?])?;
     Ok(LinkOutcome {
