@@ -33,3 +33,31 @@ pub async fn open_warehouse(loaded: &config::LoadedConfig) -> Result<Warehouse, 
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The `LEADFLOW_LOG` filter (else `default`), with dependencies' noise
+/// (delta-kernel logs an ERROR for every new table, delta-rs a WARN per
+/// MERGE) kept quiet unless asked for by name.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let asked = std::env::var("LEADFLOW_LOG").unwrap_or_default();
+    for (target, level) in [
+        ("buoyant_kernel", "off"),
+        ("deltalake_core", "error"),
+        ("deltalake", "error"),
+        ("datafusion", "warn"),
+    ] {
+        if !asked.contains(target)
+            && let Ok(d) = format!("{target}={level}").parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
+    // yup-oauth2 logs the token request (with the signed JWT) and the
+    // token response at debug level: never let those through, whatever
+    // the filter asks for.
+    if let Ok(d) = "yup_oauth2=info".parse() {
+        filter = filter.add_directive(d);
+    }
+    filter
+}

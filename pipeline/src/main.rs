@@ -10,7 +10,6 @@ use leadflow::config::{self, LoadedConfig};
 use leadflow::reminders::{self, ReminderError, ReminderState, cli as rcli};
 use leadflow::run::{RunOptions, RunReport, run_pipeline};
 use leadflow::show::{Lookup, show};
-use tracing_subscriber::EnvFilter;
 
 /// leadflow: lead files in, one golden master per person out.
 #[derive(Parser)]
@@ -275,28 +274,7 @@ const EXIT_NOT_FOUND: u8 = 3;
 const EXIT_CLOSED: u8 = 4;
 
 fn init_logs(format: LogFormat) {
-    let mut filter = EnvFilter::try_from_env("LEADFLOW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Dependencies' noise (delta-kernel logs an ERROR for every new table,
-    // delta-rs a WARN per MERGE) stays quiet unless asked for by name.
-    let asked = std::env::var("LEADFLOW_LOG").unwrap_or_default();
-    for (target, level) in [
-        ("buoyant_kernel", "off"),
-        ("deltalake_core", "error"),
-        ("deltalake", "error"),
-        ("datafusion", "warn"),
-    ] {
-        if !asked.contains(target)
-            && let Ok(d) = format!("{target}={level}").parse()
-        {
-            filter = filter.add_directive(d);
-        }
-    }
-    // yup-oauth2 logs the token request (with the signed JWT) and the
-    // token response at debug level: never let those through, whatever
-    // the filter asks for.
-    if let Ok(d) = "yup_oauth2=info".parse() {
-        filter = filter.add_directive(d);
-    }
+    let filter = leadflow::log_filter("info");
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -60,6 +60,18 @@ fn strip_honorifics(s: &str) -> String {
     tokens.join(" ")
 }
 
+/// Surname particles: "Ludwig van Beethoven" has the surname "van
+/// Beethoven", so a lead typed as one "Name" cell agrees with the same lead
+/// from a CRM's separate last-name field.
+const SURNAME_PARTICLES: &[&str] = &[
+    "van", "von", "der", "den", "de", "del", "della", "dela", "di", "da", "das", "dos", "du", "la", "le",
+    "ter", "ten", "bin", "binti", "al", "el", "ibn", "st", "st.",
+];
+
+fn is_particle(token: &str) -> bool {
+    SURNAME_PARTICLES.iter().any(|p| p.eq_ignore_ascii_case(token))
+}
+
 fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
@@ -96,7 +108,13 @@ pub fn split_full_name(raw: &str) -> NameParts {
             let tokens: Vec<&str> = first_part.split(' ').collect();
             let first = tokens.first().map(|s| s.to_string()).unwrap_or_default();
             let last = if tokens.len() > 1 {
-                tokens[tokens.len() - 1].to_string()
+                // The surname starts at the particles before the last word
+                // ("Maria de la Cruz"), never at the first word.
+                let mut start = tokens.len() - 1;
+                while start > 1 && is_particle(tokens[start - 1]) {
+                    start -= 1;
+                }
+                tokens[start..].join(" ")
             } else {
                 String::new()
             };
@@ -164,6 +182,12 @@ mod tests {
             parts("Madonna"),
             (Some("Madonna".into()), None, Some("Madonna".into()))
         );
+        // Surname particles belong to the surname, never the first word.
+        assert_eq!(parts("Ludwig van Beethoven").1, Some("van Beethoven".into()));
+        assert_eq!(parts("maria de la cruz").1, Some("De La Cruz".into()));
+        assert_eq!(parts("Maria De La Cruz").0, Some("Maria".into()));
+        assert_eq!(parts("De Silva").1, Some("Silva".into()));
+        assert_eq!(parts("Anil Kumar Sharma").1, Some("Sharma".into()));
         // An honorific alone is kept: it is all there is.
         assert_eq!(parts("Dr.").0, Some("Dr.".into()));
     }
