@@ -450,6 +450,33 @@ impl Warehouse {
         Ok(true)
     }
 
+    /// Delete the rows of `table` matching `predicate`, under
+    /// `txn(app_id, version)` unless that version is already committed
+    /// (then nothing happens and it returns false). For writes outside runs
+    /// that remove rows, e.g. the master absorbed by a merge.
+    pub async fn delete_where(
+        &self,
+        table: &str,
+        predicate: datafusion::prelude::Expr,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        let t = self.table(table).await?;
+        if Self::committed(&t, table, app_id, version).await? {
+            return Ok(false);
+        }
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let (_, metrics) = t
+            .delete()
+            .with_predicate(predicate)
+            .with_commit_properties(props)
+            .await
+            .map_err(Self::delta_err(table))?;
+        debug!(table, deleted = metrics.num_deleted_rows, "deleted");
+        Ok(true)
+    }
+
     /// Stage a commit, then apply it table by table, then drop the staging.
     /// `after_table` is called after each table (tests use it to simulate a
     /// crash mid-commit).

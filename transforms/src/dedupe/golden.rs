@@ -71,6 +71,29 @@ pub(super) fn build_all_masters(
     Ok(arrow::compute::concat_batches(&parts[0].schema(), &parts)?)
 }
 
+/// Golden records rebuilt from scratch out of their records, for merges
+/// and splits outside runs: `groups` names each master and the rows of
+/// `records` (the `records` columns the survivorship reads, text as Utf8,
+/// times as UTC microseconds) that now belong to it. Same survivorship as
+/// a run, with no earlier golden record to start from.
+pub fn golden_from_records(
+    records: &RecordBatch,
+    groups: &[(String, Vec<usize>)],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, DedupeError> {
+    let none = RecordBatch::new_empty(MASTERS_SCHEMA.clone());
+    let clusters: Vec<Golden> = groups
+        .iter()
+        .map(|(id, rows)| Golden {
+            master_id: id.clone(),
+            existing: None,
+            rows: rows.clone(),
+        })
+        .collect();
+    let known = vec![false; records.num_rows()];
+    build_all_masters(records, &none, &clusters, &known, stamp)
+}
+
 pub(super) fn build_masters(
     leads: &RecordBatch,
     masters: &RecordBatch,
