@@ -284,3 +284,109 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     assert_eq!(m["master_id"], n2.as_str());
     assert_eq!(master_of(&sb, "first.csv", 5 - x_row), n2);
 }
+
+/// The same operations over the daemon's HTTP API: 404 / 409 / 400 where
+/// they belong, approve, reject, merge, split and undo.
+#[test]
+fn daemon_review_and_merge_endpoints() {
+    use super::daemon::{Daemon, TOKEN, free_port, http_body};
+    let sb = sandbox(concat!(
+        "Neha Kapoor,+91 98202 22222,neha.k@gmail.com,Delta,Delhi,IN,\n",
+        "Neha Kapoor,,nehakapoor88@gmail.com,Delta,Delhi,IN,\n",
+        "Rahul Verma,+91 98204 44444,rahul.v@gmail.com,Zeta,Chennai,IN,\n",
+        "Rahul Verma,,rverma77@gmail.com,Zeta,Chennai,IN,\n",
+        "Asha Rao,+91 98205 55555,asha.rao@gmail.com,,Pune,IN,\n",
+    ));
+    sb.run();
+    let port = free_port();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap();
+    std::fs::write(
+        sb.config(),
+        format!("daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n{cfg}"),
+    )
+    .unwrap();
+    let d = Daemon::start(&sb, port);
+    let post = |path: &str, body: &str| http_body(port, "POST", path, Some(TOKEN), body).expect("request");
+
+    let list = d.get("/api/v1/reviews");
+    assert_eq!(list.status, 200, "{}", list.body);
+    let reviews = list.json()["reviews"].as_array().unwrap().clone();
+    assert_eq!(reviews.len(), 2, "{reviews:?}");
+    let (a, b) = (
+        reviews[0]["review_id"].as_str().unwrap().to_string(),
+        reviews[1]["review_id"].as_str().unwrap().to_string(),
+    );
+    assert_eq!(d.get(&format!("/api/v1/reviews/{a}")).status, 200);
+    assert_eq!(d.get("/api/v1/reviews/rv-unknown").status, 404);
+    assert_eq!(d.get("/api/v1/reviews?status=maybe").status, 400);
+    assert_eq!(post("/api/v1/reviews/rv-unknown/approve", "").status, 404);
+
+    let m = post(
+        &format!("/api/v1/reviews/{a}/approve"),
+        r#"{"note":"checked by phone"}"#,
+    );
+    assert_eq!(m.status, 200, "{}", m.body);
+    let m = m.json();
+    assert_eq!(post(&format!("/api/v1/reviews/{a}/approve"), "").status, 409);
+    let r = post(&format!("/api/v1/reviews/{b}/reject"), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "rejected");
+    assert_eq!(post(&format!("/api/v1/reviews/{b}/reject"), "").status, 409);
+    let open = d.get("/api/v1/reviews").json();
+    assert_eq!(open["reviews"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        d.get("/api/v1/reviews?status=all").json()["reviews"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Undo the approval, then merge the same pair by hand and split it again.
+    let ev = m["event_id"].as_str().unwrap();
+    let u = post(&format!("/api/v1/merges/{ev}/undo"), "");
+    assert_eq!(u.status, 200, "{}", u.body);
+    assert_eq!(u.json()["new_master_id"], m["absorbed_master_id"]);
+    assert_eq!(post("/api/v1/merges/e-unknown/undo", "").status, 404);
+    let (s, x) = (
+        m["master_id"].as_str().unwrap(),
+        m["absorbed_master_id"].as_str().unwrap(),
+    );
+    let body = format!(r#"{{"masters": ["{s}", "{x}"], "keep": "{x}"}}"#);
+    let mm = post("/api/v1/masters/merge", &body);
+    assert_eq!(mm.status, 200, "{}", mm.body);
+    assert_eq!(mm.json()["master_id"], x);
+    assert_eq!(
+        post("/api/v1/masters/merge", r#"{"masters": ["m-a"]}"#).status,
+        400
+    );
+    assert_eq!(
+        post("/api/v1/masters/merge", r#"{"masters": ["m-nope", "m-nope2"]}"#).status,
+        404
+    );
+    // Not the record `x` was created from: that one cannot leave it.
+    let keys = strings(
+        &sb,
+        &format!("SELECT source, source_record_id FROM records WHERE master_id = '{x}'"),
+    );
+    let key: Vec<_> = keys
+        .into_iter()
+        .filter(|k| {
+            leadflow_transforms::dedupe::new_master_id(k[0].as_deref().unwrap(), k[1].as_deref().unwrap())
+                != x
+        })
+        .collect();
+    let body = format!(
+        r#"{{"records": [{{"source": "{}", "source_record_id": "{}"}}]}}"#,
+        key[0][0].as_deref().unwrap(),
+        key[0][1].as_deref().unwrap()
+    );
+    let sp = post(&format!("/api/v1/masters/{x}/split"), &body);
+    assert_eq!(sp.status, 200, "{}", sp.body);
+    assert_eq!(sp.json()["master_id"], x);
+    assert_eq!(post("/api/v1/masters/m-nope/split", &body).status, 404);
+    assert_eq!(
+        post(&format!("/api/v1/masters/{x}/split"), r#"{"records": []}"#).status,
+        400
+    );
+}
