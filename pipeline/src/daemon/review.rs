@@ -34,6 +34,20 @@ fn review_error(e: ReviewError) -> ApiError {
     ApiError::new(status, e.to_string())
 }
 
+/// Merges and splits rewrite masters that a run of this daemon may have
+/// read as candidates and would write back; while one is going, they wait
+/// for it (503, try again) instead of racing it.
+fn no_run_going(state: &AppState) -> Result<(), ApiError> {
+    let active = state.runs.lock().unwrap_or_else(|e| e.into_inner()).active();
+    match active.first() {
+        None => Ok(()),
+        Some((pipeline, run)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("run {run} of pipeline {pipeline} is going; try again when it has finished"),
+        )),
+    }
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Out {
     serde_json::to_value(v)
         .map(Json)
@@ -97,6 +111,7 @@ pub struct ApproveBody {
 
 /// `POST /api/v1/reviews/{id}/approve` with optional `{"keep": MASTER, "note": ...}`
 pub async fn approve(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+    no_run_going(&state)?;
     let b: ApproveBody = optional(&b)?;
     let m = review::approve(
         &state.warehouse,
@@ -136,6 +151,7 @@ pub struct MergeBody {
 
 /// `POST /api/v1/masters/merge` with `{"masters": [A, B], "keep"?, "note"?}`
 pub async fn merge(State(state): State<Arc<AppState>>, b: Result<Json<MergeBody>, JsonRejection>) -> Out {
+    no_run_going(&state)?;
     let b = body(b)?;
     let m = review::merge(
         &state.warehouse,
@@ -171,6 +187,7 @@ pub async fn split(
     Path(id): Path<String>,
     b: Result<Json<SplitBody>, JsonRejection>,
 ) -> Out {
+    no_run_going(&state)?;
     let b = body(b)?;
     let keys: Vec<(String, String)> = b
         .records
@@ -185,6 +202,7 @@ pub async fn split(
 
 /// `POST /api/v1/merges/{id}/undo` with optional `{"note": ...}`
 pub async fn undo(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+    no_run_going(&state)?;
     let b: NoteBody = optional(&b)?;
     let s = review::unmerge(&state.warehouse, &id, b.note.as_deref(), "api", Utc::now())
         .await

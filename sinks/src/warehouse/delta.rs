@@ -778,6 +778,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_delete_removes_matching_rows_once_per_txn_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let t = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Append,
+            batches: vec![rows(&["a", "b", "c"], 1)],
+        };
+        assert!(wh.apply(&t, "app", 1).await.unwrap());
+        let gone = || col("id").eq(datafusion::prelude::lit("b"));
+        assert!(wh.delete_where("people", gone(), "app", 2).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 2);
+        assert_eq!(count(&wh, "SELECT count(*) FROM people WHERE id = 'b'").await, 0);
+        // The same version again (a redone operation) deletes nothing.
+        let again = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Append,
+            batches: vec![rows(&["b"], 1)],
+        };
+        assert!(wh.apply(&again, "app", 3).await.unwrap());
+        assert!(!wh.delete_where("people", gone(), "app", 2).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
+        assert_eq!(wh.txn_version("people", "app").await.unwrap(), Some(3));
+    }
+
+    #[tokio::test]
     async fn a_staged_commit_is_finished_by_recover() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = WarehouseConfig {
