@@ -397,13 +397,15 @@ mod tests {
     use crate::schema::RECORDS_SCHEMA;
     use arrow::array::{TimestampMicrosecondArray, new_null_array};
 
-    /// `records` rows: (first, last, email, email_key, city, time).
-    fn records(rows: &[(&str, &str, &str, &str, Option<&str>, i64)]) -> RecordBatch {
+    /// A `records` row: (first, last, email, email_key, city, time).
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>, i64);
+
+    fn records(rows: &[Row]) -> RecordBatch {
         let cols: Vec<ArrayRef> = RECORDS_SCHEMA
             .fields()
             .iter()
             .map(|f| -> ArrayRef {
-                let s = |g: &dyn Fn(&(&str, &str, &str, &str, Option<&str>, i64)) -> Option<String>| {
+                let s = |g: &dyn Fn(&Row) -> Option<String>| {
                     Arc::new(rows.iter().map(g).collect::<StringArray>()) as ArrayRef
                 };
                 match f.name().as_str() {
