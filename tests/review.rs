@@ -15,7 +15,7 @@ fn sandbox(first: &str) -> Sandbox {
     };
     std::fs::create_dir_all(sb.path().join("drops")).unwrap();
     std::fs::write(sb.path().join("drops/first.csv"), format!("{HEADER}{first}")).unwrap();
-    let yaml = "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: leads\n    defaults:\n      phone_region: IN\n      project: Riverside\n    dedupe:\n      mode: probabilistic\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          pattern: \"*.csv\"\n";
+    let yaml = "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: leads\n    defaults:\n      phone_region: IN\n      project: Riverside\n    dedupe:\n      mode: probabilistic\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          pattern: \"*.csv\"\nevents:\n  outputs:\n    - name: ops-log\n      file: {path: ./events.jsonl}\n";
     std::fs::write(sb.path().join("pipeline.yaml"), yaml).unwrap();
     sb
 }
@@ -174,6 +174,18 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
         sb.count("SELECT count(*) FROM outbox WHERE kind = 'master.merged'"),
         1
     );
+    // The CLI delivered the event to the configured output: ids, no lead data.
+    let events = std::fs::read_to_string(sb.path().join("events.jsonl")).unwrap();
+    let merged: serde_json::Value = serde_json::from_str(
+        events
+            .lines()
+            .find(|l| l.contains("master.merged"))
+            .unwrap_or_else(|| panic!("{events}")),
+    )
+    .unwrap();
+    assert_eq!(merged["master_id"], n1.as_str());
+    assert_eq!(merged["absorbed_master_id"], n2.as_str());
+    assert!(!events.contains("Neha"), "{events}");
     let o = leadflow(&["show", &cfg, "--id", &n2], &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -251,6 +263,11 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     assert_eq!(
         sb.count("SELECT count(*) FROM outbox WHERE kind = 'master.split'"),
         1
+    );
+    let events = std::fs::read_to_string(sb.path().join("events.jsonl")).unwrap();
+    assert!(
+        events.contains(&format!("\"new_master_id\":\"{split_id}\"")),
+        "{events}"
     );
 
     // Undo the approved merge: the absorbed master is back with its id,
