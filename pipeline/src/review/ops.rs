@@ -399,11 +399,22 @@ async fn merge_once(
     let (s, x) = survivor(&found, keep)?;
     let (s, x) = (s.to_string(), x.to_string());
     let version = next_version(warehouse, now).await?;
-    let event_id = hash_id("e-", &["merge", &s, &x, &now.timestamp_micros().to_string()]);
 
     let records = records_of(warehouse, &[&s, &x]).await?;
     let mids = text(&records, "master_id")?;
     let moved: Vec<usize> = (0..records.num_rows()).filter(|&i| mids.value(i) == x).collect();
+    // The absorbed master still there without records: an earlier attempt
+    // of this merge stopped after re-pointing them. Finish that one (same
+    // event, same record keys for unmerge) instead of starting another.
+    let prior = if moved.is_empty() {
+        prior_merge(warehouse, &s, &x).await?
+    } else {
+        None
+    };
+    let event_id = match &prior {
+        Some((id, _)) => id.clone(),
+        None => hash_id("e-", &["merge", &s, &x, &now.timestamp_micros().to_string()]),
+    };
     let keys = record_keys(&records, &moved)?;
     let mut explanation = serde_json::json!({
         "absorbed_master_id": x,
@@ -420,6 +431,10 @@ async fn merge_once(
     let golden = golden(&records, &[(s.clone(), all)], &event_id)?;
     let moved_rows = repoint(&records, &moved, &s)?;
     let links = merged_links(warehouse, &s, &x, &event_id).await?;
+    let explanation = match &prior {
+        Some((_, text)) => serde_json::from_str(text).unwrap_or(explanation),
+        None => explanation,
+    };
     let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
 
     let merges = merges_row(
@@ -496,6 +511,36 @@ async fn merge_once(
         records_moved: moved.len(),
         record_count: records.num_rows(),
     })
+}
+
+/// The latest `merge` event that absorbed `absorbed` into `survivor`: (event id, explanation).
+async fn prior_merge(
+    warehouse: &Warehouse,
+    survivor: &str,
+    absorbed: &str,
+) -> Result<Option<(String, String)>, ReviewError> {
+    if !warehouse.has_data("merges").await? {
+        return Ok(None);
+    }
+    let rows = query(
+        warehouse,
+        &["merges"],
+        &format!(
+            "SELECT event_id, explanation FROM merges WHERE kind = 'merge' AND master_id = {} \
+             AND other_master_id = {} ORDER BY created_at DESC LIMIT 1",
+            lit(survivor),
+            lit(absorbed)
+        ),
+    )
+    .await?;
+    let Some(b) = rows.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let (id, ex) = (text(b, "event_id")?, text(b, "explanation")?);
+    Ok(Some((
+        id.value(0).to_string(),
+        opt_text(&ex, 0).unwrap_or_default(),
+    )))
 }
 
 /// Move `keys` (source, source_record_id) of `master` to a new master with
@@ -846,6 +891,8 @@ fn golden(
 #[derive(Debug, Clone, PartialEq)]
 struct Link {
     project: String,
+    /// The decision or run that wrote it last (`updated_run_id`).
+    updated_by: Option<String>,
     status: Option<String>,
     owner: Option<String>,
     record_count: i64,
@@ -868,6 +915,7 @@ async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, Revi
     .await?;
     let b = conform(&rows, &PROJECT_LINKS_SCHEMA)?;
     let (p, s, o) = (text(&b, "project")?, text(&b, "status")?, text(&b, "owner")?);
+    let by = text(&b, "updated_run_id")?;
     let c = b
         .column_by_name("record_count")
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
@@ -877,6 +925,7 @@ async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, Revi
     Ok((0..b.num_rows())
         .map(|i| Link {
             project: p.value(i).to_string(),
+            updated_by: opt_text(&by, i),
             status: opt_text(&s, i),
             owner: opt_text(&o, i),
             record_count: c.value(i),
@@ -938,7 +987,9 @@ async fn merged_links(
         links_of(warehouse, survivor).await?,
         links_of(warehouse, absorbed).await?,
     );
-    if x.is_empty() {
+    // Already combined by an earlier attempt of this merge: adding the
+    // absorbed counts again would count them twice.
+    if x.is_empty() || s.iter().any(|l| l.updated_by.as_deref() == Some(event_id)) {
         return links_batch(survivor, &[], event_id);
     }
     links_batch(survivor, &combine_links(&s, &x), event_id)
@@ -1002,6 +1053,7 @@ async fn split_links(
             let from = old.iter().find(|l| &l.project == p);
             Link {
                 project: p.clone(),
+                updated_by: None,
                 status: from.and_then(|l| l.status.clone()),
                 owner: from.and_then(|l| l.owner.clone()),
                 record_count: n,
@@ -1187,6 +1239,7 @@ mod tests {
     fn link(p: &str, status: Option<&str>, owner: Option<&str>, n: i64, f: i64, l: i64) -> Link {
         Link {
             project: p.into(),
+            updated_by: None,
             status: status.map(Into::into),
             owner: owner.map(Into::into),
             record_count: n,
