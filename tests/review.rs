@@ -53,6 +53,36 @@ fn master_of(sb: &Sandbox, file: &str, row: i64) -> String {
     )
 }
 
+/// Write `masters` rows back as they were (to stage an interrupted merge).
+fn put_back_masters(sb: &Sandbox, rows: Vec<arrow::record_batch::RecordBatch>) {
+    let schema = leadflow_transforms::schema::MASTERS_SCHEMA.clone();
+    let batches: Vec<_> = rows
+        .iter()
+        .map(|b| {
+            let cols = schema
+                .fields()
+                .iter()
+                .map(|f| arrow::compute::cast(b.column_by_name(f.name()).unwrap(), f.data_type()).unwrap())
+                .collect();
+            arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).unwrap()
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let loaded = leadflow::config::load(&sb.path().join("pipeline.yaml")).expect("config");
+        let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
+        let t = leadflow_sinks::StagedTable {
+            table: "masters".into(),
+            mode: leadflow_sinks::WriteMode::Upsert,
+            batches,
+        };
+        assert!(wh.apply(&t, "test:put-back", 1).await.unwrap());
+    });
+}
+
 fn json(args: &[&str]) -> serde_json::Value {
     let o = leadflow(args, &[]);
     assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -108,6 +138,9 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     let o = leadflow(&["review", "show", &cfg, "rv-nope"], &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 
+    let both_before = sb.sql(&format!(
+        "SELECT * FROM masters WHERE master_id IN ('{n1}', '{n2}')"
+    ));
     // Approve: the older (first) master survives and absorbs the other.
     let m = json(&[
         "review",
@@ -192,6 +225,41 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
         String::from_utf8_lossy(&o.stdout).contains(&format!("merged into {n1}")),
         "{}",
         text(&o)
+    );
+    // A merge interrupted after re-pointing the records (the absorbed row
+    // still in `masters`), done again: the same event finishes, nothing
+    // counted twice.
+    let links_before = strings(
+        &sb,
+        &format!("SELECT project, record_count FROM project_links WHERE master_id = '{n1}' ORDER BY project"),
+    );
+    let absorbed_row: Vec<_> = both_before
+        .iter()
+        .map(|b| {
+            let ids = arrow::compute::cast(
+                b.column_by_name("master_id").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let keep: arrow::array::BooleanArray = (0..b.num_rows())
+                .map(|i| Some(ids.as_string::<i32>().value(i) == n2))
+                .collect();
+            arrow::compute::filter_record_batch(b, &keep).unwrap()
+        })
+        .collect();
+    put_back_masters(&sb, absorbed_row);
+    assert_eq!(sb.count("SELECT count(*) FROM masters"), masters_before);
+    let again = json(&["master", "merge", &cfg, &n1, &n2, "--json"]);
+    assert_eq!(again["event_id"], merge_event.as_str(), "{again}");
+    assert_eq!(sb.count("SELECT count(*) FROM masters"), masters_before - 1);
+    assert_eq!(
+        strings(
+            &sb,
+            &format!(
+                "SELECT project, record_count FROM project_links WHERE master_id = '{n1}' ORDER BY project"
+            ),
+        ),
+        links_before
     );
     // A decided review answers 4 (conflict).
     let o = leadflow(&["review", "approve", &cfg, &neha_id], &[]);
