@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::{Sandbox, bin, leadflow, text};
 
-const TOKEN: &str = "daemon-test-token-7f3a";
+pub(super) const TOKEN: &str = "daemon-test-token-7f3a";
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -40,14 +40,14 @@ fn daemon_sandbox(keys: &str) -> (Sandbox, u16) {
     (sb, port)
 }
 
-struct Resp {
-    status: u16,
+pub(super) struct Resp {
+    pub(super) status: u16,
     headers: String,
-    body: String,
+    pub(super) body: String,
 }
 
 impl Resp {
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
@@ -58,7 +58,13 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> std::io::Re
 }
 
 /// Like [`http`], with a JSON body.
-fn http_body(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> std::io::Result<Resp> {
+pub(super) fn http_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let auth = token
@@ -105,14 +111,14 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// A running daemon; killed on drop.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     port: u16,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(sb: &Sandbox, port: u16) -> Self {
+    pub(super) fn start(sb: &Sandbox, port: u16) -> Self {
         let log = sb.path().join(format!("daemon-{}.log", free_port()));
         let child = Command::new(bin())
             .args(["daemon", &sb.config()])
@@ -162,7 +168,7 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()))
     }
 
-    fn get(&self, path: &str) -> Resp {
+    pub(super) fn get(&self, path: &str) -> Resp {
         self.req("GET", path, Some(TOKEN))
     }
 

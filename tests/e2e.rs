@@ -9,6 +9,8 @@ use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
 mod reminders;
+/// Review queue, merge, split and unmerge.
+mod review;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use leadflow::config::{self, LoadedConfig};
 use leadflow::reminders::{self, ReminderError, ReminderState, cli as rcli};
+use leadflow::review::{self, ReviewError};
 use leadflow::run::{RunOptions, RunReport, run_pipeline};
 use leadflow::show::{Lookup, show};
 
@@ -75,6 +76,17 @@ enum Command {
     Reminders {
         #[command(subcommand)]
         action: RemindersCommand,
+    },
+    /// The review queue: pairs of masters probabilistic linkage was unsure
+    /// about. List, show, approve (merge) or reject (never again).
+    Review {
+        #[command(subcommand)]
+        action: ReviewCommand,
+    },
+    /// Masters by hand: merge two, split records out of one, undo a merge.
+    Master {
+        #[command(subcommand)]
+        action: MasterCommand,
     },
     /// CRM links: record that leadflow created a CRM record for a master.
     CrmLink {
@@ -177,6 +189,92 @@ enum EvalCommand {
         /// Override the YAML's link threshold.
         #[arg(long)]
         link_threshold: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// List reviews, open first.
+    List {
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = ReviewStatusArg::Open)]
+        status: ReviewStatusArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a review: both golden records, their records, score and explanation.
+    Show {
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve: merge the two masters (the older one survives, or --keep).
+    Approve {
+        config: PathBuf,
+        id: String,
+        /// The master that keeps its id.
+        #[arg(long)]
+        keep: Option<String>,
+        /// Why, kept with the decision.
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject: not the same person; the pair is never linked or offered again.
+    Reject {
+        config: PathBuf,
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReviewStatusArg {
+    Open,
+    Approved,
+    Rejected,
+    All,
+}
+
+#[derive(Subcommand)]
+enum MasterCommand {
+    /// Merge master B into A (or the other way: the older survives unless --keep).
+    Merge {
+        config: PathBuf,
+        a: String,
+        b: String,
+        #[arg(long)]
+        keep: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move records out of MASTER to a new master (id from the first of them).
+    Split {
+        config: PathBuf,
+        master: String,
+        /// SOURCE:RECORD_ID (repeat the flag).
+        #[arg(long = "record", required = true, value_parser = leadflow::review::cli::parse_record)]
+        records: Vec<(String, String)>,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo a merge event (its id is printed by merge/approve and kept in `merges`).
+    Unmerge {
+        config: PathBuf,
+        event_id: String,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -655,6 +753,8 @@ fn main() -> ExitCode {
                 }
             }
             Command::Reminders { action } => reminders_command(action).await,
+            Command::Review { action } => review_command(action).await,
+            Command::Master { action } => master_command(action).await,
             Command::CrmLink { action } => crm_link_command(action).await,
             Command::Deliver { config, wait, json } => {
                 let (loaded, warehouse) = match open(&config).await {
@@ -845,6 +945,186 @@ async fn reminders_command(action: RemindersCommand) -> ExitCode {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_FAILED)
                 }
+            }
+        }
+    }
+}
+
+fn review_exit(e: &ReviewError) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(match e {
+        ReviewError::NotFound { .. } => EXIT_NOT_FOUND,
+        ReviewError::Decided { .. } => EXIT_CLOSED,
+        ReviewError::Invalid(_) => EXIT_CONFIG,
+        _ => EXIT_FAILED,
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("output serialises"));
+}
+
+async fn review_command(action: ReviewCommand) -> ExitCode {
+    let now = chrono::Utc::now();
+    match action {
+        ReviewCommand::List { config, status, json } => {
+            let (_, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let status = match status {
+                ReviewStatusArg::Open => Some("open"),
+                ReviewStatusArg::Approved => Some("approved"),
+                ReviewStatusArg::Rejected => Some("rejected"),
+                ReviewStatusArg::All => None,
+            };
+            match review::list(&warehouse, status).await {
+                Ok(rows) if json => {
+                    print_json(&rows);
+                    ExitCode::SUCCESS
+                }
+                Ok(rows) => {
+                    review::cli::print_list(&rows);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+        ReviewCommand::Show { config, id, json } => {
+            let (_, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::show(&warehouse, &id).await {
+                Ok(d) if json => {
+                    print_json(&d);
+                    ExitCode::SUCCESS
+                }
+                Ok(d) => {
+                    review::cli::print_detail(&d);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+        ReviewCommand::Approve {
+            config,
+            id,
+            keep,
+            note,
+            json,
+        } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::approve(&warehouse, &id, keep.as_deref(), note.as_deref(), "cli", now).await {
+                Ok(m) => {
+                    if json {
+                        print_json(&m);
+                    } else {
+                        review::cli::print_merge(&m);
+                    }
+                    deliver_quietly(&loaded, &warehouse).await
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+        ReviewCommand::Reject {
+            config,
+            id,
+            note,
+            json,
+        } => {
+            let (_, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::reject(&warehouse, &id, note.as_deref(), "cli", now).await {
+                Ok(r) => {
+                    if json {
+                        print_json(&r);
+                    } else {
+                        review::cli::print_list(std::slice::from_ref(&r));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+    }
+}
+
+async fn master_command(action: MasterCommand) -> ExitCode {
+    let now = chrono::Utc::now();
+    match action {
+        MasterCommand::Merge {
+            config,
+            a,
+            b,
+            keep,
+            note,
+            json,
+        } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::merge(&warehouse, &a, &b, keep.as_deref(), note.as_deref(), "cli", now).await {
+                Ok(m) => {
+                    if json {
+                        print_json(&m);
+                    } else {
+                        review::cli::print_merge(&m);
+                    }
+                    deliver_quietly(&loaded, &warehouse).await
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+        MasterCommand::Split {
+            config,
+            master,
+            records,
+            note,
+            json,
+        } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::split(&warehouse, &master, &records, note.as_deref(), "cli", now).await {
+                Ok(s) => {
+                    if json {
+                        print_json(&s);
+                    } else {
+                        review::cli::print_split(&s);
+                    }
+                    deliver_quietly(&loaded, &warehouse).await
+                }
+                Err(e) => review_exit(&e),
+            }
+        }
+        MasterCommand::Unmerge {
+            config,
+            event_id,
+            note,
+            json,
+        } => {
+            let (loaded, warehouse) = match open(&config).await {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            match review::unmerge(&warehouse, &event_id, note.as_deref(), "cli", now).await {
+                Ok(s) => {
+                    if json {
+                        print_json(&s);
+                    } else {
+                        review::cli::print_split(&s);
+                    }
+                    deliver_quietly(&loaded, &warehouse).await
+                }
+                Err(e) => review_exit(&e),
             }
         }
     }

@@ -76,6 +76,16 @@ pub async fn show(
         })
         .collect();
     if ids.is_empty() {
+        // An id merged away: say where it went rather than "not found".
+        if let Lookup::Id(id) = lookup
+            && let Some((into, event)) = crate::review::merged_into(warehouse, id)
+                .await
+                .map_err(|e| ShowError::Input(e.to_string()))?
+        {
+            return Ok(Some(format!(
+                "master {id} was merged into {into} (merge event {event}); show it with --id {into}\n"
+            )));
+        }
         return Ok(None);
     }
     let mut out = String::new();

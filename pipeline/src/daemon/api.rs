@@ -69,6 +69,33 @@ pub fn routes() -> Vec<Route> {
             false,
             post(super::events::snooze),
         ),
+        route("get", "/api/v1/reviews", false, get(super::review::list)),
+        route("get", "/api/v1/reviews/{id}", false, get(super::review::show)),
+        route(
+            "post",
+            "/api/v1/reviews/{id}/approve",
+            false,
+            post(super::review::approve),
+        ),
+        route(
+            "post",
+            "/api/v1/reviews/{id}/reject",
+            false,
+            post(super::review::reject),
+        ),
+        route("post", "/api/v1/masters/merge", false, post(super::review::merge)),
+        route(
+            "post",
+            "/api/v1/masters/{id}/split",
+            false,
+            post(super::review::split),
+        ),
+        route(
+            "post",
+            "/api/v1/merges/{id}/undo",
+            false,
+            post(super::review::undo),
+        ),
     ]
 }
 

@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod events;
 pub mod metrics;
+pub mod review;
 pub mod runs;
 pub mod scheduler;
 

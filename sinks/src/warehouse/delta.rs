@@ -450,6 +450,33 @@ impl Warehouse {
         Ok(true)
     }
 
+    /// Delete the rows of `table` matching `predicate`, under
+    /// `txn(app_id, version)` unless that version is already committed
+    /// (then nothing happens and it returns false). For writes outside runs
+    /// that remove rows, e.g. the master absorbed by a merge.
+    pub async fn delete_where(
+        &self,
+        table: &str,
+        predicate: datafusion::prelude::Expr,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        let t = self.table(table).await?;
+        if Self::committed(&t, table, app_id, version).await? {
+            return Ok(false);
+        }
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let (_, metrics) = t
+            .delete()
+            .with_predicate(predicate)
+            .with_commit_properties(props)
+            .await
+            .map_err(Self::delta_err(table))?;
+        debug!(table, deleted = metrics.num_deleted_rows, "deleted");
+        Ok(true)
+    }
+
     /// Stage a commit, then apply it table by table, then drop the staging.
     /// `after_table` is called after each table (tests use it to simulate a
     /// crash mid-commit).
@@ -748,6 +775,35 @@ mod tests {
         assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 2 + 2);
         assert_eq!(wh.last_txn_version("app").await.unwrap(), Some(2));
         assert_eq!(wh.last_txn_version("other").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_delete_removes_matching_rows_once_per_txn_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let t = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Append,
+            batches: vec![rows(&["a", "b", "c"], 1)],
+        };
+        assert!(wh.apply(&t, "app", 1).await.unwrap());
+        let gone = || col("id").eq(datafusion::prelude::lit("b"));
+        assert!(wh.delete_where("people", gone(), "app", 2).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 2);
+        assert_eq!(count(&wh, "SELECT count(*) FROM people WHERE id = 'b'").await, 0);
+        // The same version again (a redone operation) deletes nothing.
+        let again = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Append,
+            batches: vec![rows(&["b"], 1)],
+        };
+        assert!(wh.apply(&again, "app", 3).await.unwrap());
+        assert!(!wh.delete_where("people", gone(), "app", 2).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
+        assert_eq!(wh.txn_version("people", "app").await.unwrap(), Some(3));
     }
 
     #[tokio::test]

@@ -71,6 +71,29 @@ pub(super) fn build_all_masters(
     Ok(arrow::compute::concat_batches(&parts[0].schema(), &parts)?)
 }
 
+/// Golden records rebuilt from scratch out of their records, for merges
+/// and splits outside runs: `groups` names each master and the rows of
+/// `records` (the `records` columns the survivorship reads, text as Utf8,
+/// times as UTC microseconds) that now belong to it. Same survivorship as
+/// a run, with no earlier golden record to start from.
+pub fn golden_from_records(
+    records: &RecordBatch,
+    groups: &[(String, Vec<usize>)],
+    stamp: &RunStamp,
+) -> Result<RecordBatch, DedupeError> {
+    let none = RecordBatch::new_empty(MASTERS_SCHEMA.clone());
+    let clusters: Vec<Golden> = groups
+        .iter()
+        .map(|(id, rows)| Golden {
+            master_id: id.clone(),
+            existing: None,
+            rows: rows.clone(),
+        })
+        .collect();
+    let known = vec![false; records.num_rows()];
+    build_all_masters(records, &none, &clusters, &known, stamp)
+}
+
 pub(super) fn build_masters(
     leads: &RecordBatch,
     masters: &RecordBatch,
@@ -366,4 +389,85 @@ pub fn project_links(
         Arc::new(std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(PROJECT_LINKS_SCHEMA.clone(), cols)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::RECORDS_SCHEMA;
+    use arrow::array::{TimestampMicrosecondArray, new_null_array};
+
+    /// A `records` row: (first, last, email, email_key, city, time).
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>, i64);
+
+    fn records(rows: &[Row]) -> RecordBatch {
+        let cols: Vec<ArrayRef> = RECORDS_SCHEMA
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                let s = |g: &dyn Fn(&Row) -> Option<String>| {
+                    Arc::new(rows.iter().map(g).collect::<StringArray>()) as ArrayRef
+                };
+                match f.name().as_str() {
+                    "source" => s(&|_| Some("drops".into())),
+                    "source_record_id" | "master_id" => s(&|r| Some(format!("{}-{}", r.0, r.5))),
+                    "first_name" => s(&|r| Some(r.0.into())),
+                    "last_name" => s(&|r| Some(r.1.into())),
+                    "full_name" => s(&|r| Some(format!("{} {}", r.0, r.1))),
+                    "email" => s(&|r| Some(r.2.into())),
+                    "email_key" => s(&|r| Some(r.3.into())),
+                    "city" => s(&|r| r.4.map(Into::into)),
+                    "source_created_at" => Arc::new(
+                        TimestampMicrosecondArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())
+                            .with_timezone("UTC"),
+                    ),
+                    _ => new_null_array(f.data_type(), rows.len()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(RECORDS_SCHEMA.clone(), cols).unwrap()
+    }
+
+    #[test]
+    fn golden_records_from_records_alone_pick_newest_and_keep_every_email() {
+        let b = records(&[
+            (
+                "Neha",
+                "Kapoor",
+                "neha.k@gmail.com",
+                "nehak@gmail.com",
+                Some("Delhi"),
+                10,
+            ),
+            ("Neha", "K", "nk88@gmail.com", "nk88@gmail.com", None, 20),
+            ("Ravi", "Rao", "ravi@x.in", "ravi@x.in", Some("Pune"), 5),
+        ]);
+        let stamp = RunStamp {
+            run_id: "e-1".into(),
+            now_us: 99,
+        };
+        let groups = vec![("m-n".to_string(), vec![0, 1]), ("m-r".to_string(), vec![2])];
+        let g = golden_from_records(&b, &groups, &stamp).unwrap();
+        assert_eq!(g.num_rows(), 2);
+        let s = |name: &str, i: usize| {
+            let a = g.column_by_name(name).unwrap().as_string::<i32>();
+            (!a.is_null(i)).then(|| a.value(i).to_string())
+        };
+        assert_eq!(s("master_id", 0).as_deref(), Some("m-n"));
+        // The newest record's name, the newest non-null city.
+        assert_eq!(s("last_name", 0).as_deref(), Some("K"));
+        assert_eq!(s("city", 0).as_deref(), Some("Delhi"));
+        let emails = g.column_by_name("emails").unwrap().as_list::<i32>().value(0);
+        assert_eq!(emails.len(), 2);
+        let counts = g
+            .column_by_name("record_count")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!((counts.value(0), counts.value(1)), (2, 1));
+        let first = g
+            .column_by_name("first_seen")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(first.value(0), 10);
+    }
 }

@@ -12,6 +12,6 @@ mod probabilistic;
 mod union_find;
 
 pub use config::{DedupeConfig, DedupeMode, MatchKey};
-pub use golden::project_links;
-pub use link::{DedupeError, LinkOutcome, LinkStats, RunStamp, link};
+pub use golden::{golden_from_records, project_links};
+pub use link::{DedupeError, LinkOutcome, LinkStats, RunStamp, link, new_master_id};
 pub use probabilistic::{MASTER_RENAMES, link_probabilistic, review_id, scorer};

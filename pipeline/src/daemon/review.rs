@@ -1,0 +1,211 @@
+//! The review and merge routes: the same operations as `leadflow review`
+//! and `leadflow master`, over HTTP. Events they write are delivered by
+//! the events loop on its next turn.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::warn;
+
+use super::AppState;
+use super::api::ApiError;
+use crate::review::{self, ReviewError};
+
+type Out = Result<Json<serde_json::Value>, ApiError>;
+
+fn review_error(e: ReviewError) -> ApiError {
+    let status = match &e {
+        ReviewError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ReviewError::Decided { .. } => StatusCode::CONFLICT,
+        ReviewError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ReviewError::Conflict(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => {
+            warn!(error = %e, "review operation failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError::new(status, e.to_string())
+}
+
+/// Merges and splits rewrite masters that a run of this daemon may have
+/// read as candidates and would write back; while one is going, they wait
+/// for it (503, try again) instead of racing it.
+fn no_run_going(state: &AppState) -> Result<(), ApiError> {
+    let active = state.runs.lock().unwrap_or_else(|e| e.into_inner()).active();
+    match active.first() {
+        None => Ok(()),
+        Some((pipeline, run)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("run {run} of pipeline {pipeline} is going; try again when it has finished"),
+        )),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Out {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// An optional JSON body: none (or empty) is the default.
+fn optional<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(b)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// open (default), approved, rejected or all.
+    status: Option<String>,
+}
+
+/// `GET /api/v1/reviews?status=`
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Out {
+    let Query(q) = query?;
+    let status = match q.status.as_deref().unwrap_or("open") {
+        "all" => None,
+        s @ ("open" | "approved" | "rejected") => Some(s),
+        s => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("status {s:?}: expected open, approved, rejected or all"),
+            ));
+        }
+    };
+    let rows = review::list(&state.warehouse, status)
+        .await
+        .map_err(review_error)?;
+    Ok(Json(json!({ "reviews": rows })))
+}
+
+/// `GET /api/v1/reviews/{id}`
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Out {
+    to_json(&review::show(&state.warehouse, &id).await.map_err(review_error)?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    keep: Option<String>,
+    note: Option<String>,
+}
+
+/// `POST /api/v1/reviews/{id}/approve` with optional `{"keep": MASTER, "note": ...}`
+pub async fn approve(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+    no_run_going(&state)?;
+    let b: ApproveBody = optional(&b)?;
+    let m = review::approve(
+        &state.warehouse,
+        &id,
+        b.keep.as_deref(),
+        b.note.as_deref(),
+        "api",
+        Utc::now(),
+    )
+    .await
+    .map_err(review_error)?;
+    to_json(&m)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    note: Option<String>,
+}
+
+/// `POST /api/v1/reviews/{id}/reject` with optional `{"note": ...}`
+pub async fn reject(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+    let b: NoteBody = optional(&b)?;
+    let r = review::reject(&state.warehouse, &id, b.note.as_deref(), "api", Utc::now())
+        .await
+        .map_err(review_error)?;
+    to_json(&r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeBody {
+    masters: [String; 2],
+    keep: Option<String>,
+    note: Option<String>,
+}
+
+/// `POST /api/v1/masters/merge` with `{"masters": [A, B], "keep"?, "note"?}`
+pub async fn merge(State(state): State<Arc<AppState>>, b: Result<Json<MergeBody>, JsonRejection>) -> Out {
+    no_run_going(&state)?;
+    let b = body(b)?;
+    let m = review::merge(
+        &state.warehouse,
+        &b.masters[0],
+        &b.masters[1],
+        b.keep.as_deref(),
+        b.note.as_deref(),
+        "api",
+        Utc::now(),
+    )
+    .await
+    .map_err(review_error)?;
+    to_json(&m)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordKey {
+    source: String,
+    source_record_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    records: Vec<RecordKey>,
+    note: Option<String>,
+}
+
+/// `POST /api/v1/masters/{id}/split` with `{"records": [{"source", "source_record_id"}], "note"?}`
+pub async fn split(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    b: Result<Json<SplitBody>, JsonRejection>,
+) -> Out {
+    no_run_going(&state)?;
+    let b = body(b)?;
+    let keys: Vec<(String, String)> = b
+        .records
+        .into_iter()
+        .map(|k| (k.source, k.source_record_id))
+        .collect();
+    let s = review::split(&state.warehouse, &id, &keys, b.note.as_deref(), "api", Utc::now())
+        .await
+        .map_err(review_error)?;
+    to_json(&s)
+}
+
+/// `POST /api/v1/merges/{id}/undo` with optional `{"note": ...}`
+pub async fn undo(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+    no_run_going(&state)?;
+    let b: NoteBody = optional(&b)?;
+    let s = review::unmerge(&state.warehouse, &id, b.note.as_deref(), "api", Utc::now())
+        .await
+        .map_err(review_error)?;
+    to_json(&s)
+}

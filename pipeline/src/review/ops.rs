@@ -1,0 +1,1309 @@
+//! Review decisions, merge, split and unmerge as warehouse writes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use chrono::{DateTime, Utc};
+use datafusion::prelude::{Expr, col};
+use leadflow_sinks::{StagedTable, Warehouse, WriteMode};
+use leadflow_transforms::dedupe::{RunStamp, golden_from_records, new_master_id};
+use leadflow_transforms::schema::{
+    CRM_LINKS_SCHEMA, MERGES_SCHEMA, OUTBOX_SCHEMA, PROJECT_LINKS_SCHEMA, RECORDS_SCHEMA, REVIEW_SCHEMA,
+};
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::tables::{
+    at, conform, hash_id, json_rows, lit, lits, opt_text, query, repeat_text, text, times, ts_col,
+    with_column,
+};
+use super::{APP_ID, MERGED, ReviewError, SPLIT};
+
+/// Within a process, review and merge writes take turns; across processes
+/// a lost commit race is detected and the operation redone.
+static WRITE_LOCK: LazyLock<Mutex<()>> = LazyLock::new(|| Mutex::new(()));
+
+/// One `review` row with the two masters' names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    pub review_id: String,
+    pub master_id: String,
+    pub other_master_id: String,
+    pub master_name: Option<String>,
+    pub other_name: Option<String>,
+    pub score: Option<f64>,
+    pub status: String,
+    pub explanation: Option<String>,
+    pub run_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// A review with both golden records and their records.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewDetail {
+    pub review: Review,
+    /// Golden records (`masters` rows; lists joined with ", ").
+    pub masters: Vec<serde_json::Value>,
+    /// Each master's records: master_id, source, source_record_id, name, phone, email.
+    pub records: Vec<serde_json::Value>,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeOutcome {
+    /// The `merges` row (kind `merge`); `unmerge` takes it.
+    pub event_id: String,
+    pub master_id: String,
+    pub absorbed_master_id: String,
+    pub records_moved: usize,
+    pub record_count: usize,
+}
+
+/// What a split (or unmerge) did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitOutcome {
+    /// The `merges` row (kind `split`).
+    pub event_id: String,
+    pub master_id: String,
+    pub new_master_id: String,
+    pub records_moved: usize,
+}
+
+/// Who decided and why, kept in the `merges` row.
+#[derive(Debug, Clone, Default)]
+struct Why<'a> {
+    review: Option<&'a Review>,
+    note: Option<&'a str>,
+    by: &'a str,
+}
+
+const REVIEW_COLUMNS: &str = "r.review_id, r.master_id, r.other_master_id, a.full_name AS master_name, \
+     b.full_name AS other_name, r.score, r.status, r.explanation, r.run_id, r.created_at, r.decided_at";
+
+fn reviews_from(batches: &[RecordBatch]) -> Result<Vec<Review>, ReviewError> {
+    let mut out = Vec::new();
+    for b in batches {
+        let (id, m, o, mn, on, st, ex, run) = (
+            text(b, "review_id")?,
+            text(b, "master_id")?,
+            text(b, "other_master_id")?,
+            text(b, "master_name")?,
+            text(b, "other_name")?,
+            text(b, "status")?,
+            text(b, "explanation")?,
+            text(b, "run_id")?,
+        );
+        let score = arrow::compute::cast(
+            b.column_by_name("score")
+                .ok_or_else(|| ReviewError::Schema("review rows lack `score`".into()))?,
+            &arrow::datatypes::DataType::Float64,
+        )?;
+        let score = score
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("cast to Float64")
+            .clone();
+        let (created, decided) = (times(b, "created_at")?, times(b, "decided_at")?);
+        for i in 0..b.num_rows() {
+            out.push(Review {
+                review_id: id.value(i).to_string(),
+                master_id: m.value(i).to_string(),
+                other_master_id: o.value(i).to_string(),
+                master_name: opt_text(&mn, i),
+                other_name: opt_text(&on, i),
+                score: (!score.is_null(i)).then(|| score.value(i)),
+                status: st.value(i).to_string(),
+                explanation: opt_text(&ex, i),
+                run_id: opt_text(&run, i),
+                created_at: at(&created, i),
+                decided_at: at(&decided, i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn load_reviews(warehouse: &Warehouse, condition: &str) -> Result<Vec<Review>, ReviewError> {
+    if !warehouse.has_data("review").await? {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT {REVIEW_COLUMNS} FROM review r \
+         LEFT JOIN masters a ON a.master_id = r.master_id \
+         LEFT JOIN masters b ON b.master_id = r.other_master_id \
+         WHERE {condition} \
+         ORDER BY CASE WHEN r.status = 'open' THEN 0 ELSE 1 END, r.created_at, r.review_id"
+    );
+    reviews_from(&query(warehouse, &["review", "masters"], &sql).await?)
+}
+
+/// Reviews with `status` (all when None), open first, oldest first.
+pub async fn list(warehouse: &Warehouse, status: Option<&str>) -> Result<Vec<Review>, ReviewError> {
+    let cond = match status {
+        Some(s) => format!("r.status = {}", lit(s)),
+        None => "true".into(),
+    };
+    load_reviews(warehouse, &cond).await
+}
+
+async fn one_review(warehouse: &Warehouse, id: &str) -> Result<Review, ReviewError> {
+    load_reviews(warehouse, &format!("r.review_id = {}", lit(id)))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ReviewError::NotFound {
+            what: "review",
+            id: id.to_string(),
+        })
+}
+
+/// A review with both golden records and every record of the two masters.
+pub async fn show(warehouse: &Warehouse, id: &str) -> Result<ReviewDetail, ReviewError> {
+    let review = one_review(warehouse, id).await?;
+    let ids = lits(&[&review.master_id, &review.other_master_id]);
+    let masters = query(
+        warehouse,
+        &["masters"],
+        &format!(
+            "SELECT master_id, full_name, phone, email, array_to_string(phones, ', ') AS phones, \
+             array_to_string(emails, ', ') AS emails, company, job_title, city, country, website, \
+             record_count, first_seen, last_seen FROM masters WHERE master_id IN ({ids}) ORDER BY master_id"
+        ),
+    )
+    .await?;
+    let records = query(
+        warehouse,
+        &["records"],
+        &format!(
+            "SELECT master_id, source, source_record_id, full_name, phone, email, company, city, project \
+             FROM records WHERE master_id IN ({ids}) ORDER BY master_id, ingested_at, source, source_record_id"
+        ),
+    )
+    .await?;
+    Ok(ReviewDetail {
+        review,
+        masters: json_rows(&masters)?,
+        records: json_rows(&records)?,
+    })
+}
+
+/// Approve an open review: merge its two masters (the older survives, or
+/// `keep`). 404 / 409 for an unknown or decided review.
+pub async fn approve(
+    warehouse: &Warehouse,
+    id: &str,
+    keep: Option<&str>,
+    note: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<MergeOutcome, ReviewError> {
+    let _turn = WRITE_LOCK.lock().await;
+    retrying("approve review", || async {
+        let r = open_review(warehouse, id).await?;
+        let why = Why {
+            review: Some(&r),
+            note,
+            by,
+        };
+        merge_once(warehouse, &r.master_id, &r.other_master_id, keep, &why, now).await
+    })
+    .await
+}
+
+/// Reject an open review: the pair is "not the same". The row keeps status
+/// `rejected`; runs never rewrite a review row nor join two masters, so
+/// the pair is never linked or offered again.
+pub async fn reject(
+    warehouse: &Warehouse,
+    id: &str,
+    note: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Review, ReviewError> {
+    let _turn = WRITE_LOCK.lock().await;
+    retrying("reject review", || async {
+        let mut r = open_review(warehouse, id).await?;
+        let version = next_version(warehouse, now).await?;
+        let event_id = hash_id(
+            "e-",
+            &["rejected", &r.review_id, &now.timestamp_micros().to_string()],
+        );
+        let explanation = serde_json::json!({"review_id": r.review_id, "note": note, "by": by});
+        let merges = merges_row(
+            &event_id,
+            "rejected",
+            &r.master_id,
+            &r.other_master_id,
+            "review",
+            r.score,
+            &explanation.to_string(),
+            now,
+        )?;
+        let row = decided_review(warehouse, &r.review_id, "rejected", now).await?;
+        apply_all(
+            warehouse,
+            version,
+            vec![upsert("merges", merges), upsert("review", row)],
+        )
+        .await?;
+        info!(review_id = %r.review_id, by, "review rejected");
+        r.status = "rejected".into();
+        r.decided_at = Some(now);
+        Ok(r)
+    })
+    .await
+}
+
+async fn open_review(warehouse: &Warehouse, id: &str) -> Result<Review, ReviewError> {
+    let r = one_review(warehouse, id).await?;
+    if r.status != "open" {
+        return Err(ReviewError::Decided {
+            id: id.to_string(),
+            status: r.status,
+        });
+    }
+    Ok(r)
+}
+
+/// The review row as stored, with a new status and decision time.
+async fn decided_review(
+    warehouse: &Warehouse,
+    id: &str,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    let rows = query(
+        warehouse,
+        &["review"],
+        &format!("SELECT * FROM review WHERE review_id = {}", lit(id)),
+    )
+    .await?;
+    let b = conform(&rows, &REVIEW_SCHEMA)?;
+    let n = b.num_rows();
+    let b = with_column(&b, "status", repeat_text(Some(status), n))?;
+    with_column(
+        &b,
+        "decided_at",
+        ts_col(std::iter::repeat_n(Some(now.timestamp_micros()), n)),
+    )
+}
+
+/// Merge masters `a` and `b` by hand. The survivor keeps its id: `keep`,
+/// else the older one (first seen), else the smaller id.
+pub async fn merge(
+    warehouse: &Warehouse,
+    a: &str,
+    b: &str,
+    keep: Option<&str>,
+    note: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<MergeOutcome, ReviewError> {
+    let _turn = WRITE_LOCK.lock().await;
+    let why = Why {
+        review: None,
+        note,
+        by,
+    };
+    retrying("merge masters", || merge_once(warehouse, a, b, keep, &why, now)).await
+}
+
+/// Pick the survivor of two masters given (id, first_seen).
+fn survivor<'a>(
+    found: &'a [(String, Option<DateTime<Utc>>)],
+    keep: Option<&str>,
+) -> Result<(&'a str, &'a str), ReviewError> {
+    let (x, y) = (&found[0], &found[1]);
+    if let Some(k) = keep {
+        return if k == x.0 {
+            Ok((&x.0, &y.0))
+        } else if k == y.0 {
+            Ok((&y.0, &x.0))
+        } else {
+            Err(ReviewError::Invalid(format!(
+                "--keep {k} is neither of the two masters ({} and {})",
+                x.0, y.0
+            )))
+        };
+    }
+    // Unknown first_seen sorts last: a master with a known past is older.
+    let key = |m: &(String, Option<DateTime<Utc>>)| (m.1.is_none(), m.1, m.0.clone());
+    Ok(if key(x) <= key(y) {
+        (&x.0, &y.0)
+    } else {
+        (&y.0, &x.0)
+    })
+}
+
+async fn master_rows(
+    warehouse: &Warehouse,
+    ids: &[&str],
+) -> Result<Vec<(String, Option<DateTime<Utc>>)>, ReviewError> {
+    if !warehouse.has_data("masters").await? {
+        return Ok(Vec::new());
+    }
+    let rows = query(
+        warehouse,
+        &["masters"],
+        &format!(
+            "SELECT master_id, first_seen FROM masters WHERE master_id IN ({}) ORDER BY master_id",
+            lits(ids)
+        ),
+    )
+    .await?;
+    let mut out = Vec::new();
+    for b in &rows {
+        let (id, fs) = (text(b, "master_id")?, times(b, "first_seen")?);
+        for i in 0..b.num_rows() {
+            out.push((id.value(i).to_string(), at(&fs, i)));
+        }
+    }
+    Ok(out)
+}
+
+async fn missing_master(warehouse: &Warehouse, id: &str) -> ReviewError {
+    let hint = match merged_into(warehouse, id).await {
+        Ok(Some((into, _))) => format!(" (it was merged into {into})"),
+        _ => String::new(),
+    };
+    ReviewError::NotFound {
+        what: "master",
+        id: format!("{id}{hint}"),
+    }
+}
+
+async fn merge_once(
+    warehouse: &Warehouse,
+    a: &str,
+    b: &str,
+    keep: Option<&str>,
+    why: &Why<'_>,
+    now: DateTime<Utc>,
+) -> Result<MergeOutcome, ReviewError> {
+    if a == b {
+        return Err(ReviewError::Invalid(format!(
+            "cannot merge master {a} with itself"
+        )));
+    }
+    let found = master_rows(warehouse, &[a, b]).await?;
+    for id in [a, b] {
+        if !found.iter().any(|m| m.0 == id) {
+            return Err(missing_master(warehouse, id).await);
+        }
+    }
+    let (s, x) = survivor(&found, keep)?;
+    let (s, x) = (s.to_string(), x.to_string());
+    let version = next_version(warehouse, now).await?;
+
+    let records = records_of(warehouse, &[&s, &x]).await?;
+    let mids = text(&records, "master_id")?;
+    let moved: Vec<usize> = (0..records.num_rows()).filter(|&i| mids.value(i) == x).collect();
+    // The absorbed master still there without records: an earlier attempt
+    // of this merge stopped after re-pointing them. Finish that one (same
+    // event, same record keys for unmerge) instead of starting another.
+    let prior = if moved.is_empty() {
+        prior_merge(warehouse, &s, &x).await?
+    } else {
+        None
+    };
+    let event_id = match &prior {
+        Some((id, _)) => id.clone(),
+        None => hash_id("e-", &["merge", &s, &x, &now.timestamp_micros().to_string()]),
+    };
+    let keys = record_keys(&records, &moved)?;
+    let mut explanation = serde_json::json!({
+        "absorbed_master_id": x,
+        "records": keys.iter().map(|(s, r)| serde_json::json!({"source": s, "source_record_id": r})).collect::<Vec<_>>(),
+        "by": why.by,
+        "note": why.note,
+    });
+    if let Some(r) = why.review {
+        explanation["review_id"] = r.review_id.as_str().into();
+        explanation["review_explanation"] = r.explanation.as_deref().into();
+    }
+
+    let all: Vec<usize> = (0..records.num_rows()).collect();
+    let golden = golden(&records, &[(s.clone(), all)], &event_id)?;
+    let moved_rows = repoint(&records, &moved, &s)?;
+    let links = merged_links(warehouse, &s, &x, &event_id).await?;
+    let explanation = match &prior {
+        Some((_, text)) => serde_json::from_str(text).unwrap_or(explanation),
+        None => explanation,
+    };
+    let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
+
+    let merges = merges_row(
+        &event_id,
+        "merge",
+        &s,
+        &x,
+        if why.review.is_some() { "review" } else { "manual" },
+        why.review.and_then(|r| r.score),
+        &explanation.to_string(),
+        now,
+    )?;
+    let payload = serde_json::json!({
+        "event_id": hash_id("ev-", &[&event_id, MERGED]),
+        "kind": MERGED,
+        "occurred_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "master_id": s,
+        "absorbed_master_id": x,
+        "merge_event_id": event_id,
+        "records_moved": moved.len(),
+    });
+    let outbox = outbox_row(MERGED, &event_id, &s, &payload, now)?;
+
+    // The outbox and the decision first: a crash after them repeats the
+    // same event id, never loses the record keys an unmerge needs.
+    let mut tables = vec![append("outbox", outbox), upsert("merges", merges)];
+    if moved_rows.num_rows() > 0 {
+        tables.push(upsert("records", moved_rows));
+    }
+    if crm.num_rows() > 0 {
+        tables.push(upsert("crm_links", crm));
+    }
+    if links.num_rows() > 0 {
+        tables.push(upsert("project_links", links));
+    }
+    tables.push(upsert("masters", golden));
+    if let Some(r) = why.review {
+        tables.push(upsert(
+            "review",
+            decided_review(warehouse, &r.review_id, "approved", now).await?,
+        ));
+    }
+    apply_all(warehouse, version, tables).await?;
+    // Deletes last, one version on: the same table may have been written
+    // above with `version`. Gone from `masters`, the absorbed id is never a
+    // candidate of a later run.
+    let later = version + 1;
+    delete(
+        warehouse,
+        "project_links",
+        col("master_id").eq(datafusion::prelude::lit(x.clone())),
+        later,
+    )
+    .await?;
+    delete(
+        warehouse,
+        "masters",
+        col("master_id").eq(datafusion::prelude::lit(x.clone())),
+        later,
+    )
+    .await?;
+    info!(
+        event_id = %event_id,
+        master_id = %s,
+        absorbed = %x,
+        records_moved = moved.len(),
+        by = why.by,
+        "masters merged"
+    );
+    Ok(MergeOutcome {
+        event_id,
+        master_id: s,
+        absorbed_master_id: x,
+        records_moved: moved.len(),
+        record_count: records.num_rows(),
+    })
+}
+
+/// The latest `merge` event that absorbed `absorbed` into `survivor`: (event id, explanation).
+async fn prior_merge(
+    warehouse: &Warehouse,
+    survivor: &str,
+    absorbed: &str,
+) -> Result<Option<(String, String)>, ReviewError> {
+    if !warehouse.has_data("merges").await? {
+        return Ok(None);
+    }
+    let rows = query(
+        warehouse,
+        &["merges"],
+        &format!(
+            "SELECT event_id, explanation FROM merges WHERE kind = 'merge' AND master_id = {} \
+             AND other_master_id = {} ORDER BY created_at DESC LIMIT 1",
+            lit(survivor),
+            lit(absorbed)
+        ),
+    )
+    .await?;
+    let Some(b) = rows.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let (id, ex) = (text(b, "event_id")?, text(b, "explanation")?);
+    Ok(Some((
+        id.value(0).to_string(),
+        opt_text(&ex, 0).unwrap_or_default(),
+    )))
+}
+
+/// Move `keys` (source, source_record_id) of `master` to a new master with
+/// id `new_master_id(first of them)` (by arrival).
+pub async fn split(
+    warehouse: &Warehouse,
+    master: &str,
+    keys: &[(String, String)],
+    note: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<SplitOutcome, ReviewError> {
+    let _turn = WRITE_LOCK.lock().await;
+    retrying("split master", || async {
+        let ctx = SplitCtx {
+            new_id: None,
+            rule: "manual",
+            undoes: None,
+            note,
+            by,
+        };
+        split_once(warehouse, master, keys, &ctx, now).await
+    })
+    .await
+}
+
+/// Undo a `merge` event: its absorbed records go back to a master with the
+/// absorbed id.
+pub async fn unmerge(
+    warehouse: &Warehouse,
+    event_id: &str,
+    note: Option<&str>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<SplitOutcome, ReviewError> {
+    let _turn = WRITE_LOCK.lock().await;
+    retrying("unmerge", || async {
+        let not_found = || ReviewError::NotFound {
+            what: "merge event",
+            id: event_id.to_string(),
+        };
+        if !warehouse.has_data("merges").await? {
+            return Err(not_found());
+        }
+        let rows = query(
+            warehouse,
+            &["merges"],
+            &format!(
+                "SELECT master_id, explanation FROM merges WHERE event_id = {} AND kind = 'merge'",
+                lit(event_id)
+            ),
+        )
+        .await?;
+        let b = rows.iter().find(|b| b.num_rows() > 0).ok_or_else(not_found)?;
+        let survivor = text(b, "master_id")?.value(0).to_string();
+        let (absorbed, keys) = undo_info(text(b, "explanation")?.value(0))?;
+        if !master_rows(warehouse, &[&absorbed]).await?.is_empty() {
+            return Err(ReviewError::Invalid(format!(
+                "merge {event_id} is already undone: master {absorbed} exists again"
+            )));
+        }
+        let ctx = SplitCtx {
+            new_id: Some(absorbed),
+            rule: "unmerge",
+            undoes: Some(event_id),
+            note,
+            by,
+        };
+        split_once(warehouse, &survivor, &keys, &ctx, now).await
+    })
+    .await
+}
+
+/// The absorbed master and record keys a `merge` row's explanation holds.
+fn undo_info(explanation: &str) -> Result<(String, Vec<(String, String)>), ReviewError> {
+    let bad = |why: &str| ReviewError::Schema(format!("merge event explanation {why}; it cannot be undone"));
+    let v: serde_json::Value = serde_json::from_str(explanation).map_err(|_| bad("is not JSON"))?;
+    let absorbed = v["absorbed_master_id"]
+        .as_str()
+        .ok_or_else(|| bad("lacks absorbed_master_id"))?
+        .to_string();
+    let keys = v["records"]
+        .as_array()
+        .ok_or_else(|| bad("lacks records"))?
+        .iter()
+        .map(|r| {
+            Some((
+                r["source"].as_str()?.to_string(),
+                r["source_record_id"].as_str()?.to_string(),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad("has a record without source or source_record_id"))?;
+    Ok((absorbed, keys))
+}
+
+struct SplitCtx<'a> {
+    new_id: Option<String>,
+    rule: &'a str,
+    undoes: Option<&'a str>,
+    note: Option<&'a str>,
+    by: &'a str,
+}
+
+async fn split_once(
+    warehouse: &Warehouse,
+    master: &str,
+    keys: &[(String, String)],
+    ctx: &SplitCtx<'_>,
+    now: DateTime<Utc>,
+) -> Result<SplitOutcome, ReviewError> {
+    if keys.is_empty() {
+        return Err(ReviewError::Invalid(
+            "name at least one record to split out (--record SOURCE:RECORD_ID)".into(),
+        ));
+    }
+    if master_rows(warehouse, &[master]).await?.is_empty() {
+        return Err(missing_master(warehouse, master).await);
+    }
+    let records = records_of(warehouse, &[master]).await?;
+    let (src, rid) = (text(&records, "source")?, text(&records, "source_record_id")?);
+    let index: HashMap<(&str, &str), usize> = (0..records.num_rows())
+        .map(|i| ((src.value(i), rid.value(i)), i))
+        .collect();
+    let mut moved = Vec::new();
+    for (s, r) in keys {
+        match index.get(&(s.as_str(), r.as_str())) {
+            Some(&i) => moved.push(i),
+            None => {
+                return Err(ReviewError::Invalid(format!(
+                    "record {s}:{r} is not a record of master {master}"
+                )));
+            }
+        }
+    }
+    moved.sort_unstable();
+    moved.dedup();
+    if moved.len() == records.num_rows() {
+        return Err(ReviewError::Invalid(format!(
+            "those are all the records of master {master}; nothing would be left"
+        )));
+    }
+    let new_id = match &ctx.new_id {
+        Some(id) => id.clone(),
+        // Rows come in arrival order, so this is the record that would have
+        // created the person: undoing a merge by hand restores its id.
+        None => new_master_id(src.value(moved[0]), rid.value(moved[0])),
+    };
+    if new_id == master {
+        return Err(ReviewError::Invalid(format!(
+            "the records include {}:{}, the one master {master} was created from; split the other records out instead",
+            src.value(moved[0]),
+            rid.value(moved[0])
+        )));
+    }
+    if !master_rows(warehouse, &[&new_id]).await?.is_empty() {
+        return Err(ReviewError::Invalid(format!(
+            "master {new_id} (the id these records would get) already exists; merge into it instead"
+        )));
+    }
+    let version = next_version(warehouse, now).await?;
+    let event_id = hash_id(
+        "e-",
+        &["split", master, &new_id, &now.timestamp_micros().to_string()],
+    );
+    let moved_keys = record_keys(&records, &moved)?;
+    let explanation = serde_json::json!({
+        "new_master_id": new_id,
+        "records": moved_keys.iter().map(|(s, r)| serde_json::json!({"source": s, "source_record_id": r})).collect::<Vec<_>>(),
+        "undoes": ctx.undoes,
+        "by": ctx.by,
+        "note": ctx.note,
+    });
+    let moved_set: HashSet<usize> = moved.iter().copied().collect();
+    let stay: Vec<usize> = (0..records.num_rows())
+        .filter(|i| !moved_set.contains(i))
+        .collect();
+    let golden = golden(
+        &records,
+        &[
+            (master.to_string(), stay.clone()),
+            (new_id.clone(), moved.clone()),
+        ],
+        &event_id,
+    )?;
+    let moved_rows = repoint(&records, &moved, &new_id)?;
+    let (links, emptied) =
+        split_links(warehouse, &records, master, &stay, &moved, &new_id, &event_id).await?;
+    let crm_keys: HashSet<(String, String)> = {
+        let (p, c) = (text(&records, "provider")?, text(&records, "crm_id")?);
+        moved
+            .iter()
+            .filter(|&&i| !p.is_null(i) && !c.is_null(i))
+            .map(|&i| (p.value(i).to_string(), c.value(i).to_string()))
+            .collect()
+    };
+    let crm = repointed_crm_links(warehouse, master, Some(&crm_keys), &new_id, now).await?;
+    let merges = merges_row(
+        &event_id,
+        "split",
+        master,
+        &new_id,
+        ctx.rule,
+        None,
+        &explanation.to_string(),
+        now,
+    )?;
+    let payload = serde_json::json!({
+        "event_id": hash_id("ev-", &[&event_id, SPLIT]),
+        "kind": SPLIT,
+        "occurred_at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "master_id": master,
+        "new_master_id": new_id,
+        "split_event_id": event_id,
+        "undoes": ctx.undoes,
+        "records_moved": moved.len(),
+    });
+    let outbox = outbox_row(SPLIT, &event_id, master, &payload, now)?;
+    let mut tables = vec![
+        append("outbox", outbox),
+        upsert("merges", merges),
+        upsert("records", moved_rows),
+    ];
+    if crm.num_rows() > 0 {
+        tables.push(upsert("crm_links", crm));
+    }
+    if links.num_rows() > 0 {
+        tables.push(upsert("project_links", links));
+    }
+    tables.push(upsert("masters", golden));
+    apply_all(warehouse, version, tables).await?;
+    if !emptied.is_empty() {
+        let projects = emptied.into_iter().map(datafusion::prelude::lit).collect();
+        let pred = col("master_id")
+            .eq(datafusion::prelude::lit(master.to_string()))
+            .and(col("project").in_list(projects, false));
+        delete(warehouse, "project_links", pred, version + 1).await?;
+    }
+    info!(
+        event_id = %event_id,
+        master_id = %master,
+        new_master_id = %new_id,
+        records_moved = moved.len(),
+        rule = ctx.rule,
+        by = ctx.by,
+        "master split"
+    );
+    Ok(SplitOutcome {
+        event_id,
+        master_id: master.to_string(),
+        new_master_id: new_id,
+        records_moved: moved.len(),
+    })
+}
+
+/// The master an absorbed id was merged into (following later merges),
+/// with the merge event id; None if it never was.
+pub async fn merged_into(warehouse: &Warehouse, id: &str) -> Result<Option<(String, String)>, ReviewError> {
+    if !warehouse.has_data("merges").await? {
+        return Ok(None);
+    }
+    let mut current = id.to_string();
+    let mut found = None;
+    // A chain of merges is short; the bound guards against a cycle of
+    // merges and unmerges.
+    for _ in 0..16 {
+        let rows = query(
+            warehouse,
+            &["merges"],
+            &format!(
+                "SELECT master_id, event_id FROM merges WHERE kind = 'merge' AND other_master_id = {} \
+                 ORDER BY created_at DESC LIMIT 1",
+                lit(&current)
+            ),
+        )
+        .await?;
+        let Some(b) = rows.iter().find(|b| b.num_rows() > 0) else {
+            break;
+        };
+        let into = text(b, "master_id")?.value(0).to_string();
+        let ev = text(b, "event_id")?.value(0).to_string();
+        if !master_rows(warehouse, &[&current]).await?.is_empty() {
+            // Merged once but back (unmerged): not absorbed now.
+            break;
+        }
+        found = Some((into.clone(), found.map_or(ev.clone(), |(_, e)| e)));
+        current = into;
+    }
+    Ok(found)
+}
+
+/// Every `records` row of `masters`, in arrival order, with RECORDS_SCHEMA.
+async fn records_of(warehouse: &Warehouse, masters: &[&str]) -> Result<RecordBatch, ReviewError> {
+    let rows = query(
+        warehouse,
+        &["records"],
+        &format!(
+            "SELECT * FROM records WHERE master_id IN ({}) \
+             ORDER BY ingested_at, source_file, source_row, source, source_record_id",
+            lits(masters)
+        ),
+    )
+    .await?;
+    conform(&rows, &RECORDS_SCHEMA)
+}
+
+fn record_keys(records: &RecordBatch, rows: &[usize]) -> Result<Vec<(String, String)>, ReviewError> {
+    let (s, r) = (text(records, "source")?, text(records, "source_record_id")?);
+    Ok(rows
+        .iter()
+        .map(|&i| (s.value(i).to_string(), r.value(i).to_string()))
+        .collect())
+}
+
+/// `rows` of `records` with their master set to `to`.
+fn repoint(records: &RecordBatch, rows: &[usize], to: &str) -> Result<RecordBatch, ReviewError> {
+    let keep: arrow::array::BooleanArray = (0..records.num_rows()).map(|i| Some(rows.contains(&i))).collect();
+    let b = filter_record_batch(records, &keep)?;
+    let n = b.num_rows();
+    with_column(&b, "master_id", repeat_text(Some(to), n))
+}
+
+/// Golden records of `groups` from `records`, by the run's survivorship:
+/// a record's time is its source's creation time, else when it was ingested.
+fn golden(
+    records: &RecordBatch,
+    groups: &[(String, Vec<usize>)],
+    event_id: &str,
+) -> Result<RecordBatch, ReviewError> {
+    let created = times(records, "source_created_at")?;
+    let ingested = times(records, "ingested_at")?;
+    let t = ts_col((0..records.num_rows()).map(|i| {
+        if created.is_null(i) {
+            (!ingested.is_null(i)).then(|| ingested.value(i))
+        } else {
+            Some(created.value(i))
+        }
+    }));
+    let input = with_column(records, "source_created_at", t)?;
+    let stamp = RunStamp {
+        run_id: event_id.to_string(),
+        now_us: Utc::now().timestamp_micros(),
+    };
+    Ok(golden_from_records(&input, groups, &stamp)?)
+}
+
+/// One project link row, as plain values.
+#[derive(Debug, Clone, PartialEq)]
+struct Link {
+    project: String,
+    /// The decision or run that wrote it last (`updated_run_id`).
+    updated_by: Option<String>,
+    status: Option<String>,
+    owner: Option<String>,
+    record_count: i64,
+    first_seen: Option<i64>,
+    last_seen: Option<i64>,
+}
+
+async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, ReviewError> {
+    if !warehouse.has_data("project_links").await? {
+        return Ok(Vec::new());
+    }
+    let rows = query(
+        warehouse,
+        &["project_links"],
+        &format!(
+            "SELECT * FROM project_links WHERE master_id = {} ORDER BY project",
+            lit(master)
+        ),
+    )
+    .await?;
+    let b = conform(&rows, &PROJECT_LINKS_SCHEMA)?;
+    let (p, s, o) = (text(&b, "project")?, text(&b, "status")?, text(&b, "owner")?);
+    let by = text(&b, "updated_run_id")?;
+    let c = b
+        .column_by_name("record_count")
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .cloned()
+        .ok_or_else(|| ReviewError::Schema("project_links.record_count".into()))?;
+    let (f, l) = (times(&b, "first_seen")?, times(&b, "last_seen")?);
+    Ok((0..b.num_rows())
+        .map(|i| Link {
+            project: p.value(i).to_string(),
+            updated_by: opt_text(&by, i),
+            status: opt_text(&s, i),
+            owner: opt_text(&o, i),
+            record_count: c.value(i),
+            first_seen: (!f.is_null(i)).then(|| f.value(i)),
+            last_seen: (!l.is_null(i)).then(|| l.value(i)),
+        })
+        .collect())
+}
+
+/// A survivor's links combined with the absorbed master's, per project:
+/// the survivor's status and owner win (the absorbed one's fill gaps),
+/// counts add up, first/last seen widen.
+fn combine_links(survivor: &[Link], absorbed: &[Link]) -> Vec<Link> {
+    let mut by: BTreeMap<String, Link> = survivor.iter().map(|l| (l.project.clone(), l.clone())).collect();
+    for l in absorbed {
+        match by.get_mut(&l.project) {
+            Some(s) => {
+                s.status = s.status.take().or_else(|| l.status.clone());
+                s.owner = s.owner.take().or_else(|| l.owner.clone());
+                s.record_count += l.record_count;
+                s.first_seen = [s.first_seen, l.first_seen].into_iter().flatten().min();
+                s.last_seen = [s.last_seen, l.last_seen].into_iter().flatten().max();
+            }
+            None => {
+                by.insert(l.project.clone(), l.clone());
+            }
+        }
+    }
+    by.into_values().collect()
+}
+
+fn links_batch(master: &str, links: &[Link], event_id: &str) -> Result<RecordBatch, ReviewError> {
+    let n = links.len();
+    let cols: Vec<ArrayRef> = vec![
+        repeat_text(Some(master), n),
+        Arc::new(
+            links
+                .iter()
+                .map(|l| Some(l.project.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(links.iter().map(|l| l.status.as_deref()).collect::<StringArray>()),
+        Arc::new(links.iter().map(|l| l.owner.as_deref()).collect::<StringArray>()),
+        Arc::new(links.iter().map(|l| l.record_count).collect::<Int64Array>()),
+        ts_col(links.iter().map(|l| l.first_seen)),
+        ts_col(links.iter().map(|l| l.last_seen)),
+        repeat_text(Some(event_id), n),
+    ];
+    Ok(RecordBatch::try_new(PROJECT_LINKS_SCHEMA.clone(), cols)?)
+}
+
+async fn merged_links(
+    warehouse: &Warehouse,
+    survivor: &str,
+    absorbed: &str,
+    event_id: &str,
+) -> Result<RecordBatch, ReviewError> {
+    let (s, x) = (
+        links_of(warehouse, survivor).await?,
+        links_of(warehouse, absorbed).await?,
+    );
+    // Already combined by an earlier attempt of this merge: adding the
+    // absorbed counts again would count them twice.
+    if x.is_empty() || s.iter().any(|l| l.updated_by.as_deref() == Some(event_id)) {
+        return links_batch(survivor, &[], event_id);
+    }
+    links_batch(survivor, &combine_links(&s, &x), event_id)
+}
+
+/// Links after a split: the master keeps its rows for projects it still has
+/// records in (counts and times from those records); the new master gets a
+/// row per project of the moved records, with the master's status and
+/// owner. Returns the rows to upsert and the master's projects left empty.
+async fn split_links(
+    warehouse: &Warehouse,
+    records: &RecordBatch,
+    master: &str,
+    stay: &[usize],
+    moved: &[usize],
+    new_id: &str,
+    event_id: &str,
+) -> Result<(RecordBatch, Vec<String>), ReviewError> {
+    let old = links_of(warehouse, master).await?;
+    let project = text(records, "project")?;
+    let created = times(records, "source_created_at")?;
+    let ingested = times(records, "ingested_at")?;
+    let time = |i: usize| {
+        if created.is_null(i) {
+            (!ingested.is_null(i)).then(|| ingested.value(i))
+        } else {
+            Some(created.value(i))
+        }
+    };
+    let tally = |rows: &[usize]| {
+        let mut m: BTreeMap<String, (i64, Option<i64>, Option<i64>)> = BTreeMap::new();
+        for &i in rows {
+            if project.is_null(i) || project.value(i).is_empty() {
+                continue;
+            }
+            let e = m.entry(project.value(i).to_string()).or_insert((0, None, None));
+            e.0 += 1;
+            e.1 = [e.1, time(i)].into_iter().flatten().min();
+            e.2 = [e.2, time(i)].into_iter().flatten().max();
+        }
+        m
+    };
+    let (left, gone) = (tally(stay), tally(moved));
+    let mut keep = Vec::new();
+    let mut emptied = Vec::new();
+    for l in &old {
+        match left.get(&l.project) {
+            Some(&(n, f, t)) => keep.push(Link {
+                record_count: n,
+                first_seen: f,
+                last_seen: t,
+                ..l.clone()
+            }),
+            None if gone.contains_key(&l.project) => emptied.push(l.project.clone()),
+            None => {}
+        }
+    }
+    let fresh: Vec<Link> = gone
+        .iter()
+        .map(|(p, &(n, f, t))| {
+            let from = old.iter().find(|l| &l.project == p);
+            Link {
+                project: p.clone(),
+                updated_by: None,
+                status: from.and_then(|l| l.status.clone()),
+                owner: from.and_then(|l| l.owner.clone()),
+                record_count: n,
+                first_seen: f,
+                last_seen: t,
+            }
+        })
+        .collect();
+    let a = links_batch(master, &keep, event_id)?;
+    let b = links_batch(new_id, &fresh, event_id)?;
+    Ok((
+        arrow::compute::concat_batches(&PROJECT_LINKS_SCHEMA, &[a, b])?,
+        emptied,
+    ))
+}
+
+/// `crm_links` rows of `from` (only those of `only` when given) moved to `to`.
+async fn repointed_crm_links(
+    warehouse: &Warehouse,
+    from: &str,
+    only: Option<&HashSet<(String, String)>>,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    if !warehouse.has_data("crm_links").await? || only.is_some_and(HashSet::is_empty) {
+        return Ok(RecordBatch::new_empty(CRM_LINKS_SCHEMA.clone()));
+    }
+    let rows = query(
+        warehouse,
+        &["crm_links"],
+        &format!("SELECT * FROM crm_links WHERE master_id = {}", lit(from)),
+    )
+    .await?;
+    let b = conform(&rows, &CRM_LINKS_SCHEMA)?;
+    let b = match only {
+        Some(keys) => {
+            let (p, c) = (text(&b, "provider")?, text(&b, "crm_id")?);
+            let keep: arrow::array::BooleanArray = (0..b.num_rows())
+                .map(|i| Some(keys.contains(&(p.value(i).to_string(), c.value(i).to_string()))))
+                .collect();
+            filter_record_batch(&b, &keep)?
+        }
+        None => b,
+    };
+    let n = b.num_rows();
+    let b = with_column(&b, "master_id", repeat_text(Some(to), n))?;
+    with_column(
+        &b,
+        "updated_at",
+        ts_col(std::iter::repeat_n(Some(now.timestamp_micros()), n)),
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // one row's columns
+fn merges_row(
+    event_id: &str,
+    kind: &str,
+    master: &str,
+    other: &str,
+    rule: &str,
+    score: Option<f64>,
+    explanation: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    let cols: Vec<ArrayRef> = vec![
+        repeat_text(Some(event_id), 1),
+        repeat_text(Some(kind), 1),
+        repeat_text(Some(master), 1),
+        repeat_text(Some(other), 1),
+        repeat_text(None, 1),
+        repeat_text(None, 1),
+        repeat_text(Some(rule), 1),
+        Arc::new(Float64Array::from(vec![score])),
+        repeat_text(Some(explanation), 1),
+        repeat_text(None, 1),
+        ts_col([Some(now.timestamp_micros())]),
+    ];
+    Ok(RecordBatch::try_new(MERGES_SCHEMA.clone(), cols)?)
+}
+
+/// An outbox row for a master event. Its id derives from the decision's
+/// event id, so a redone write is the same event. `pipeline` is empty: the
+/// decision belongs to the warehouse, not one pipeline.
+fn outbox_row(
+    kind: &str,
+    decision: &str,
+    master: &str,
+    payload: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    let cols: Vec<ArrayRef> = vec![
+        repeat_text(Some(&hash_id("ev-", &[decision, kind])), 1),
+        repeat_text(Some(kind), 1),
+        repeat_text(Some(""), 1),
+        repeat_text(None, 1),
+        repeat_text(Some(master), 1),
+        repeat_text(None, 1),
+        repeat_text(None, 1),
+        ts_col([None]),
+        Arc::new(Int64Array::from(vec![None::<i64>])),
+        repeat_text(Some(&payload.to_string()), 1),
+        ts_col([Some(now.timestamp_micros())]),
+    ];
+    Ok(RecordBatch::try_new(OUTBOX_SCHEMA.clone(), cols)?)
+}
+
+fn upsert(table: &str, b: RecordBatch) -> StagedTable {
+    StagedTable {
+        table: table.into(),
+        mode: WriteMode::Upsert,
+        batches: vec![b],
+    }
+}
+
+fn append(table: &str, b: RecordBatch) -> StagedTable {
+    StagedTable {
+        table: table.into(),
+        mode: WriteMode::Append,
+        batches: vec![b],
+    }
+}
+
+/// A txn version above every earlier one of this app id (deletes use the
+/// next one too).
+async fn next_version(warehouse: &Warehouse, now: DateTime<Utc>) -> Result<i64, ReviewError> {
+    let last = warehouse.last_txn_version(APP_ID).await?.unwrap_or(0);
+    Ok(now.timestamp_micros().max(last + 2))
+}
+
+async fn apply_all(warehouse: &Warehouse, version: i64, tables: Vec<StagedTable>) -> Result<(), ReviewError> {
+    for t in &tables {
+        match warehouse.apply(t, APP_ID, version).await {
+            Ok(true) => {}
+            // Another process committed this version first.
+            Ok(false) => return Err(ReviewError::Conflict(t.table.clone())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn delete(
+    warehouse: &Warehouse,
+    table: &str,
+    predicate: Expr,
+    version: i64,
+) -> Result<(), ReviewError> {
+    match warehouse.delete_where(table, predicate, APP_ID, version).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ReviewError::Conflict(table.into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Run `op` again (from fresh state) when it lost a race with another writer.
+async fn retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T, ReviewError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ReviewError>>,
+{
+    const TRIES: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(ReviewError::Conflict(table)) if attempt < TRIES => {
+                warn!(
+                    what,
+                    table, attempt, "another writer changed the table first; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn link(p: &str, status: Option<&str>, owner: Option<&str>, n: i64, f: i64, l: i64) -> Link {
+        Link {
+            project: p.into(),
+            updated_by: None,
+            status: status.map(Into::into),
+            owner: owner.map(Into::into),
+            record_count: n,
+            first_seen: Some(f),
+            last_seen: Some(l),
+        }
+    }
+
+    #[test]
+    fn the_older_master_survives_unless_one_is_kept() {
+        let t = |d| Some(Utc.with_ymd_and_hms(2026, 1, d, 0, 0, 0).unwrap());
+        let found = vec![("m-b".to_string(), t(1)), ("m-a".to_string(), t(2))];
+        assert_eq!(survivor(&found, None).unwrap(), ("m-b", "m-a"));
+        assert_eq!(survivor(&found, Some("m-a")).unwrap(), ("m-a", "m-b"));
+        assert!(matches!(
+            survivor(&found, Some("m-x")),
+            Err(ReviewError::Invalid(_))
+        ));
+        let unknown = vec![("m-a".to_string(), None), ("m-b".to_string(), t(5))];
+        assert_eq!(survivor(&unknown, None).unwrap(), ("m-b", "m-a"));
+        let tie = vec![("m-b".to_string(), t(1)), ("m-a".to_string(), t(1))];
+        assert_eq!(survivor(&tie, None).unwrap(), ("m-a", "m-b"));
+    }
+
+    #[test]
+    fn links_combine_per_project_with_the_survivors_status_and_owner() {
+        let s = vec![link("Riverside", Some("hot"), None, 2, 10, 20)];
+        let x = vec![
+            link("Riverside", Some("cold"), Some("asha"), 1, 5, 30),
+            link("Hilltop", None, Some("ravi"), 3, 7, 8),
+        ];
+        let c = combine_links(&s, &x);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0], link("Hilltop", None, Some("ravi"), 3, 7, 8));
+        assert_eq!(c[1], link("Riverside", Some("hot"), Some("asha"), 3, 5, 30));
+    }
+
+    #[test]
+    fn undo_info_reads_what_a_merge_wrote_and_refuses_the_rest() {
+        let e = serde_json::json!({
+            "absorbed_master_id": "m-x",
+            "records": [{"source": "drops", "source_record_id": "r1"}],
+        });
+        let (x, keys) = undo_info(&e.to_string()).unwrap();
+        assert_eq!(x, "m-x");
+        assert_eq!(keys, vec![("drops".to_string(), "r1".to_string())]);
+        assert!(undo_info("linked with ...").is_err());
+        assert!(undo_info(r#"{"absorbed_master_id":"m","records":[{"source":"s"}]}"#).is_err());
+    }
+
+    #[test]
+    fn rows_fit_their_schemas() {
+        let now = Utc::now();
+        let m = merges_row("e-1", "merge", "m-a", "m-b", "manual", None, "{}", now).unwrap();
+        assert_eq!(m.num_rows(), 1);
+        let o = outbox_row(MERGED, "e-1", "m-a", &serde_json::json!({}), now).unwrap();
+        assert_eq!(text(&o, "kind").unwrap().value(0), MERGED);
+        assert_eq!(
+            text(&o, "event_id").unwrap().value(0),
+            outbox_row(MERGED, "e-1", "m-a", &serde_json::json!({}), now)
+                .map(|b| text(&b, "event_id").unwrap().value(0).to_string())
+                .unwrap()
+        );
+        let l = links_batch("m-a", &[link("P", None, None, 1, 1, 1)], "e-1").unwrap();
+        assert_eq!(l.num_rows(), 1);
+    }
+}
