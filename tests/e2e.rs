@@ -49,6 +49,23 @@ fn leadflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("leadflow runs")
 }
 
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `leadflow schema | head -1`: the reader goes away before the writer
+    // is done; the CLI must stop without a panic and its backtrace.
+    let mut child = Command::new(bin())
+        .arg("schema")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("leadflow runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(!err.contains("Broken pipe"), "stderr: {err}");
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",

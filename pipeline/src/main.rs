@@ -584,6 +584,17 @@ fn select(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so `leadflow review list | head` would panic on
+    // the closed pipe. The one-shot commands end quietly instead, as Unix
+    // tools do; the daemon keeps the default (a peer closing a socket must
+    // never end it).
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        // SAFETY: called before any thread is started; SIG_DFL is a valid handler.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logs(cli.log_format);
     leadflow::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
