@@ -172,9 +172,13 @@ pub async fn run_pipeline(
         started_at: started.to_rfc3339(),
         ..Default::default()
     };
+    // A merge of this process in progress finishes first; merges wait for
+    // this run (they would otherwise be undone by its commit).
+    let merges_wait = crate::review::run_turn().await;
     let outcome = execute(loaded, pipeline, warehouse, opts, started, &mut report)
         .instrument(span.clone())
         .await;
+    drop(merges_wait);
     report.duration_seconds = clock.elapsed().as_secs_f64();
     let _g = span.enter();
     match outcome {

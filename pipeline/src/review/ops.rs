@@ -14,7 +14,7 @@ use leadflow_transforms::schema::{
     CRM_LINKS_SCHEMA, MERGES_SCHEMA, OUTBOX_SCHEMA, PROJECT_LINKS_SCHEMA, RECORDS_SCHEMA, REVIEW_SCHEMA,
 };
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::{RwLock, RwLockReadGuard};
 use tracing::{info, warn};
 
 use super::tables::{
@@ -23,9 +23,18 @@ use super::tables::{
 };
 use super::{APP_ID, MERGED, ReviewError, SPLIT};
 
-/// Within a process, review and merge writes take turns; across processes
-/// a lost commit race is detected and the operation redone.
-static WRITE_LOCK: LazyLock<Mutex<()>> = LazyLock::new(|| Mutex::new(()));
+/// Within a process, review and merge writes take turns (the write side)
+/// and runs share the read side: a run reads masters as candidates and
+/// writes them back at its commit, so a merge in between would be undone.
+/// A run waits for a merge in progress, a merge for the runs going. Across
+/// processes a lost commit race is detected and the operation redone.
+static WRITE_LOCK: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
+
+/// Held by a run from start to commit: merges and splits of this process
+/// wait until it is done (and it waits for one already going).
+pub async fn run_turn() -> RwLockReadGuard<'static, ()> {
+    WRITE_LOCK.read().await
+}
 
 /// One `review` row with the two masters' names.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -202,7 +211,7 @@ pub async fn approve(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<MergeOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.lock().await;
+    let _turn = WRITE_LOCK.write().await;
     retrying("approve review", || async {
         let r = open_review(warehouse, id).await?;
         let why = Why {
@@ -225,7 +234,7 @@ pub async fn reject(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Review, ReviewError> {
-    let _turn = WRITE_LOCK.lock().await;
+    let _turn = WRITE_LOCK.write().await;
     retrying("reject review", || async {
         let mut r = open_review(warehouse, id).await?;
         let version = next_version(warehouse, now).await?;
@@ -304,7 +313,7 @@ pub async fn merge(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<MergeOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.lock().await;
+    let _turn = WRITE_LOCK.write().await;
     let why = Why {
         review: None,
         note,
@@ -553,7 +562,7 @@ pub async fn split(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<SplitOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.lock().await;
+    let _turn = WRITE_LOCK.write().await;
     retrying("split master", || async {
         let ctx = SplitCtx {
             new_id: None,
@@ -576,7 +585,7 @@ pub async fn unmerge(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<SplitOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.lock().await;
+    let _turn = WRITE_LOCK.write().await;
     retrying("unmerge", || async {
         let not_found = || ReviewError::NotFound {
             what: "merge event",
@@ -1235,6 +1244,21 @@ where
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn merges_wait_for_runs_and_runs_share() {
+        let run = run_turn().await;
+        // A second run of another pipeline goes beside the first ...
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), run_turn()).await;
+        assert!(other.is_ok(), "runs share the turn");
+        drop(other);
+        // ... a merge waits for them.
+        let merge = tokio::time::timeout(std::time::Duration::from_millis(50), WRITE_LOCK.write()).await;
+        assert!(merge.is_err(), "a merge must wait for the run");
+        drop(run);
+        let merge = tokio::time::timeout(std::time::Duration::from_millis(500), WRITE_LOCK.write()).await;
+        assert!(merge.is_ok(), "the merge goes once the run is done");
+    }
 
     fn link(p: &str, status: Option<&str>, owner: Option<&str>, n: i64, f: i64, l: i64) -> Link {
         Link {
