@@ -7,20 +7,27 @@ use arrow::array::{Array, AsArray};
 
 use super::{Sandbox, leadflow, text};
 
-const HEADER: &str = "Full Name,Mobile,Email,Company,City,Country,Project\n";
+pub(super) const HEADER: &str = "Full Name,Mobile,Email,Company,City,Country,Project\n";
 
 fn sandbox(first: &str) -> Sandbox {
+    sandbox_with(first, "")
+}
+
+/// A probabilistic pipeline over `drops/first.csv` (`HEADER` + `first`),
+/// with `more_yaml` appended to its config (top-level sections).
+pub(super) fn sandbox_with(first: &str, more_yaml: &str) -> Sandbox {
     let sb = Sandbox {
         dir: tempfile::tempdir().expect("tempdir"),
     };
     std::fs::create_dir_all(sb.path().join("drops")).unwrap();
     std::fs::write(sb.path().join("drops/first.csv"), format!("{HEADER}{first}")).unwrap();
     let yaml = "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: leads\n    defaults:\n      phone_region: IN\n      project: Riverside\n    dedupe:\n      mode: probabilistic\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          pattern: \"*.csv\"\n";
-    std::fs::write(sb.path().join("pipeline.yaml"), yaml).unwrap();
+    std::fs::write(sb.path().join("pipeline.yaml"), format!("{yaml}{more_yaml}")).unwrap();
     sb
 }
 
-fn strings(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
+/// Every row of `sql`, each value as text.
+pub(super) fn strings(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();
     for b in sb.sql(sql) {
         let cols: Vec<_> = (0..b.num_columns())

@@ -3,41 +3,16 @@
 //! the other rejected; a later run neither resurrects the absorbed master
 //! nor links the rejected pair; then a split and an unmerge.
 
-use arrow::array::{Array, AsArray};
+use arrow::array::AsArray;
 
+use super::linkage::{HEADER, strings};
 use super::{Sandbox, leadflow, text};
 
-const HEADER: &str = "Full Name,Mobile,Email,Company,City,Country,Project\n";
-
 fn sandbox(first: &str) -> Sandbox {
-    let sb = Sandbox {
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
-    std::fs::create_dir_all(sb.path().join("drops")).unwrap();
-    std::fs::write(sb.path().join("drops/first.csv"), format!("{HEADER}{first}")).unwrap();
-    let yaml = "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: leads\n    defaults:\n      phone_region: IN\n      project: Riverside\n    dedupe:\n      mode: probabilistic\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n          pattern: \"*.csv\"\nevents:\n  outputs:\n    - name: ops-log\n      file: {path: ./events.jsonl}\n";
-    std::fs::write(sb.path().join("pipeline.yaml"), yaml).unwrap();
-    sb
-}
-
-fn strings(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for b in sb.sql(sql) {
-        let cols: Vec<_> = (0..b.num_columns())
-            .map(|c| arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let s = c.as_string::<i32>();
-                        (!s.is_null(i)).then(|| s.value(i).to_string())
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+    super::linkage::sandbox_with(
+        first,
+        "events:\n  outputs:\n    - name: ops-log\n      file: {path: ./events.jsonl}\n",
+    )
 }
 
 fn one(sb: &Sandbox, sql: &str) -> String {

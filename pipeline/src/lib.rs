@@ -10,6 +10,7 @@ pub mod eval;
 pub mod generate;
 pub mod progress;
 pub mod reminders;
+pub mod retry;
 pub mod review;
 pub mod run;
 pub mod show;

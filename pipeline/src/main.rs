@@ -971,6 +971,30 @@ fn review_exit(e: &ReviewError) -> ExitCode {
     })
 }
 
+/// A review or merge command's answer: JSON or text on stdout, then the
+/// event it wrote delivered (when it wrote one); or the error's exit code.
+async fn review_answer<T: serde::Serialize>(
+    answer: Result<T, ReviewError>,
+    json: bool,
+    print: impl Fn(&T),
+    deliver: Option<(&LoadedConfig, &leadflow_sinks::Warehouse)>,
+) -> ExitCode {
+    match answer {
+        Err(e) => review_exit(&e),
+        Ok(v) => {
+            if json {
+                print_json(&v);
+            } else {
+                print(&v);
+            }
+            match deliver {
+                Some((loaded, warehouse)) => deliver_quietly(loaded, warehouse).await,
+                None => ExitCode::SUCCESS,
+            }
+        }
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).expect("output serialises"));
 }
@@ -989,34 +1013,16 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
                 ReviewStatusArg::Rejected => Some("rejected"),
                 ReviewStatusArg::All => None,
             };
-            match review::list(&warehouse, status).await {
-                Ok(rows) if json => {
-                    print_json(&rows);
-                    ExitCode::SUCCESS
-                }
-                Ok(rows) => {
-                    review::cli::print_list(&rows);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => review_exit(&e),
-            }
+            let rows = review::list(&warehouse, status).await;
+            review_answer(rows, json, |r| review::cli::print_list(r), None).await
         }
         ReviewCommand::Show { config, id, json } => {
             let (_, warehouse) = match open(&config).await {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::show(&warehouse, &id).await {
-                Ok(d) if json => {
-                    print_json(&d);
-                    ExitCode::SUCCESS
-                }
-                Ok(d) => {
-                    review::cli::print_detail(&d);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => review_exit(&e),
-            }
+            let detail = review::show(&warehouse, &id).await;
+            review_answer(detail, json, review::cli::print_detail, None).await
         }
         ReviewCommand::Approve {
             config,
@@ -1029,17 +1035,14 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::approve(&warehouse, &id, keep.as_deref(), note.as_deref(), "cli", now).await {
-                Ok(m) => {
-                    if json {
-                        print_json(&m);
-                    } else {
-                        review::cli::print_merge(&m);
-                    }
-                    deliver_quietly(&loaded, &warehouse).await
-                }
-                Err(e) => review_exit(&e),
-            }
+            let merged = review::approve(&warehouse, &id, keep.as_deref(), note.as_deref(), "cli", now).await;
+            review_answer(
+                merged,
+                json,
+                review::cli::print_merge,
+                Some((&loaded, &warehouse)),
+            )
+            .await
         }
         ReviewCommand::Reject {
             config,
@@ -1051,17 +1054,9 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::reject(&warehouse, &id, note.as_deref(), "cli", now).await {
-                Ok(r) => {
-                    if json {
-                        print_json(&r);
-                    } else {
-                        review::cli::print_list(std::slice::from_ref(&r));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => review_exit(&e),
-            }
+            let rejected = review::reject(&warehouse, &id, note.as_deref(), "cli", now).await;
+            let print = |r: &review::Review| review::cli::print_list(std::slice::from_ref(r));
+            review_answer(rejected, json, print, None).await
         }
     }
 }
@@ -1081,17 +1076,15 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::merge(&warehouse, &a, &b, keep.as_deref(), note.as_deref(), "cli", now).await {
-                Ok(m) => {
-                    if json {
-                        print_json(&m);
-                    } else {
-                        review::cli::print_merge(&m);
-                    }
-                    deliver_quietly(&loaded, &warehouse).await
-                }
-                Err(e) => review_exit(&e),
-            }
+            let merged =
+                review::merge(&warehouse, &a, &b, keep.as_deref(), note.as_deref(), "cli", now).await;
+            review_answer(
+                merged,
+                json,
+                review::cli::print_merge,
+                Some((&loaded, &warehouse)),
+            )
+            .await
         }
         MasterCommand::Split {
             config,
@@ -1104,17 +1097,8 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::split(&warehouse, &master, &records, note.as_deref(), "cli", now).await {
-                Ok(s) => {
-                    if json {
-                        print_json(&s);
-                    } else {
-                        review::cli::print_split(&s);
-                    }
-                    deliver_quietly(&loaded, &warehouse).await
-                }
-                Err(e) => review_exit(&e),
-            }
+            let split = review::split(&warehouse, &master, &records, note.as_deref(), "cli", now).await;
+            review_answer(split, json, review::cli::print_split, Some((&loaded, &warehouse))).await
         }
         MasterCommand::Unmerge {
             config,
@@ -1126,17 +1110,8 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            match review::unmerge(&warehouse, &event_id, note.as_deref(), "cli", now).await {
-                Ok(s) => {
-                    if json {
-                        print_json(&s);
-                    } else {
-                        review::cli::print_split(&s);
-                    }
-                    deliver_quietly(&loaded, &warehouse).await
-                }
-                Err(e) => review_exit(&e),
-            }
+            let split = review::unmerge(&warehouse, &event_id, note.as_deref(), "cli", now).await;
+            review_answer(split, json, review::cli::print_split, Some((&loaded, &warehouse))).await
         }
     }
 }

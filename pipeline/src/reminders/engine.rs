@@ -14,7 +14,7 @@ use leadflow_sinks::{StagedTable, Warehouse, is_commit_conflict};
 use leadflow_transforms::schema::PROJECT_LINKS_SCHEMA;
 use serde::Serialize;
 use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::ReminderError;
 use super::assign::assign_owners;
@@ -249,27 +249,13 @@ async fn write(
     Ok(())
 }
 
-/// Run `op` again (from fresh state) when it lost a race with another writer.
-async fn retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T, ReminderError>
+/// Redo `op` from fresh state when another writer won the race.
+async fn retrying<T, F, Fut>(what: &str, op: F) -> Result<T, ReminderError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ReminderError>>,
 {
-    const TRIES: u32 = 4;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(ReminderError::Conflict(table)) if attempt < TRIES => {
-                warn!(
-                    what,
-                    table, attempt, "another writer changed the table first; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
+    crate::retry::on_conflict(what, Duration::from_millis(50), op).await
 }
 
 /// What a tick did, per pipeline.

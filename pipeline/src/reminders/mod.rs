@@ -50,6 +50,15 @@ pub enum ReminderError {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+impl crate::retry::Contended for ReminderError {
+    fn conflict_table(&self) -> Option<&str> {
+        match self {
+            Self::Conflict(table) => Some(table),
+            _ => None,
+        }
+    }
+}
+
 impl From<leadflow_sinks::WarehouseError> for ReminderError {
     fn from(e: leadflow_sinks::WarehouseError) -> Self {
         Self::Warehouse(Box::new(e))

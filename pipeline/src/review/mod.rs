@@ -58,6 +58,15 @@ pub enum ReviewError {
     Dedupe(#[from] leadflow_transforms::dedupe::DedupeError),
 }
 
+impl crate::retry::Contended for ReviewError {
+    fn conflict_table(&self) -> Option<&str> {
+        match self {
+            Self::Conflict(table) => Some(table),
+            _ => None,
+        }
+    }
+}
+
 impl From<leadflow_sinks::WarehouseError> for ReviewError {
     fn from(e: leadflow_sinks::WarehouseError) -> Self {
         if leadflow_sinks::is_commit_conflict(&e) {

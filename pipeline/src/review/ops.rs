@@ -15,7 +15,7 @@ use leadflow_transforms::schema::{
 };
 use serde::Serialize;
 use tokio::sync::{RwLock, RwLockReadGuard};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::tables::{
     at, conform, hash_id, json_rows, lit, lits, opt_text, query, repeat_text, text, times, ts_col,
@@ -211,8 +211,7 @@ pub async fn approve(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<MergeOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.write().await;
-    retrying("approve review", || async {
+    exclusive("approve review", || async {
         let r = open_review(warehouse, id).await?;
         let why = Why {
             review: Some(&r),
@@ -234,8 +233,7 @@ pub async fn reject(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Review, ReviewError> {
-    let _turn = WRITE_LOCK.write().await;
-    retrying("reject review", || async {
+    exclusive("reject review", || async {
         let mut r = open_review(warehouse, id).await?;
         let version = next_version(warehouse, now).await?;
         let event_id = hash_id(
@@ -313,13 +311,12 @@ pub async fn merge(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<MergeOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.write().await;
     let why = Why {
         review: None,
         note,
         by,
     };
-    retrying("merge masters", || merge_once(warehouse, a, b, keep, &why, now)).await
+    exclusive("merge masters", || merge_once(warehouse, a, b, keep, &why, now)).await
 }
 
 /// Pick the survivor of two masters given (id, first_seen).
@@ -562,8 +559,7 @@ pub async fn split(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<SplitOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.write().await;
-    retrying("split master", || async {
+    exclusive("split master", || async {
         let ctx = SplitCtx {
             new_id: None,
             rule: "manual",
@@ -585,8 +581,7 @@ pub async fn unmerge(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<SplitOutcome, ReviewError> {
-    let _turn = WRITE_LOCK.write().await;
-    retrying("unmerge", || async {
+    exclusive("unmerge", || async {
         let not_found = || ReviewError::NotFound {
             what: "merge event",
             id: event_id.to_string(),
@@ -1217,27 +1212,15 @@ async fn delete(
     }
 }
 
-/// Run `op` again (from fresh state) when it lost a race with another writer.
-async fn retrying<T, F, Fut>(what: &str, mut op: F) -> Result<T, ReviewError>
+/// Take this process's write turn, then run `op`, redone from fresh state
+/// when another process won the race.
+async fn exclusive<T, F, Fut>(what: &str, op: F) -> Result<T, ReviewError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ReviewError>>,
 {
-    const TRIES: u32 = 4;
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(ReviewError::Conflict(table)) if attempt < TRIES => {
-                warn!(
-                    what,
-                    table, attempt, "another writer changed the table first; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
+    let _turn = WRITE_LOCK.write().await;
+    crate::retry::on_conflict(what, Duration::from_millis(100), op).await
 }
 
 #[cfg(test)]
