@@ -1039,37 +1039,89 @@ async fn candidates(
     let mut tables = vec!["run_keys", "run_records", "run_known"];
     if dedupe_config.mode == dedupe::DedupeMode::Probabilistic {
         // Also the masters sharing any block key with the run (phonetic
-        // surname + city, initials, ...), computed by the same functions in
-        // SQL; a key held by more than `max_block_size` masters is skipped.
+        // surname + city, initials, ...): keys hashed by the same function
+        // for the run's leads and for every master's blocking columns, then
+        // joined on integers; a key held by more than `max_block_size`
+        // masters is skipped.
+        use leadflow_transforms::linkage::block;
         let lc = &dedupe_config.linkage;
-        let frame = leadflow_transforms::linkage::Frame::new(lc, &[(leads, &[])])
-            .map_err(|e| RunError::Other(e.to_string()))?;
-        let (block_keys, _) = leadflow_transforms::linkage::block::block_keys(&frame, &lc.blocking);
-        let block_keys = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)])),
-            vec![Arc::new(StringArray::from(block_keys)) as ArrayRef],
+        let other = |e: leadflow_transforms::linkage::LinkageError| RunError::Other(e.to_string());
+        let (run_keys, run_rows) = block::batch_block_keys(leads, &lc.blocking, &[]).map_err(other)?;
+        let mut cols: Vec<String> = vec!["\"master_id\"".into()];
+        for p in lc.blocking.iter().flat_map(|r| &r.parts) {
+            let name = dedupe::MASTER_RENAMES
+                .iter()
+                .find(|(from, _)| *from == p.column.as_str())
+                .map_or(p.column.as_str(), |(_, to)| *to);
+            let quoted = format!("\"{name}\"");
+            if lschema::MASTERS_SCHEMA.field_with_name(name).is_ok() && !cols.contains(&quoted) {
+                cols.push(quoted);
+            }
+        }
+        let narrow = ctx
+            .sql(&format!("SELECT {} FROM masters", cols.join(", ")))
+            .await?
+            .collect()
+            .await?;
+        let narrow = match narrow.first() {
+            Some(b) => concat_batches(&b.schema(), &narrow)?,
+            None => RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
+                "master_id",
+                DataType::Utf8,
+                false,
+            )]))),
+        };
+        let (master_keys, master_rows) =
+            block::batch_block_keys(&narrow, &lc.blocking, dedupe::MASTER_RENAMES).map_err(other)?;
+        let run_keys = block::keys_batch(run_keys, run_rows).map_err(other)?;
+        let master_keys = block::keys_batch(master_keys, master_rows).map_err(other)?;
+        stages::register_mem(ctx, "run_block_keys", run_keys.schema(), vec![vec![run_keys]])?;
+        stages::register_mem(
+            ctx,
+            "master_block_keys",
+            master_keys.schema(),
+            vec![vec![master_keys]],
         )?;
-        stages::register_mem(ctx, "run_block_keys", block_keys.schema(), vec![vec![block_keys]])?;
-        tables.push("run_block_keys");
-        leadflow_transforms::linkage::block::register_block_udfs(ctx);
-        let keys_sql = leadflow_transforms::linkage::block::keys_sql(
-            &lc.blocking,
-            "masters",
-            "master_id",
-            dedupe::MASTER_RENAMES,
-            &["phones", "email_keys"],
-        )
-        .map_err(|e| RunError::Other(e.to_string()))?;
-        sql = format!(
-            "WITH mk AS (SELECT x.id, x.k FROM ({keys_sql}) x
-                 JOIN (SELECT DISTINCT k FROM run_block_keys) rk ON x.k = rk.k),
-             ok AS (SELECT k FROM mk GROUP BY k HAVING count(DISTINCT id) <= {cap})
-             SELECT * FROM masters WHERE master_id IN (
-                 SELECT mk.id FROM mk JOIN ok ON mk.k = ok.k
+        let hits = ctx
+            .sql(&format!(
+                "WITH mk AS (SELECT m.k, m.i FROM master_block_keys m
+                     JOIN (SELECT DISTINCT k FROM run_block_keys) rk ON m.k = rk.k),
+                 ok AS (SELECT k FROM mk GROUP BY k HAVING count(DISTINCT i) <= {cap})
+                 SELECT DISTINCT mk.i FROM mk JOIN ok ON mk.k = ok.k",
+                cap = lc.max_block_size
+            ))
+            .await?
+            .collect()
+            .await?;
+        ctx.deregister_table("run_block_keys")?;
+        ctx.deregister_table("master_block_keys")?;
+        let narrow_ids = utf8(narrow.column(0))?;
+        let block_masters: StringArray = hits
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .values()
+                    .to_vec()
+            })
+            .map(|i| Some(narrow_ids.value(i as usize)))
+            .collect();
+        let block_masters = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, true)])),
+            vec![Arc::new(block_masters) as ArrayRef],
+        )?;
+        stages::register_mem(
+            ctx,
+            "run_block_masters",
+            block_masters.schema(),
+            vec![vec![block_masters]],
+        )?;
+        tables.push("run_block_masters");
+        sql = "SELECT * FROM masters WHERE master_id IN (
+                 SELECT master_id FROM run_block_masters
                  UNION SELECT master_id FROM run_known
-             ) ORDER BY master_id",
-            cap = lc.max_block_size
-        );
+             ) ORDER BY master_id"
+            .to_string();
     }
     let batches = ctx.sql(&sql).await?.collect().await?;
     for t in tables {
