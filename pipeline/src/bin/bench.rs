@@ -36,31 +36,37 @@ fn config(dir: &Path, drops: &str, mode: &str) -> PathBuf {
 }
 
 /// Pairwise precision/recall of record -> master against row -> person
-/// (the scoring `leadflow eval` uses).
-async fn score(cfg: &Path, source: &str, truth: &Path) -> leadflow::eval::Scores {
+/// (the scoring `leadflow eval` uses), over the records of `sources`
+/// (each with its truth file; rows are told apart by source, people are
+/// shared across the files, so links to earlier people count).
+async fn score(cfg: &Path, sources: &[(&str, &Path)]) -> leadflow::eval::Scores {
     let loaded = leadflow::config::load(cfg).expect("config");
     let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
     let ctx = SessionContext::new();
     wh.register(&ctx, &["records"]).await.expect("register");
-    let batches = ctx
-        .sql(&format!(
-            "SELECT source_row, master_id FROM records WHERE source = '{source}'"
-        ))
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("collect");
-    let person = leadflow::eval::read_truth(truth).expect("truth file");
-    let masters: Vec<_> = batches
-        .iter()
-        .map(|b| leadflow::run::utf8(b.column(1)).expect("text"))
-        .collect();
-    let assigned = batches.iter().zip(&masters).flat_map(|(b, m)| {
-        let rows = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-        (0..b.num_rows()).map(move |i| (rows.value(i), m.value(i)))
-    });
-    leadflow::eval::pairwise(assigned, &person)
+    let mut person = std::collections::HashMap::new();
+    let mut assigned: Vec<(i64, String)> = Vec::new();
+    for (k, (source, truth)) in sources.iter().enumerate() {
+        // Row numbers of file k live at k * 10^9 + row.
+        let base = k as i64 * 1_000_000_000;
+        let t = leadflow::eval::read_truth(truth).expect("truth file");
+        person.extend(t.into_iter().map(|(row, p)| (base + row, p)));
+        let batches = ctx
+            .sql(&format!(
+                "SELECT source_row, master_id FROM records WHERE source = '{source}'"
+            ))
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("collect");
+        for b in &batches {
+            let rows = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+            let m = leadflow::run::utf8(b.column(1)).expect("text");
+            assigned.extend((0..b.num_rows()).map(|i| (base + rows.value(i), m.value(i).to_string())));
+        }
+    }
+    leadflow::eval::pairwise(assigned.iter().map(|(r, m)| (*r, m.as_str())), &person)
 }
 
 fn main() {
@@ -147,8 +153,12 @@ fn main() {
                 r.merged_in_batch,
                 r.conflicts
             );
-            let s = score(&cfg, drops, truth).await;
+            let s = score(&cfg, &[(drops, truth)]).await;
             println!("  dedupe vs truth ({drops}): {s}");
+            if drops == "second" {
+                let s = score(&cfg, &[("first", &truth1), ("second", &truth2)]).await;
+                println!("  dedupe vs truth (first + second, links across them count): {s}");
+            }
         }
     });
 }
