@@ -571,6 +571,7 @@ async fn execute(
             seconds = stage_clock.elapsed().as_secs_f64(),
             "stage link done"
         );
+        let stage_clock = Instant::now();
         let known_flags: Vec<bool> = outcome
             .match_rule
             .iter()
@@ -601,6 +602,10 @@ async fn execute(
         let records = records_batch(&leads, &outcome, &crm_sources, &sheets, &stamp)?;
         report.records_written = records.num_rows() as u64;
         link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
+        info!(
+            seconds = stage_clock.elapsed().as_secs_f64(),
+            "stage project links+records done"
+        );
         tables.push(StagedTable {
             table: "records".into(),
             mode: WriteMode::upsert_if(s.records_known > 0),
@@ -689,10 +694,15 @@ async fn execute(
     } else {
         None
     };
+    let stage_clock = Instant::now();
     let staged = crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
         .await
         .map_err(|e| RunError::Other(format!("reminders: {e}")))?;
     report.reminders_created = staged.reminders_created as u64;
+    info!(
+        seconds = stage_clock.elapsed().as_secs_f64(),
+        "stage reminders done"
+    );
 
     // ---- commit ------------------------------------------------------------
     let stage_clock = Instant::now();
