@@ -23,6 +23,8 @@ mod hubspot;
 mod linkage;
 mod salesforce;
 mod sheets;
+/// Survivorship rules per field.
+mod survivorship;
 mod zoho;
 
 fn repo() -> PathBuf {

@@ -42,6 +42,12 @@ pub struct Config {
     /// `leadflow daemon`: HTTP API address, token, shutdown grace.
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// Which value of each field a master's golden record keeps when its
+    /// records disagree (newest, most_frequent, source_priority, longest).
+    /// One set of rules for the warehouse: every pipeline writes the same
+    /// `masters`.
+    #[serde(default)]
+    pub survivorship: leadflow_transforms::dedupe::SurvivorshipConfig,
 }
 
 /// One pipeline: sources -> map -> normalise -> sql -> validate -> dedupe -> warehouse.
@@ -453,16 +459,25 @@ fn parse_sections(
     };
     for k in map.keys() {
         let k = k.as_str().unwrap_or("?");
-        if k != "warehouse" && k != "pipelines" && k != "events" && k != "daemon" {
+        if !["warehouse", "pipelines", "events", "daemon", "survivorship"].contains(&k) {
             problems.push(ConfigProblem {
                 line: locate(text, &p(&[k])),
                 key: k.into(),
                 message: format!(
-                    "unknown key `{k}`, expected `warehouse`, `pipelines`, `events` or `daemon`"
+                    "unknown key `{k}`, expected `warehouse`, `pipelines`, `events`, `daemon` or `survivorship`"
                 ),
             });
         }
     }
+    let survivorship = match map.get("survivorship") {
+        Some(v) => section::<leadflow_transforms::dedupe::SurvivorshipConfig>(
+            v,
+            &p(&["survivorship"]),
+            text,
+            problems,
+        ),
+        None => Some(Default::default()),
+    };
     let daemon = match map.get("daemon") {
         Some(v) => section::<DaemonConfig>(v, &p(&["daemon"]), text, problems),
         None => Some(DaemonConfig::default()),
@@ -560,12 +575,14 @@ fn parse_sections(
         && let Some(warehouse) = warehouse
         && let Some(events) = events
         && let Some(daemon) = daemon
+        && let Some(survivorship) = survivorship
     {
         return Some(Config {
             warehouse,
             pipelines,
             events,
             daemon,
+            survivorship,
         });
     }
     None
@@ -593,6 +610,31 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
         let key = path(&[&"daemon", &key]);
         problems.push(ConfigProblem {
             line: at(&key).or_else(|| at(&path(&[&"daemon"]))),
+            key: key.join("."),
+            message,
+        });
+    }
+    let mut survivorship = config.survivorship.problems();
+    let all_sources: BTreeSet<&str> = config
+        .pipelines
+        .iter()
+        .flat_map(|p| p.sources.iter().map(|s| s.name.as_str()))
+        .collect();
+    for s in &config.survivorship.source_priority {
+        if !all_sources.contains(s.as_str()) {
+            survivorship.push((
+                "source_priority".into(),
+                format!(
+                    "`{s}` is not a source of any pipeline (sources: {})",
+                    all_sources.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    for (key, message) in survivorship {
+        let key = path(&[&"survivorship", &key]);
+        problems.push(ConfigProblem {
+            line: at(&key).or_else(|| at(&path(&[&"survivorship"]))),
             key: key.join("."),
             message,
         });

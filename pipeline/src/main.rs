@@ -1035,7 +1035,16 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            let merged = review::approve(&warehouse, &id, keep.as_deref(), note.as_deref(), "cli", now).await;
+            let merged = review::approve(
+                &warehouse,
+                &loaded.config.survivorship,
+                &id,
+                keep.as_deref(),
+                note.as_deref(),
+                "cli",
+                now,
+            )
+            .await;
             review_answer(
                 merged,
                 json,
@@ -1076,8 +1085,17 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            let merged =
-                review::merge(&warehouse, &a, &b, keep.as_deref(), note.as_deref(), "cli", now).await;
+            let merged = review::merge(
+                &warehouse,
+                &loaded.config.survivorship,
+                &a,
+                &b,
+                keep.as_deref(),
+                note.as_deref(),
+                "cli",
+                now,
+            )
+            .await;
             review_answer(
                 merged,
                 json,
@@ -1097,7 +1115,16 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            let split = review::split(&warehouse, &master, &records, note.as_deref(), "cli", now).await;
+            let split = review::split(
+                &warehouse,
+                &loaded.config.survivorship,
+                &master,
+                &records,
+                note.as_deref(),
+                "cli",
+                now,
+            )
+            .await;
             review_answer(split, json, review::cli::print_split, Some((&loaded, &warehouse))).await
         }
         MasterCommand::Unmerge {
@@ -1110,7 +1137,15 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            let split = review::unmerge(&warehouse, &event_id, note.as_deref(), "cli", now).await;
+            let split = review::unmerge(
+                &warehouse,
+                &loaded.config.survivorship,
+                &event_id,
+                note.as_deref(),
+                "cli",
+                now,
+            )
+            .await;
             review_answer(split, json, review::cli::print_split, Some((&loaded, &warehouse))).await
         }
     }

@@ -542,10 +542,24 @@ async fn execute(
             "stage candidates done"
         );
         let stage_clock = Instant::now();
+        // Rules other than `newest` weigh every record of a master: read the
+        // earlier records of the masters this run may touch.
+        let rules = &loaded.config.survivorship;
+        let history = if rules.needs_history() && candidates.num_rows() > 0 {
+            Some(earlier_records(&ctx, &candidates).await?)
+        } else {
+            None
+        };
+        let surv = dedupe::Survivorship {
+            rules,
+            history: history.as_ref(),
+        };
         let mut outcome = match pipeline.dedupe.mode {
-            dedupe::DedupeMode::Exact => dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp),
+            dedupe::DedupeMode::Exact => {
+                dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp, surv)
+            }
             dedupe::DedupeMode::Probabilistic => {
-                dedupe::link_probabilistic(&leads, &candidates, &known, &pipeline.dedupe, &stamp).await
+                dedupe::link_probabilistic(&leads, &candidates, &known, &pipeline.dedupe, &stamp, surv).await
             }
         }
         .map_err(|e| RunError::Other(e.to_string()))?;
@@ -1144,6 +1158,53 @@ async fn candidates(
         conform(&b, &lschema::MASTERS_SCHEMA)?
     };
     Ok((masters, known, pinned))
+}
+
+/// The records (not deleted) of the candidate masters, oldest first, with
+/// the time survivorship weighs in `source_created_at` (the source's
+/// creation time, else when leadflow read it).
+async fn earlier_records(ctx: &SessionContext, candidates: &RecordBatch) -> Result<RecordBatch, RunError> {
+    let ids = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, false)])),
+        vec![
+            candidates
+                .column_by_name("master_id")
+                .expect("masters schema")
+                .clone(),
+        ],
+    )?;
+    stages::register_mem(ctx, "run_candidate_masters", ids.schema(), vec![vec![ids]])?;
+    let batches = ctx
+        .sql(
+            "SELECT r.source, r.source_record_id, r.master_id, r.first_name, r.last_name, r.full_name, \
+                    r.phone, r.email, r.email_key, r.company, r.job_title, r.country, r.city, r.website, \
+                    COALESCE(r.source_created_at, r.ingested_at) AS source_created_at \
+             FROM records r JOIN run_candidate_masters c ON r.master_id = c.master_id \
+             WHERE r.deleted_at IS NULL \
+             ORDER BY r.ingested_at, r.source_file, r.source_row, r.source, r.source_record_id",
+        )
+        .await?
+        .collect()
+        .await;
+    ctx.deregister_table("run_candidate_masters")?;
+    let batches = batches?;
+    let Some(first) = batches.first() else {
+        return Ok(RecordBatch::new_empty(lschema::RECORDS_SCHEMA.clone()));
+    };
+    let b = concat_batches(&first.schema(), &batches)?;
+    // Text as Utf8 and times as UTC microseconds, as the golden builder reads them.
+    let mut cols = Vec::with_capacity(b.num_columns());
+    let mut fields = Vec::with_capacity(b.num_columns());
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        let to = if f.name() == "source_created_at" {
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()))
+        } else {
+            DataType::Utf8
+        };
+        cols.push(arrow::compute::cast(c, &to)?);
+        fields.push(Field::new(f.name(), to, true));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
 /// The run's review pairs that `review` does not hold yet: a pair already

@@ -115,6 +115,7 @@ pub async fn approve(State(state): State<Arc<AppState>>, Path(id): Path<String>,
     let b: ApproveBody = optional(&b)?;
     let m = review::approve(
         &state.warehouse,
+        &state.config().config.survivorship,
         &id,
         b.keep.as_deref(),
         b.note.as_deref(),
@@ -155,6 +156,7 @@ pub async fn merge(State(state): State<Arc<AppState>>, b: Result<Json<MergeBody>
     let b = body(b)?;
     let m = review::merge(
         &state.warehouse,
+        &state.config().config.survivorship,
         &b.masters[0],
         &b.masters[1],
         b.keep.as_deref(),
@@ -194,9 +196,17 @@ pub async fn split(
         .into_iter()
         .map(|k| (k.source, k.source_record_id))
         .collect();
-    let s = review::split(&state.warehouse, &id, &keys, b.note.as_deref(), "api", Utc::now())
-        .await
-        .map_err(review_error)?;
+    let s = review::split(
+        &state.warehouse,
+        &state.config().config.survivorship,
+        &id,
+        &keys,
+        b.note.as_deref(),
+        "api",
+        Utc::now(),
+    )
+    .await
+    .map_err(review_error)?;
     to_json(&s)
 }
 
@@ -204,8 +214,15 @@ pub async fn split(
 pub async fn undo(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
     no_run_going(&state)?;
     let b: NoteBody = optional(&b)?;
-    let s = review::unmerge(&state.warehouse, &id, b.note.as_deref(), "api", Utc::now())
-        .await
-        .map_err(review_error)?;
+    let s = review::unmerge(
+        &state.warehouse,
+        &state.config().config.survivorship,
+        &id,
+        b.note.as_deref(),
+        "api",
+        Utc::now(),
+    )
+    .await
+    .map_err(review_error)?;
     to_json(&s)
 }

@@ -9,7 +9,7 @@ use arrow::compute::filter_record_batch;
 use chrono::{DateTime, Utc};
 use datafusion::prelude::{Expr, col};
 use leadflow_sinks::{StagedTable, Warehouse, WriteMode};
-use leadflow_transforms::dedupe::{RunStamp, golden_from_records, new_master_id};
+use leadflow_transforms::dedupe::{RunStamp, SurvivorshipConfig, golden_from_records, new_master_id};
 use leadflow_transforms::schema::{
     CRM_LINKS_SCHEMA, MERGES_SCHEMA, OUTBOX_SCHEMA, PROJECT_LINKS_SCHEMA, RECORDS_SCHEMA, REVIEW_SCHEMA,
 };
@@ -84,11 +84,12 @@ pub struct SplitOutcome {
 }
 
 /// Who decided and why, kept in the `merges` row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Why<'a> {
     review: Option<&'a Review>,
     note: Option<&'a str>,
     by: &'a str,
+    rules: &'a SurvivorshipConfig,
 }
 
 const REVIEW_COLUMNS: &str = "r.review_id, r.master_id, r.other_master_id, a.full_name AS master_name, \
@@ -205,6 +206,7 @@ pub async fn show(warehouse: &Warehouse, id: &str) -> Result<ReviewDetail, Revie
 /// `keep`). 404 / 409 for an unknown or decided review.
 pub async fn approve(
     warehouse: &Warehouse,
+    rules: &SurvivorshipConfig,
     id: &str,
     keep: Option<&str>,
     note: Option<&str>,
@@ -217,6 +219,7 @@ pub async fn approve(
             review: Some(&r),
             note,
             by,
+            rules,
         };
         merge_once(warehouse, &r.master_id, &r.other_master_id, keep, &why, now).await
     })
@@ -302,8 +305,10 @@ async fn decided_review(
 
 /// Merge masters `a` and `b` by hand. The survivor keeps its id: `keep`,
 /// else the older one (first seen), else the smaller id.
+#[allow(clippy::too_many_arguments)] // the same arguments as `approve`, plus the pair
 pub async fn merge(
     warehouse: &Warehouse,
+    rules: &SurvivorshipConfig,
     a: &str,
     b: &str,
     keep: Option<&str>,
@@ -315,6 +320,7 @@ pub async fn merge(
         review: None,
         note,
         by,
+        rules,
     };
     exclusive("merge masters", || merge_once(warehouse, a, b, keep, &why, now)).await
 }
@@ -434,7 +440,11 @@ async fn merge_once(
     }
 
     let all: Vec<usize> = (0..records.num_rows()).collect();
-    let golden = golden(&records, &[(s.clone(), all)], &event_id)?;
+    let (golden, conflicts) = golden(&records, &[(s.clone(), all)], &event_id, why.rules)?;
+    // What the records of the two people disagree on, and what was kept.
+    if let Some((_, c)) = conflicts.into_iter().next() {
+        explanation["conflicts"] = c;
+    }
     let moved_rows = repoint(&records, &moved, &s)?;
     let links = merged_links(warehouse, &s, &x, &event_id).await?;
     let explanation = match &prior {
@@ -553,6 +563,7 @@ async fn prior_merge(
 /// id `new_master_id(first of them)` (by arrival).
 pub async fn split(
     warehouse: &Warehouse,
+    rules: &SurvivorshipConfig,
     master: &str,
     keys: &[(String, String)],
     note: Option<&str>,
@@ -561,6 +572,7 @@ pub async fn split(
 ) -> Result<SplitOutcome, ReviewError> {
     exclusive("split master", || async {
         let ctx = SplitCtx {
+            rules,
             new_id: None,
             rule: "manual",
             undoes: None,
@@ -576,6 +588,7 @@ pub async fn split(
 /// absorbed id.
 pub async fn unmerge(
     warehouse: &Warehouse,
+    rules: &SurvivorshipConfig,
     event_id: &str,
     note: Option<&str>,
     by: &str,
@@ -607,6 +620,7 @@ pub async fn unmerge(
             )));
         }
         let ctx = SplitCtx {
+            rules,
             new_id: Some(absorbed),
             rule: "unmerge",
             undoes: Some(event_id),
@@ -642,6 +656,7 @@ fn undo_info(explanation: &str) -> Result<(String, Vec<(String, String)>), Revie
 }
 
 struct SplitCtx<'a> {
+    rules: &'a SurvivorshipConfig,
     new_id: Option<String>,
     rule: &'a str,
     undoes: Option<&'a str>,
@@ -722,13 +737,14 @@ async fn split_once(
     let stay: Vec<usize> = (0..records.num_rows())
         .filter(|i| !moved_set.contains(i))
         .collect();
-    let golden = golden(
+    let (golden, _) = golden(
         &records,
         &[
             (master.to_string(), stay.clone()),
             (new_id.clone(), moved.clone()),
         ],
         &event_id,
+        ctx.rules,
     )?;
     let moved_rows = repoint(&records, &moved, &new_id)?;
     let (links, emptied) =
@@ -873,7 +889,8 @@ fn golden(
     records: &RecordBatch,
     groups: &[(String, Vec<usize>)],
     event_id: &str,
-) -> Result<RecordBatch, ReviewError> {
+    rules: &SurvivorshipConfig,
+) -> Result<(RecordBatch, Vec<(String, serde_json::Value)>), ReviewError> {
     let created = times(records, "source_created_at")?;
     let ingested = times(records, "ingested_at")?;
     let t = ts_col((0..records.num_rows()).map(|i| {
@@ -888,7 +905,7 @@ fn golden(
         run_id: event_id.to_string(),
         now_us: Utc::now().timestamp_micros(),
     };
-    Ok(golden_from_records(&input, groups, &stamp)?)
+    Ok(golden_from_records(&input, groups, rules, &stamp)?)
 }
 
 /// One project link row, as plain values.

@@ -1,6 +1,7 @@
 //! Survivorship: the golden record of each touched master, and the
 //! per-project links.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuil
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 
+use super::config::{SurvivorField, SurvivorRule, SurvivorshipConfig};
 use super::link::{DedupeError, RunStamp, event_times, list_values, opt, strings, ts_builder};
 use crate::schema::{MASTERS_SCHEMA, PROJECT_LINKS_SCHEMA};
 
@@ -40,12 +42,40 @@ fn int64s(b: &RecordBatch, name: &str) -> Option<Int64Array> {
         .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().clone())
 }
 
-/// Fields whose newest non-null value wins.
-const NEWEST_WINS: &[&str] = &["company", "job_title", "country", "city", "website"];
+/// The rules, and what they read beyond the run.
+#[derive(Clone, Copy)]
+pub struct Survivorship<'a> {
+    pub rules: &'a SurvivorshipConfig,
+    /// Earlier records of the masters the run touches (`records` columns,
+    /// `source_created_at` already filled with `ingested_at` where the
+    /// source gave no time), read when `rules.needs_history()`. A master
+    /// with records here is rebuilt from them instead of from its golden
+    /// record.
+    pub history: Option<&'a RecordBatch>,
+}
 
-/// Build MASTERS_SCHEMA rows for the clusters: newest non-null per field
-/// (the source's created time, else ingestion time; an existing master's
-/// values count as of its `last_seen`), every phone and e-mail ever seen.
+impl Survivorship<'static> {
+    /// Newest wins everywhere, no history: the default.
+    pub fn newest() -> Self {
+        static RULES: std::sync::LazyLock<SurvivorshipConfig> = std::sync::LazyLock::new(Default::default);
+        Survivorship {
+            rules: &RULES,
+            history: None,
+        }
+    }
+}
+
+/// Golden records of a run, and per master the fields whose records
+/// disagreed: `{field: {kept, rule, others}}` for `merges`.
+pub(super) struct GoldenOut {
+    pub masters: RecordBatch,
+    pub conflicts: Vec<(String, serde_json::Value)>,
+}
+
+/// Build MASTERS_SCHEMA rows for the clusters by the survivorship rules
+/// (default: newest non-null per field: the source's created time, else
+/// ingestion time; an existing master's values count as of its
+/// `last_seen`), every phone and e-mail ever seen.
 /// Golden records of every cluster a run touched, built in chunks on the
 /// rayon pool (clusters are independent). Shared by both dedupe modes.
 pub(super) fn build_all_masters(
@@ -54,33 +84,52 @@ pub(super) fn build_all_masters(
     clusters: &[Golden],
     known: &[bool],
     stamp: &RunStamp,
-) -> Result<RecordBatch, DedupeError> {
+    surv: Survivorship,
+) -> Result<GoldenOut, DedupeError> {
     use rayon::prelude::*;
     let times = event_times(leads, stamp.now_us);
+    let history = match surv.history {
+        Some(h) if h.num_rows() > 0 => Some(History::index(h, leads, known, surv.rules)?),
+        _ => None,
+    };
+    let ctx = Ctx {
+        leads,
+        masters,
+        known,
+        times: &times,
+        rules: surv.rules,
+        history: history.as_ref(),
+        lead_rank: ranks(leads, surv.rules)?,
+    };
     let chunk = clusters
         .len()
         .div_ceil(rayon::current_num_threads().max(1) * 4)
         .max(4096);
     let parts = clusters
         .par_chunks(chunk)
-        .map(|c| build_masters(leads, masters, c, known, &times, stamp))
+        .map(|c| build_masters(&ctx, c, stamp))
         .collect::<Result<Vec<_>, _>>()?;
     if parts.is_empty() {
-        return build_masters(leads, masters, &[], known, &times, stamp);
+        return build_masters(&ctx, &[], stamp);
     }
-    Ok(arrow::compute::concat_batches(&parts[0].schema(), &parts)?)
+    let masters =
+        arrow::compute::concat_batches(&parts[0].masters.schema(), parts.iter().map(|p| &p.masters))?;
+    let conflicts = parts.into_iter().flat_map(|p| p.conflicts).collect();
+    Ok(GoldenOut { masters, conflicts })
 }
 
 /// Golden records rebuilt from scratch out of their records, for merges
 /// and splits outside runs: `groups` names each master and the rows of
 /// `records` (the `records` columns the survivorship reads, text as Utf8,
 /// times as UTC microseconds) that now belong to it. Same survivorship as
-/// a run, with no earlier golden record to start from.
+/// a run, with no earlier golden record to start from. Also returns, per
+/// master, the fields whose records disagree.
 pub fn golden_from_records(
     records: &RecordBatch,
     groups: &[(String, Vec<usize>)],
+    rules: &SurvivorshipConfig,
     stamp: &RunStamp,
-) -> Result<RecordBatch, DedupeError> {
+) -> Result<(RecordBatch, Vec<(String, serde_json::Value)>), DedupeError> {
     let none = RecordBatch::new_empty(MASTERS_SCHEMA.clone());
     let clusters: Vec<Golden> = groups
         .iter()
@@ -91,17 +140,230 @@ pub fn golden_from_records(
         })
         .collect();
     let known = vec![false; records.num_rows()];
-    build_all_masters(records, &none, &clusters, &known, stamp)
+    let surv = Survivorship { rules, history: None };
+    let out = build_all_masters(records, &none, &clusters, &known, stamp, surv)?;
+    Ok((out.masters, out.conflicts))
 }
 
-pub(super) fn build_masters(
-    leads: &RecordBatch,
-    masters: &RecordBatch,
-    clusters: &[Golden],
-    known: &[bool],
-    times: &[i64],
-    stamp: &RunStamp,
-) -> Result<RecordBatch, DedupeError> {
+/// Earlier records by master id, without the ones this run sees again.
+struct History<'a> {
+    batch: &'a RecordBatch,
+    times: Vec<i64>,
+    rank: Vec<u32>,
+    of_master: HashMap<&'a str, Vec<usize>, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+}
+
+impl<'a> History<'a> {
+    fn index(
+        batch: &'a RecordBatch,
+        leads: &RecordBatch,
+        known: &[bool],
+        rules: &SurvivorshipConfig,
+    ) -> Result<Self, DedupeError> {
+        let (ls, lr) = (strings(leads, "source")?, strings(leads, "source_record_id")?);
+        let again: std::collections::HashSet<(&str, &str)> = (0..leads.num_rows())
+            .filter(|&i| known[i])
+            .map(|i| (ls.value(i), lr.value(i)))
+            .collect();
+        let (hs, hr, hm) = (
+            strings(batch, "source")?,
+            strings(batch, "source_record_id")?,
+            strings(batch, "master_id")?,
+        );
+        let mut of_master: HashMap<&str, Vec<usize>, _> = HashMap::default();
+        for h in 0..batch.num_rows() {
+            if !again.contains(&(hs.value(h), hr.value(h))) {
+                of_master.entry(hm.value(h)).or_default().push(h);
+            }
+        }
+        Ok(History {
+            batch,
+            times: event_times(batch, i64::MIN),
+            rank: ranks(batch, rules)?,
+            of_master,
+        })
+    }
+}
+
+/// Source rank of each row under `source_priority` (0 = most trusted,
+/// unlisted sources after every listed one).
+fn ranks(b: &RecordBatch, rules: &SurvivorshipConfig) -> Result<Vec<u32>, DedupeError> {
+    if rules.source_priority.is_empty() {
+        return Ok(Vec::new());
+    }
+    let source = strings(b, "source")?;
+    let unlisted = rules.source_priority.len() as u32;
+    Ok((0..b.num_rows())
+        .map(|i| {
+            rules
+                .source_priority
+                .iter()
+                .position(|s| s == source.value(i))
+                .map_or(unlisted, |p| p as u32)
+        })
+        .collect())
+}
+
+struct Ctx<'a> {
+    leads: &'a RecordBatch,
+    masters: &'a RecordBatch,
+    known: &'a [bool],
+    times: &'a [i64],
+    rules: &'a SurvivorshipConfig,
+    history: Option<&'a History<'a>>,
+    lead_rank: Vec<u32>,
+}
+
+/// Where a candidate value comes from.
+#[derive(Clone, Copy)]
+enum Origin {
+    /// The existing golden record (row of the candidates batch).
+    Master(usize),
+    /// An earlier record (row of the history batch).
+    Earlier(usize),
+    /// A lead of this run.
+    Lead(usize),
+}
+
+/// A value with what the rules weigh: event time, arrival order (a tie in
+/// time goes to the later row), source rank.
+#[derive(Clone, Copy)]
+struct Cand<V> {
+    time: i64,
+    order: i64,
+    rank: u32,
+    value: V,
+}
+
+/// The index of the candidate `rule` keeps. Every rule falls back to the
+/// newest value on a tie.
+fn choose<V>(rule: SurvivorRule, cands: &[Cand<V>], text: impl Fn(&V) -> &str) -> Option<usize> {
+    let newer = |a: &Cand<V>, b: &Cand<V>| (a.time, a.order) >= (b.time, b.order);
+    let mut best: Option<usize> = None;
+    match rule {
+        SurvivorRule::Newest => {
+            for (k, c) in cands.iter().enumerate() {
+                if best.is_none_or(|b| newer(c, &cands[b])) {
+                    best = Some(k);
+                }
+            }
+        }
+        SurvivorRule::Longest => {
+            let len = |c: &Cand<V>| text(&c.value).chars().count();
+            for (k, c) in cands.iter().enumerate() {
+                if best.is_none_or(|b| {
+                    let (lc, lb) = (len(c), len(&cands[b]));
+                    lc > lb || (lc == lb && newer(c, &cands[b]))
+                }) {
+                    best = Some(k);
+                }
+            }
+        }
+        SurvivorRule::SourcePriority => {
+            for (k, c) in cands.iter().enumerate() {
+                if best.is_none_or(|b| {
+                    let o = &cands[b];
+                    c.rank < o.rank || (c.rank == o.rank && newer(c, o))
+                }) {
+                    best = Some(k);
+                }
+            }
+        }
+        SurvivorRule::MostFrequent => {
+            // Count each value once per record (spelling variants in case
+            // and spaces count as one value), then the newest of the top.
+            let count = |c: &Cand<V>| {
+                cands
+                    .iter()
+                    .filter(|o| same_text(text(&o.value), text(&c.value)))
+                    .count()
+            };
+            let mut best_count = 0;
+            for (k, c) in cands.iter().enumerate() {
+                let n = count(c);
+                if best.is_none_or(|b| n > best_count || (n == best_count && newer(c, &cands[b]))) {
+                    best = Some(k);
+                    best_count = n;
+                }
+            }
+        }
+    }
+    best
+}
+
+/// A name as one unit (first, last, full) and the form rules compare.
+type NameValue<'a> = ([Option<&'a str>; 3], Cow<'a, str>);
+
+/// The text a rule weighs: the value itself, or a name's shown form.
+fn plain<'a>(v: &'a &str) -> &'a str {
+    v
+}
+
+fn name_text<'a>(v: &'a NameValue) -> &'a str {
+    &v.1
+}
+
+/// Equal ignoring case and spacing: "Acme  Corp" and "acme corp" are one value.
+fn same_text(a: &str, b: &str) -> bool {
+    a == b
+        || a.split_whitespace()
+            .flat_map(str::chars)
+            .flat_map(char::to_lowercase)
+            .eq(b
+                .split_whitespace()
+                .flat_map(str::chars)
+                .flat_map(char::to_lowercase))
+}
+
+/// `{kept, rule, others}` when the candidates hold more than one value.
+fn conflict<V>(
+    rule: SurvivorRule,
+    cands: &[Cand<V>],
+    kept: usize,
+    text: impl Fn(&V) -> &str,
+) -> Option<serde_json::Value> {
+    let k = text(&cands[kept].value);
+    if cands.iter().all(|c| same_text(text(&c.value), k)) {
+        return None;
+    }
+    let mut others: Vec<&str> = Vec::new();
+    for c in cands {
+        let v = text(&c.value);
+        if !same_text(v, k) && !others.iter().any(|o| same_text(o, v)) && others.len() < 10 {
+            others.push(v);
+        }
+    }
+    Some(serde_json::json!({"kept": k, "rule": rule.as_str(), "others": others}))
+}
+
+/// A text column of the leads, the candidates and (if read) the history.
+struct Cols<'a> {
+    lead: &'a StringArray,
+    /// None for `email_key`: masters keep only the list.
+    master: Option<&'a StringArray>,
+    earlier: Option<&'a StringArray>,
+}
+
+impl<'a> Cols<'a> {
+    fn of(ctx: &Ctx<'a>, name: &str) -> Result<Self, DedupeError> {
+        Ok(Cols {
+            lead: strings(ctx.leads, name)?,
+            master: ctx.masters.column_by_name(name).map(|c| c.as_string::<i32>()),
+            earlier: ctx.history.map(|h| strings(h.batch, name)).transpose()?,
+        })
+    }
+
+    fn at(&self, o: Origin) -> Option<&'a str> {
+        match o {
+            Origin::Master(j) => self.master.and_then(|a| opt(a, j)),
+            Origin::Earlier(h) => self.earlier.and_then(|a| opt(a, h)),
+            Origin::Lead(i) => opt(self.lead, i),
+        }
+    }
+}
+
+fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<GoldenOut, DedupeError> {
+    let (leads, masters, known, times) = (ctx.leads, ctx.masters, ctx.known, ctx.times);
     let k = clusters.len();
     let m_last_seen = timestamps(masters, "last_seen");
     let m_first_seen = timestamps(masters, "first_seen");
@@ -114,21 +376,51 @@ pub(super) fn build_masters(
             .unwrap_or(i64::MIN)
     };
 
-    // Newest wins: ties go to the later row (input order is arrival order).
-    let pick = |g: &Golden, lead_col: &StringArray, master_col: &StringArray| -> Option<String> {
-        let mut best: Option<(i64, i64, &str)> = None;
-        if let Some(j) = g.existing
-            && let Some(v) = opt(master_col, j)
-        {
-            best = Some((master_time(j), -1, v));
-        }
-        for &i in &g.rows {
-            if let Some(v) = opt(lead_col, i) {
-                keep_newest(&mut best, (times[i], i as i64, v));
+    // Each cluster's candidates: its golden record, or its earlier records
+    // when the rules read them, then the run's rows (arrival order).
+    let origins: Vec<Vec<Cand<Origin>>> = clusters
+        .iter()
+        .map(|g| {
+            let mut v = Vec::with_capacity(g.rows.len() + 1);
+            let earlier = ctx
+                .history
+                .zip(g.existing)
+                .and_then(|(h, _)| h.of_master.get(g.master_id.as_str()).map(|rows| (h, rows)));
+            match (earlier, g.existing) {
+                (Some((h, rows)), _) => {
+                    let n = rows.len() as i64;
+                    v.extend(rows.iter().enumerate().map(|(k, &r)| Cand {
+                        time: h.times[r],
+                        order: k as i64 - n - 1,
+                        rank: h.rank.get(r).copied().unwrap_or(0),
+                        value: Origin::Earlier(r),
+                    }));
+                }
+                (None, Some(j)) => v.push(Cand {
+                    time: master_time(j),
+                    order: -1,
+                    // Its sources are not known: trusted least.
+                    rank: u32::MAX,
+                    value: Origin::Master(j),
+                }),
+                (None, None) => {}
             }
-        }
-        best.map(|b| b.2.to_string())
-    };
+            v.extend(g.rows.iter().map(|&i| Cand {
+                time: times[i],
+                order: i as i64,
+                rank: ctx.lead_rank.get(i).copied().unwrap_or(0),
+                value: Origin::Lead(i),
+            }));
+            v
+        })
+        .collect();
+    let mut conflicts: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); k];
+    // Disagreements are reported when new records join a master, not each
+    // time a source re-sends records it sent before.
+    let report: Vec<bool> = clusters
+        .iter()
+        .map(|g| g.rows.iter().any(|&i| !known[i]))
+        .collect();
 
     let mut out: Vec<ArrayRef> = Vec::with_capacity(MASTERS_SCHEMA.fields().len());
     let mut ids = StringBuilder::new();
@@ -139,33 +431,43 @@ pub(super) fn build_masters(
 
     // The name travels as one unit (first, last, full from one record), so a
     // golden record never pairs one record's first name with another's last.
-    let (lf, ll, lfull) = (
-        strings(leads, "first_name")?,
-        strings(leads, "last_name")?,
-        strings(leads, "full_name")?,
+    let (first, last, full) = (
+        Cols::of(ctx, "first_name")?,
+        Cols::of(ctx, "last_name")?,
+        Cols::of(ctx, "full_name")?,
     );
-    let (mf, ml, mfull) = (
-        strings(masters, "first_name")?,
-        strings(masters, "last_name")?,
-        strings(masters, "full_name")?,
-    );
+    let rule = ctx.rules.rule(SurvivorField::Name);
     let mut nb = [StringBuilder::new(), StringBuilder::new(), StringBuilder::new()];
-    for g in clusters {
-        let mut best: Option<(i64, i64, [Option<&str>; 3])> = None;
-        if let Some(j) = g.existing
-            && (opt(mf, j).is_some() || opt(mfull, j).is_some())
-        {
-            best = Some((master_time(j), -1, [opt(mf, j), opt(ml, j), opt(mfull, j)]));
-        }
-        for &i in &g.rows {
-            if opt(lf, i).is_some() || opt(lfull, i).is_some() {
-                keep_newest(
-                    &mut best,
-                    (times[i], i as i64, [opt(lf, i), opt(ll, i), opt(lfull, i)]),
-                );
+    let mut cands: Vec<Cand<NameValue>> = Vec::new();
+    for (c, pool) in origins.iter().enumerate() {
+        cands.clear();
+        for o in pool {
+            let parts = [first.at(o.value), last.at(o.value), full.at(o.value)];
+            if parts[0].is_some() || parts[2].is_some() {
+                let shown = match parts {
+                    [_, _, Some(f)] => Cow::Borrowed(f),
+                    [f, l, None] => Cow::Owned(
+                        format!("{} {}", f.unwrap_or(""), l.unwrap_or(""))
+                            .trim()
+                            .to_string(),
+                    ),
+                };
+                cands.push(Cand {
+                    time: o.time,
+                    order: o.order,
+                    rank: o.rank,
+                    value: (parts, shown),
+                });
             }
         }
-        let parts = best.map(|b| b.2).unwrap_or([None; 3]);
+        let kept = choose(rule, &cands, name_text);
+        if let Some(kk) = kept
+            && report[c]
+            && let Some(x) = conflict(rule, &cands, kk, name_text)
+        {
+            conflicts[c].insert("name".into(), x);
+        }
+        let parts = kept.map(|kk| cands[kk].value.0).unwrap_or([None; 3]);
         for (b, v) in nb.iter_mut().zip(parts) {
             b.append_option(v);
         }
@@ -174,29 +476,31 @@ pub(super) fn build_masters(
         out.push(Arc::new(b.finish()));
     }
 
-    // Best phone / e-mail: newest valid one.
-    for field in ["phone", "email"] {
-        let (lc, mc) = (strings(leads, field)?, strings(masters, field)?);
+    // Best phone / e-mail among the valid ones (every one seen stays in
+    // the lists below).
+    for (field, sf) in [("phone", SurvivorField::Phone), ("email", SurvivorField::Email)] {
+        let col = Cols::of(ctx, field)?;
         // An invalid e-mail kept by `invalid_email: keep` has no key: skip it.
-        let valid = if field == "email" {
-            Some(strings(leads, "email_key")?)
+        let key = if field == "email" {
+            Some(Cols::of(ctx, "email_key")?)
         } else {
             None
         };
+        let rule = ctx.rules.rule(sf);
         let mut b = StringBuilder::new();
-        for g in clusters {
-            let mut best: Option<(i64, i64, &str)> = g
-                .existing
-                .and_then(|j| opt(mc, j).map(|v| (master_time(j), -1, v)));
-            for &i in &g.rows {
-                if valid.is_some_and(|k| opt(k, i).is_none()) {
-                    continue;
-                }
-                if let Some(v) = opt(lc, i) {
-                    keep_newest(&mut best, (times[i], i as i64, v));
+        let mut cands: Vec<Cand<&str>> = Vec::new();
+        for pool in &origins {
+            cands.clear();
+            for o in pool {
+                let keyed = match (&key, o.value) {
+                    (Some(_), Origin::Master(_)) | (None, _) => true,
+                    (Some(k), at) => k.at(at).is_some(),
+                };
+                if keyed && let Some(v) = col.at(o.value) {
+                    cands.push(o.with(v));
                 }
             }
-            b.append_option(best.map(|b| b.2));
+            b.append_option(choose(rule, &cands, plain).map(|kk| cands[kk].value));
         }
         out.push(Arc::new(b.finish()));
     }
@@ -239,11 +543,28 @@ pub(super) fn build_masters(
         out.push(Arc::new(b.finish()));
     }
 
-    for field in NEWEST_WINS {
-        let (lc, mc) = (strings(leads, field)?, strings(masters, field)?);
+    for sf in [
+        SurvivorField::Company,
+        SurvivorField::JobTitle,
+        SurvivorField::Country,
+        SurvivorField::City,
+        SurvivorField::Website,
+    ] {
+        let col = Cols::of(ctx, sf.as_str())?;
+        let rule = ctx.rules.rule(sf);
         let mut b = StringBuilder::new();
-        for g in clusters {
-            b.append_option(pick(g, lc, mc));
+        let mut cands: Vec<Cand<&str>> = Vec::new();
+        for (c, pool) in origins.iter().enumerate() {
+            cands.clear();
+            cands.extend(pool.iter().filter_map(|o| col.at(o.value).map(|v| o.with(v))));
+            let kept = choose(rule, &cands, plain);
+            if let Some(kk) = kept
+                && report[c]
+                && let Some(x) = conflict(rule, &cands, kk, plain)
+            {
+                conflicts[c].insert(sf.as_str().into(), x);
+            }
+            b.append_option(kept.map(|kk| cands[kk].value));
         }
         out.push(Arc::new(b.finish()));
     }
@@ -276,7 +597,27 @@ pub(super) fn build_masters(
     out.push(Arc::new(
         std::iter::repeat_n(Some(stamp.run_id.as_str()), k).collect::<StringArray>(),
     ));
-    Ok(RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?)
+    let conflicts = clusters
+        .iter()
+        .zip(conflicts)
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(g, m)| (g.master_id.clone(), serde_json::Value::Object(m)))
+        .collect();
+    Ok(GoldenOut {
+        masters: RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?,
+        conflicts,
+    })
+}
+
+impl Cand<Origin> {
+    fn with<V>(&self, value: V) -> Cand<V> {
+        Cand {
+            time: self.time,
+            order: self.order,
+            rank: self.rank,
+            value,
+        }
+    }
 }
 
 /// Project links for the run's leads: one row per (master, project) touched,
@@ -447,7 +788,13 @@ mod tests {
             now_us: 99,
         };
         let groups = vec![("m-n".to_string(), vec![0, 1]), ("m-r".to_string(), vec![2])];
-        let g = golden_from_records(&b, &groups, &stamp).unwrap();
+        let (g, conflicts) =
+            golden_from_records(&b, &groups, &SurvivorshipConfig::default(), &stamp).unwrap();
+        // The two Nehas disagree on the name (and one has no city: not a conflict).
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].1["name"]["kept"], "Neha K");
+        assert_eq!(conflicts[0].1["name"]["others"][0], "Neha Kapoor");
+        assert!(conflicts[0].1.get("city").is_none());
         assert_eq!(g.num_rows(), 2);
         let s = |name: &str, i: usize| {
             let a = g.column_by_name(name).unwrap().as_string::<i32>();
@@ -469,5 +816,149 @@ mod tests {
             .unwrap()
             .as_primitive::<TimestampMicrosecondType>();
         assert_eq!(first.value(0), 10);
+    }
+
+    /// `b` with text column `name` replaced.
+    fn with_text(b: &RecordBatch, name: &str, values: &[Option<&str>]) -> RecordBatch {
+        let i = b.schema().index_of(name).unwrap();
+        let mut cols = b.columns().to_vec();
+        cols[i] = Arc::new(values.iter().copied().collect::<StringArray>());
+        RecordBatch::try_new(b.schema(), cols).unwrap()
+    }
+
+    fn text_of(b: &RecordBatch, name: &str, i: usize) -> String {
+        b.column_by_name(name)
+            .unwrap()
+            .as_string::<i32>()
+            .value(i)
+            .to_string()
+    }
+
+    fn rules(yaml: &str) -> SurvivorshipConfig {
+        serde_json::from_value(serde_json::from_str::<serde_json::Value>(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn each_rule_picks_its_value_and_records_what_it_overruled() {
+        // Three records of one person, oldest first.
+        let b = records(&[
+            ("Priya", "Nair", "p@x.in", "p@x.in", Some("Kochi"), 10),
+            ("Priya", "Nair", "p@x.in", "p@x.in", Some("Kochi"), 20),
+            ("Priyaa", "N", "p@x.in", "p@x.in", Some("Cochin"), 30),
+        ]);
+        let b = with_text(
+            &b,
+            "company",
+            &[Some("Acme"), Some("Acme Industries Pvt Ltd"), Some("ACME")],
+        );
+        let b = with_text(&b, "source", &[Some("crm"), Some("sheet"), Some("drops")]);
+        let b = with_text(&b, "source_record_id", &[Some("1"), Some("2"), Some("3")]);
+        let stamp = RunStamp {
+            run_id: "e-1".into(),
+            now_us: 99,
+        };
+        let groups = vec![("m-p".to_string(), vec![0, 1, 2])];
+        let pick = |r: &SurvivorshipConfig| golden_from_records(&b, &groups, r, &stamp).unwrap();
+
+        // Newest: the third record's everything.
+        let (g, c) = pick(&SurvivorshipConfig::default());
+        assert_eq!(text_of(&g, "first_name", 0), "Priyaa");
+        assert_eq!(text_of(&g, "city", 0), "Cochin");
+        assert_eq!(text_of(&g, "company", 0), "ACME");
+        assert_eq!(c[0].1["city"]["others"][0], "Kochi");
+        assert_eq!(c[0].1["company"]["rule"], "newest");
+
+        // Most frequent: Kochi twice; "Acme" and "ACME" are one value.
+        let (g, c) = pick(&rules(r#"{"default": "most_frequent"}"#));
+        assert_eq!(text_of(&g, "city", 0), "Kochi");
+        assert_eq!(text_of(&g, "first_name", 0), "Priya");
+        assert_eq!(text_of(&g, "company", 0), "ACME");
+        assert_eq!(c[0].1["company"]["kept"], "ACME");
+        assert_eq!(c[0].1["company"]["others"][0], "Acme Industries Pvt Ltd");
+
+        // Source priority: the CRM first, even though it is the oldest.
+        let (g, _) = pick(&rules(
+            r#"{"fields": {"name": "source_priority", "city": "source_priority"}, "source_priority": ["crm", "sheet"]}"#,
+        ));
+        assert_eq!(text_of(&g, "last_name", 0), "Nair");
+        assert_eq!(text_of(&g, "city", 0), "Kochi");
+        // Fields without a rule stay newest.
+        assert_eq!(text_of(&g, "company", 0), "ACME");
+
+        // Longest company.
+        let (g, c) = pick(&rules(r#"{"fields": {"company": "longest"}}"#));
+        assert_eq!(text_of(&g, "company", 0), "Acme Industries Pvt Ltd");
+        assert_eq!(c[0].1["company"]["rule"], "longest");
+    }
+
+    #[test]
+    fn history_replaces_the_golden_record_and_a_record_seen_again_counts_once() {
+        // Earlier records of m-1: Acme (t=10, record r1), Acme (t=30, r2), Beta (t=20, r3).
+        let hist = records(&[
+            ("A", "B", "a@x.in", "a@x.in", None, 10),
+            ("A", "B", "a@x.in", "a@x.in", None, 30),
+            ("A", "B", "a@x.in", "a@x.in", None, 20),
+        ]);
+        let hist = with_text(&hist, "company", &[Some("Acme"), Some("Acme"), Some("Beta")]);
+        let hist = with_text(&hist, "source_record_id", &[Some("r1"), Some("r2"), Some("r3")]);
+        let hist = with_text(&hist, "master_id", &[Some("m-1"); 3]);
+        let stamp = RunStamp {
+            run_id: "e-2".into(),
+            now_us: 99,
+        };
+        let (existing, _) = golden_from_records(
+            &hist,
+            &[("m-1".to_string(), vec![0, 1, 2])],
+            &SurvivorshipConfig::default(),
+            &stamp,
+        )
+        .unwrap();
+        assert_eq!(text_of(&existing, "company", 0), "Acme");
+        // The run sees r1 again, now saying Beta (older than r2).
+        let lead = records(&[("A", "B", "a@x.in", "a@x.in", None, 5)]);
+        let lead = with_text(&lead, "company", &[Some("Beta")]);
+        let lead = with_text(&lead, "source_record_id", &[Some("r1")]);
+        let clusters = [Golden {
+            master_id: "m-1".into(),
+            existing: Some(0),
+            rows: vec![0],
+        }];
+        let r = rules(r#"{"fields": {"company": "most_frequent"}}"#);
+        let out = build_all_masters(
+            &lead,
+            &existing,
+            &clusters,
+            &[true],
+            &stamp,
+            Survivorship {
+                rules: &r,
+                history: Some(&hist),
+            },
+        )
+        .unwrap();
+        // r1 counts once, as Beta: Beta 2, Acme 1.
+        assert_eq!(text_of(&out.masters, "company", 0), "Beta");
+        // Re-seen, not new: the count stays.
+        let counts = out
+            .masters
+            .column_by_name("record_count")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        assert_eq!(counts.value(0), 3);
+        // Without the history only the golden record (Acme) and the lead
+        // (Beta) are weighed: a tie, the newer (the golden record) wins.
+        let out = build_all_masters(
+            &lead,
+            &existing,
+            &clusters,
+            &[true],
+            &stamp,
+            Survivorship {
+                rules: &r,
+                history: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(text_of(&out.masters, "company", 0), "Acme");
     }
 }

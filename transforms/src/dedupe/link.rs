@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::{DedupeConfig, MatchKey};
-use super::golden::{Golden, build_all_masters};
+use super::golden::{Golden, Survivorship, build_all_masters};
 use super::names::FoldedName;
 use super::union_find::{Clusters, Veto};
 use crate::schema::MERGES_SCHEMA;
@@ -153,6 +153,7 @@ pub fn link(
     known: &HashMap<(String, String), String>,
     config: &DedupeConfig,
     stamp: &RunStamp,
+    surv: Survivorship<'_>,
 ) -> Result<LinkOutcome, DedupeError> {
     let n = leads.num_rows();
     let m = masters.num_rows();
@@ -337,7 +338,8 @@ pub fn link(
 
     // Golden records for every cluster this run touched.
     let known_rows: Vec<bool> = rule.iter().map(|r| *r == Rule::Known).collect();
-    let masters_out = build_all_masters(leads, masters, &clusters_out, &known_rows, stamp)?;
+    let golden = build_all_masters(leads, masters, &clusters_out, &known_rows, stamp, surv)?;
+    let masters_out = golden.masters;
     stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
 
     // Decisions: every key link, every conflict.
@@ -461,6 +463,9 @@ pub fn link(
             ),
         );
     }
+    for (mid, values) in &golden.conflicts {
+        mb.push_survivorship(mid, values, &stamp.run_id);
+    }
     let mut merge_parts = link_parts
         .into_iter()
         .map(|p| p.finish(stamp))
@@ -515,6 +520,22 @@ impl MergeRows {
         self.rule.append_value(rule);
         self.score.append_value(score);
         self.explanation.append_value(explanation);
+        self.len += 1;
+    }
+
+    /// The fields a master's records disagree on and what the golden
+    /// record kept (one row per master and run).
+    pub(super) fn push_survivorship(&mut self, master_id: &str, values: &serde_json::Value, run_id: &str) {
+        self.event_id
+            .append_value(event_id(&["survivorship", master_id, run_id]));
+        self.kind.append_value("survivorship");
+        self.master_id.append_value(master_id);
+        self.other_master_id.append_null();
+        self.source.append_null();
+        self.source_record_id.append_null();
+        self.rule.append_null();
+        self.score.append_null();
+        self.explanation.append_value(values.to_string());
         self.len += 1;
     }
 
@@ -716,6 +737,7 @@ mod tests {
             &HashMap::new(),
             &DedupeConfig::default(),
             &stamp(),
+            Survivorship::newest(),
         )
         .unwrap();
         let ids: Vec<&str> = (0..5).map(|i| out.master_id.value(i)).collect();
@@ -781,7 +803,15 @@ mod tests {
             ),
             ("z", "Priya", "Kapoor", Some("+919845067890"), None, "Lakeside"),
         ]);
-        let out = link(&b, &existing, &HashMap::new(), &DedupeConfig::default(), &stamp()).unwrap();
+        let out = link(
+            &b,
+            &existing,
+            &HashMap::new(),
+            &DedupeConfig::default(),
+            &stamp(),
+            Survivorship::newest(),
+        )
+        .unwrap();
         assert_eq!(out.master_id.value(0), "m-1");
         assert!(["m-1", "m-2"].contains(&out.master_id.value(1)));
         assert_ne!(
@@ -812,7 +842,15 @@ mod tests {
         let existing = masters(&[("m-9", "Ravi", "Kumar", &["+919811122233"], &[])]);
         let b = leads(&[("k", "Ravi", "Kumar", Some("+919811122233"), None, "Riverside")]);
         let known = HashMap::from([(("src".to_string(), "k".to_string()), "m-9".to_string())]);
-        let out = link(&b, &existing, &known, &DedupeConfig::default(), &stamp()).unwrap();
+        let out = link(
+            &b,
+            &existing,
+            &known,
+            &DedupeConfig::default(),
+            &stamp(),
+            Survivorship::newest(),
+        )
+        .unwrap();
         assert_eq!(out.master_id.value(0), "m-9");
         assert_eq!(out.match_rule.value(0), "known_record");
         assert_eq!(out.stats.records_known, 1);

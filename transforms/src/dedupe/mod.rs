@@ -11,7 +11,7 @@ pub mod names;
 mod probabilistic;
 mod union_find;
 
-pub use config::{DedupeConfig, DedupeMode, MatchKey};
-pub use golden::{golden_from_records, project_links};
+pub use config::{DedupeConfig, DedupeMode, MatchKey, SurvivorField, SurvivorRule, SurvivorshipConfig};
+pub use golden::{Survivorship, golden_from_records, project_links};
 pub use link::{DedupeError, LinkOutcome, LinkStats, RunStamp, link, new_master_id};
 pub use probabilistic::{MASTER_RENAMES, link_probabilistic, review_id, scorer};

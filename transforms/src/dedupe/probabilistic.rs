@@ -13,7 +13,7 @@ use arrow::record_batch::RecordBatch;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::DedupeConfig;
-use super::golden::{Golden, build_all_masters};
+use super::golden::{Golden, Survivorship, build_all_masters};
 use super::link::{
     DedupeError, LinkOutcome, LinkStats, MergeRows, RunStamp, event_id, new_master_id, strings,
 };
@@ -50,6 +50,7 @@ pub async fn link_probabilistic(
     known: &HashMap<(String, String), String>,
     config: &DedupeConfig,
     stamp: &RunStamp,
+    surv: Survivorship<'_>,
 ) -> Result<LinkOutcome, DedupeError> {
     let scorer = scorer(config)?;
     let n = leads.num_rows();
@@ -239,7 +240,11 @@ pub async fn link_probabilistic(
     }
 
     // Golden records, as in exact mode.
-    let masters_out = build_all_masters(leads, masters, &clusters, &known_rows, stamp)?;
+    let golden = build_all_masters(leads, masters, &clusters, &known_rows, stamp, surv)?;
+    let masters_out = golden.masters;
+    for (mid, values) in &golden.conflicts {
+        mb.push_survivorship(mid, values, &stamp.run_id);
+    }
     stats.masters_updated = clusters.iter().filter(|g| g.existing.is_some()).count() as u64;
     let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &[mb.finish(stamp)?])?;
     Ok(LinkOutcome {
