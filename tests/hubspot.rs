@@ -24,9 +24,14 @@ const TOKEN: &str = "pat-na1-good-token-1234";
 
 #[derive(Clone, Copy)]
 enum Fault {
+    /// No fault for this request (to place a later one).
+    Pass,
     RateLimited,
     ServerError,
     Malformed,
+    /// The bearer token of this request expires now: it and every later
+    /// request with it get 401 EXPIRED_AUTHENTICATION.
+    ExpireToken,
 }
 
 #[derive(Default)]
@@ -36,6 +41,11 @@ struct Fake {
     /// Archived (deleted) contacts: id -> (properties, archivedAt).
     archived: BTreeMap<u64, (BTreeMap<String, String>, String)>,
     faults: VecDeque<Fault>,
+    /// OAuth access tokens the token endpoint handed out, and the expired ones.
+    issued: Vec<String>,
+    expired: Vec<String>,
+    /// The app was uninstalled: no token from the endpoint is accepted.
+    revoked_app: bool,
     /// One line per request: "list", "archived", "search", "fault".
     log: Vec<String>,
 }
@@ -60,7 +70,24 @@ fn contact(id: u64, first: &str, email: &str, modified: &str) -> BTreeMap<String
 
 /// Auth and injected faults, shared by both endpoints.
 fn gate(fake: &mut Fake, headers: &HeaderMap) -> Option<Response> {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    let expired = || {
+        Some(json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": "error", "category": "EXPIRED_AUTHENTICATION", "correlationId": "c0ffee",
+                   "message": "The OAuth token used to make this call expired 7 second(s) ago."}),
+        ))
+    };
+    if fake.expired.contains(&given) {
+        fake.log.push("expired".into());
+        return expired();
+    }
+    if given != TOKEN && (fake.revoked_app || !fake.issued.contains(&given)) {
         return Some(json_response(
             StatusCode::UNAUTHORIZED,
             json!({"status": "error", "category": "INVALID_AUTHENTICATION", "correlationId": "c0ffee",
@@ -68,8 +95,17 @@ fn gate(fake: &mut Fake, headers: &HeaderMap) -> Option<Response> {
         ));
     }
     let fault = fake.faults.pop_front()?;
+    if let Fault::Pass = fault {
+        return None;
+    }
+    if let Fault::ExpireToken = fault {
+        fake.expired.push(given);
+        fake.log.push("expired".into());
+        return expired();
+    }
     fake.log.push("fault".into());
     Some(match fault {
+        Fault::Pass | Fault::ExpireToken => unreachable!("handled above"),
         Fault::RateLimited => Response::builder()
             .status(StatusCode::TOO_MANY_REQUESTS)
             .header("retry-after", "1")
@@ -252,9 +288,12 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
             json!({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}),
         );
     }
+    // A new access token per grant, as HubSpot hands out.
+    let access = format!("oauth-access-{}", fake.issued.len() + 1);
+    fake.issued.push(access.clone());
     json_response(
         StatusCode::OK,
-        json!({"access_token": TOKEN, "refresh_token": "refresh-xyz", "expires_in": 1800,
+        json!({"access_token": access, "refresh_token": "refresh-xyz", "expires_in": 1800,
                "token_type": "bearer", "token_use": "access_token", "hub_id": 62515}),
     )
 }
@@ -465,6 +504,43 @@ fn hubspot_oauth_refreshes_once_and_reuses_the_token() {
     let report = crm.run();
     assert_eq!(report["rows_read"], 3, "{report}");
     assert_eq!(crm.log(), ["token", "list", "list"]);
+}
+
+#[test]
+fn hubspot_token_expiring_mid_run_is_refreshed_once_and_the_run_goes_on() {
+    let crm = Crm::with_auth(
+        5,
+        "oauth: {client_id: app-1, client_secret: client-secret-abc, refresh_token: refresh-xyz, \
+         token_url: \"{base}/oauth/v1/token\"}",
+    );
+    // The token dies on the second page.
+    crm.fake.lock().unwrap().faults = VecDeque::from([Fault::Pass, Fault::ExpireToken]);
+    let report = crm.run();
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(report["rows_read"], 5, "{report}");
+    assert_eq!(crm.log(), ["token", "list", "expired", "token", "list", "list"]);
+    assert_eq!(crm.count("SELECT count(*) FROM records"), 5);
+}
+
+#[test]
+fn hubspot_401_that_is_not_an_expiry_is_not_retried() {
+    let crm = Crm::with_auth(
+        3,
+        "oauth: {client_id: app-1, client_secret: client-secret-abc, refresh_token: refresh-xyz, \
+         token_url: \"{base}/oauth/v1/token\"}",
+    );
+    // Tokens still come from the endpoint, but the API knows none of them.
+    crm.fake.lock().unwrap().revoked_app = true;
+    let o = crm.crm.run_with(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = text(&o);
+    assert!(
+        all.contains("401") && all.contains("INVALID_AUTHENTICATION"),
+        "{all}"
+    );
+    assert!(!all.contains("oauth-access-"), "no token text: {all}");
+    // One token, one request: no refresh loop on a 401 that is not an expiry.
+    assert_eq!(crm.log(), ["token"]);
 }
 
 #[test]

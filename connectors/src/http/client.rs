@@ -29,6 +29,9 @@ pub struct HttpClient {
     scheme: &'static str,
     /// Treat a 401 as "token expired": get a new one and retry once.
     refresh_on_401: bool,
+    /// Treat only a 401 whose body holds this text as "token expired"
+    /// (HubSpot: any 401 is not a reason to refresh, `EXPIRED_AUTHENTICATION` is).
+    expired_401: Option<&'static str>,
 }
 
 /// A non-error answer: 2xx, or 304 (not modified, no body).
@@ -59,6 +62,7 @@ impl HttpClient {
             requests: AtomicU32::new(0),
             scheme: "Bearer",
             refresh_on_401: false,
+            expired_401: None,
         })
     }
 
@@ -72,6 +76,13 @@ impl HttpClient {
     /// lifetime, or revoked early): refresh once and retry the request.
     pub fn with_refresh_on_401(mut self) -> Self {
         self.refresh_on_401 = true;
+        self
+    }
+
+    /// For APIs that say in a 401's body that the token expired: refresh
+    /// once and retry only when the body holds `marker`.
+    pub fn with_refresh_on_401_saying(mut self, marker: &'static str) -> Self {
+        self.expired_401 = Some(marker);
         self
     }
 
@@ -150,7 +161,9 @@ impl HttpClient {
                     let body = resp.text().await.unwrap_or_default();
                     let detail = redact(&snippet(&body, 300), &[token.expose()]);
                     if status == StatusCode::UNAUTHORIZED {
-                        if self.refresh_on_401 && self.auth.can_refresh() && !refreshed {
+                        let expired =
+                            self.refresh_on_401 || self.expired_401.is_some_and(|m| body.contains(m));
+                        if expired && self.auth.can_refresh() && !refreshed {
                             refreshed = true;
                             attempt -= 1;
                             self.auth.invalidate(&token).await;

@@ -86,7 +86,12 @@ impl HubSpotSource {
             config: config.clone(),
             base,
             properties,
-            http: HttpClient::new("hubspot", auth, config.http.clone())?,
+            // Tokens are refreshed before `expires_in` runs out; a 401 that
+            // says EXPIRED_AUTHENTICATION (clock skew, a token revoked
+            // early) gets one new token. Other 401s are not retried: HubSpot
+            // says a 401 alone is no reason to refresh.
+            http: HttpClient::new("hubspot", auth, config.http.clone())?
+                .with_refresh_on_401_saying("EXPIRED_AUTHENTICATION"),
         })
     }
 
