@@ -450,3 +450,73 @@ fn daemon_review_and_merge_endpoints() {
         400
     );
 }
+
+#[test]
+fn a_merge_moves_open_reminders_to_the_survivor() {
+    let sb = super::linkage::sandbox_with(
+        concat!(
+            "Neha Kapoor,+91 98202 22222,neha.k@gmail.com,Delta,Delhi,IN,Riverside\n",
+            "Ravi Rao,+91 98203 33333,ravi.rao@gmail.com,Zeta,Pune,IN,Riverside\n",
+            "Ravi Rao,+91 98203 33333,ravi.rao@gmail.com,Zeta,Pune,IN,Hilltop\n",
+        ),
+        "",
+    );
+    sb.edit_config(
+        "    dedupe:\n",
+        "    reminders:\n      contact_within: 1h\n    dedupe:\n",
+    );
+    let cfg = sb.config();
+    sb.run();
+    let (neha, ravi) = (master_of(&sb, "first.csv", 2), master_of(&sb, "first.csv", 3));
+    assert_ne!(neha, ravi);
+    let deadline_of = |master: &str, project: &str| {
+        one(
+            &sb,
+            &format!(
+                "SELECT CAST(deadline AS VARCHAR) FROM reminders WHERE master_id = '{master}' AND project = '{project}'"
+            ),
+        )
+    };
+    let hilltop_deadline = deadline_of(&ravi, "Hilltop");
+    let merged = json(&["master", "merge", &cfg, &neha, &ravi, "--keep", &neha, "--json"]);
+    let event = merged["event_id"].as_str().unwrap().to_string();
+
+    // Ravi's reminders are closed as merged; Neha's Riverside reminder carries
+    // on, and Hilltop (which Neha had none for) moved to her with its deadline.
+    let rows = strings(
+        &sb,
+        &format!(
+            "SELECT project, state, closed_by FROM reminders WHERE master_id = '{ravi}' ORDER BY project"
+        ),
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r[1].as_deref(), Some("merged"), "{rows:?}");
+        assert_eq!(
+            r[2].as_deref(),
+            Some(format!("merge {event}").as_str()),
+            "{rows:?}"
+        );
+    }
+    let rows = strings(
+        &sb,
+        &format!("SELECT project, state FROM reminders WHERE master_id = '{neha}' ORDER BY project"),
+    );
+    assert_eq!(
+        rows,
+        vec![
+            vec![Some("Hilltop".to_string()), Some("open".to_string())],
+            vec![Some("Riverside".to_string()), Some("open".to_string())],
+        ]
+    );
+    assert_eq!(deadline_of(&neha, "Hilltop"), hilltop_deadline);
+    // Open reminders name only masters that exist.
+    assert_eq!(
+        one(
+            &sb,
+            "SELECT CAST(count(*) AS VARCHAR) FROM reminders r LEFT JOIN masters m ON r.master_id = m.master_id \
+             WHERE r.state IN ('open', 'snoozed') AND m.master_id IS NULL"
+        ),
+        "0"
+    );
+}

@@ -350,6 +350,7 @@ enum StateArg {
     Snoozed,
     Contacted,
     Expired,
+    Merged,
 }
 
 impl From<StateArg> for ReminderState {
@@ -359,6 +360,7 @@ impl From<StateArg> for ReminderState {
             StateArg::Snoozed => ReminderState::Snoozed,
             StateArg::Contacted => ReminderState::Contacted,
             StateArg::Expired => ReminderState::Expired,
+            StateArg::Merged => ReminderState::Merged,
         }
     }
 }

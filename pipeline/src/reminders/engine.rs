@@ -1,7 +1,7 @@
 //! The reminder engine: reminders for a run's new project links, the tick
 //! that turns missed deadlines into overdue events, and contacted/snooze.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -205,6 +205,53 @@ pub async fn stage_for_run(
     );
     tables.extend(state::staged(&rows, &events, all_new)?);
     Ok(done)
+}
+
+/// A person merge: the open and snoozed reminders of `absorbed` go to
+/// `survivor`. Each becomes the survivor's reminder for its pipeline and
+/// project (same id rule as a run's, deadline, owner, repeats and snooze
+/// kept), unless the survivor has a reminder there already, which carries
+/// on; the absorbed one is closed as `merged` by `by`. Returns the rows to
+/// upsert (the caller writes them with the merge). The caller holds
+/// [`write_turn`].
+pub async fn moved_on_merge(
+    warehouse: &Warehouse,
+    absorbed: &str,
+    survivor: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Reminder>, ReminderError> {
+    if !warehouse.has_data("reminders").await? {
+        return Ok(Vec::new());
+    }
+    let all = state::load(
+        warehouse,
+        &format!("master_id IN ({}, {})", lit(absorbed), lit(survivor)),
+    )
+    .await?;
+    let held: HashSet<&str> = all
+        .iter()
+        .filter(|r| r.master_id == survivor)
+        .map(|r| r.reminder_id.as_str())
+        .collect();
+    let mut rows = Vec::new();
+    for r in all
+        .iter()
+        .filter(|r| r.master_id == absorbed && !r.state.is_closed())
+    {
+        let id = reminder_id(&r.pipeline, survivor, &r.project);
+        if !held.contains(id.as_str()) {
+            let mut moved = r.clone();
+            moved.reminder_id = id;
+            moved.master_id = survivor.to_string();
+            moved.updated_at = now;
+            rows.push(moved);
+        }
+        let mut closed = r.clone();
+        close(&mut closed, ReminderState::Merged, by, now);
+        rows.push(closed);
+    }
+    Ok(rows)
 }
 
 fn close(r: &mut Reminder, to: ReminderState, by: &str, now: DateTime<Utc>) {

@@ -24,6 +24,9 @@ pub enum ReminderState {
     Snoozed,
     Contacted,
     Expired,
+    /// Its person was merged into another master; the survivor's reminder
+    /// for the same pipeline and project carries on.
+    Merged,
 }
 
 impl ReminderState {
@@ -33,6 +36,7 @@ impl ReminderState {
             Self::Snoozed => "snoozed",
             Self::Contacted => "contacted",
             Self::Expired => "expired",
+            Self::Merged => "merged",
         }
     }
 
@@ -42,13 +46,14 @@ impl ReminderState {
             "snoozed" => Self::Snoozed,
             "contacted" => Self::Contacted,
             "expired" => Self::Expired,
+            "merged" => Self::Merged,
             _ => return None,
         })
     }
 
-    /// Contacted and expired reminders never change again.
+    /// Contacted, expired and merged reminders never change again.
     pub fn is_closed(self) -> bool {
-        matches!(self, Self::Contacted | Self::Expired)
+        matches!(self, Self::Contacted | Self::Expired | Self::Merged)
     }
 }
 

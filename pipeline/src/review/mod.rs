@@ -56,6 +56,17 @@ pub enum ReviewError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("golden record: {0}")]
     Dedupe(#[from] leadflow_transforms::dedupe::DedupeError),
+    #[error("reminders: {0}")]
+    Reminders(Box<crate::reminders::ReminderError>),
+}
+
+impl From<crate::reminders::ReminderError> for ReviewError {
+    fn from(e: crate::reminders::ReminderError) -> Self {
+        match e {
+            crate::reminders::ReminderError::Conflict(table) => Self::Conflict(table),
+            other => Self::Reminders(Box::new(other)),
+        }
+    }
 }
 
 impl crate::retry::Contended for ReviewError {

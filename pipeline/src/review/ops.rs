@@ -452,6 +452,12 @@ async fn merge_once(
         None => explanation,
     };
     let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
+    // The absorbed person's open reminders go to the survivor. Held until
+    // the write: a reminder tick of this process waits for it.
+    let _reminders_turn = crate::reminders::engine::write_turn().await;
+    let reminders =
+        crate::reminders::engine::moved_on_merge(warehouse, &x, &s, &format!("merge {event_id}"), now)
+            .await?;
 
     let merges = merges_row(
         &event_id,
@@ -485,6 +491,12 @@ async fn merge_once(
     }
     if links.num_rows() > 0 {
         tables.push(upsert("project_links", links));
+    }
+    if !reminders.is_empty() {
+        tables.push(upsert(
+            "reminders",
+            crate::reminders::state::reminders_batch(&reminders)?,
+        ));
     }
     tables.push(upsert("masters", golden));
     if let Some(r) = why.review {
