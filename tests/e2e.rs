@@ -16,6 +16,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_leadflow");
 
 mod daemon;
 mod dynamics;
+/// A second entity type (channel partners).
+mod entities;
 /// Shared pieces of the fake CRM servers.
 mod fake;
 mod hubspot;

@@ -59,6 +59,14 @@ pub struct PipelineConfig {
     /// What this pipeline is for.
     #[serde(default)]
     pub description: Option<String>,
+    /// The kind of party its records are, when not leads: e.g.
+    /// `channel_partner`. Each entity type has its own masters, records,
+    /// project links, merges, review, rejects and CRM links (under
+    /// `entities/<entity>/` in the warehouse), deduplicated by the same
+    /// engine; runs, ledgers and reminders stay shared. Lower-case letters,
+    /// digits and `_`.
+    #[serde(default)]
+    pub entity: Option<String>,
     /// Values for rows that have none (project, phone region, ...).
     #[serde(default)]
     pub defaults: Defaults,
@@ -546,7 +554,7 @@ fn parse_sections(
                     }
                     None => section::<Vec<SourceConfig>>(v, &path, text, problems).is_some(),
                 },
-                "name" | "description" => true,
+                "name" | "description" | "entity" => true,
                 // Checked with the whole pipeline below (and by `check`).
                 "schedule" | "every" | "time_zone" => true,
                 other => {
@@ -554,7 +562,7 @@ fn parse_sections(
                         line: locate(text, &path),
                         key: path.join("."),
                         message: format!(
-                            "unknown key `{other}`, expected one of name, description, defaults, sources, mapping, normalise, sql, validate, dedupe, assignment, reminders, schedule, every, time_zone"
+                            "unknown key `{other}`, expected one of name, description, entity, defaults, sources, mapping, normalise, sql, validate, dedupe, assignment, reminders, schedule, every, time_zone"
                         ),
                     });
                     false
@@ -663,6 +671,11 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                 path(&[&"pipelines", &i, &"name"]),
                 format!("pipeline name `{}` is used twice", p.name),
             );
+        }
+        if let Some(e) = &p.entity
+            && let Some(problem) = crate::entity_problem(e)
+        {
+            push(path(&[&"pipelines", &i, &"entity"]), problem);
         }
         if p.sources.is_empty() {
             push(

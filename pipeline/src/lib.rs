@@ -31,6 +31,44 @@ pub async fn open_warehouse(loaded: &config::LoadedConfig) -> Result<Warehouse, 
     Warehouse::open(&loaded.config.warehouse, &loaded.base, table_specs()).await
 }
 
+/// The tables each entity type (leads, channel partners, ...) has of its
+/// own; the rest of the warehouse is shared.
+pub const ENTITY_TABLES: &[&str] = &[
+    "masters",
+    "records",
+    "project_links",
+    "merges",
+    "review",
+    "rejects",
+    "crm_links",
+];
+
+/// Why `entity` cannot name an entity type, if it cannot.
+pub fn entity_problem(entity: &str) -> Option<String> {
+    let ok = entity.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && entity
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Some(format!(
+            "entity {entity:?} may hold only lower-case letters, digits and `_`, starting with a letter"
+        ));
+    }
+    if entity == "lead" || entity == "leads" {
+        return Some("leads are the default entity: leave `entity` out".into());
+    }
+    None
+}
+
+/// The warehouse as an entity type sees it: `None` is leads (the
+/// warehouse's own tables), any other has its own `ENTITY_TABLES`.
+pub async fn warehouse_for(warehouse: &Warehouse, entity: Option<&str>) -> Result<Warehouse, WarehouseError> {
+    match entity {
+        None => Ok(warehouse.clone()),
+        Some(e) => warehouse.for_entity(e, ENTITY_TABLES).await,
+    }
+}
+
 /// TLS for object stores: one process-wide rustls provider (ring).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -19,6 +19,10 @@ struct Cli {
     /// Log format: `auto` is text on a terminal and JSON otherwise.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto, env = "LEADFLOW_LOG_FORMAT")]
     log_format: LogFormat,
+    /// The entity type to read or change (`show`, `review`, `master`,
+    /// `crm-link`, ...), e.g. `channel_partner`; default: leads.
+    #[arg(long, global = true)]
+    entity: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -586,6 +590,7 @@ fn select(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    ENTITY.set(cli.entity.clone()).expect("set once");
     // Rust ignores SIGPIPE, so `leadflow review list | head` would panic on
     // the closed pipe. The one-shot commands end quietly instead, as Unix
     // tools do; the daemon keeps the default (a peer closing a socket must
@@ -689,6 +694,13 @@ fn main() -> ExitCode {
                 };
                 let mut reports = Vec::new();
                 for p in &selected {
+                    let warehouse = match leadflow::warehouse_for(&warehouse, p.entity.as_deref()).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            eprintln!("warehouse: {e}");
+                            return ExitCode::from(EXIT_FAILED);
+                        }
+                    };
                     reports.push(run_pipeline(&loaded, p, &warehouse, &opts).await);
                 }
                 if json {
@@ -725,8 +737,8 @@ fn main() -> ExitCode {
                 id,
                 pipeline,
             } => {
-                let loaded = match load(&config).await {
-                    Ok(c) => c,
+                let (loaded, warehouse) = match open(&config).await {
+                    Ok(x) => x,
                     Err(code) => return code,
                 };
                 let lookup = match (phone, email, id) {
@@ -743,13 +755,6 @@ fn main() -> ExitCode {
                     .and_then(|n| loaded.pipeline(n))
                     .or(loaded.config.pipelines.first());
                 let region = p.and_then(|p| p.defaults.phone_region.clone());
-                let warehouse = match leadflow::open_warehouse(&loaded).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        eprintln!("warehouse: {e}");
-                        return ExitCode::from(EXIT_FAILED);
-                    }
-                };
                 match show(&warehouse, &lookup, region.as_deref()).await {
                     Ok(Some(text)) => {
                         print!("{text}");
@@ -837,9 +842,32 @@ fn main() -> ExitCode {
 }
 
 /// Load a config and open its warehouse.
+/// `--entity`, set once from the command line.
+static ENTITY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 async fn open(path: &std::path::Path) -> Result<(LoadedConfig, leadflow_sinks::Warehouse), ExitCode> {
     let loaded = load(path).await?;
-    match leadflow::open_warehouse(&loaded).await {
+    let entity = ENTITY.get().and_then(|e| e.as_deref());
+    if let Some(e) = entity {
+        if let Some(problem) = leadflow::entity_problem(e) {
+            eprintln!("--entity: {problem}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        if !loaded
+            .config
+            .pipelines
+            .iter()
+            .any(|p| p.entity.as_deref() == Some(e))
+        {
+            eprintln!("--entity: no pipeline of {} has `entity: {e}`", path.display());
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    let opened = match leadflow::open_warehouse(&loaded).await {
+        Ok(w) => leadflow::warehouse_for(&w, entity).await,
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(w) => Ok((loaded, w)),
         Err(e) => {
             eprintln!("warehouse: {e}");

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
@@ -93,6 +94,16 @@ impl WriteMode {
 pub struct Warehouse {
     root: PathBuf,
     specs: HashMap<&'static str, TableSpec>,
+    /// An entity's view: these tables live in the entity's own folder.
+    entity: Option<Arc<EntityTables>>,
+}
+
+/// The tables of a second entity type (channel partners, ...): same specs,
+/// their own folder `entities/<name>/` under the warehouse root.
+struct EntityTables {
+    name: String,
+    dir: PathBuf,
+    tables: Vec<&'static str>,
 }
 
 /// Parquet settings for a write. Delta-rs encodes a table's file on one
@@ -154,6 +165,7 @@ impl Warehouse {
         let wh = Self {
             root,
             specs: specs.into_iter().map(|s| (s.name, s)).collect(),
+            entity: None,
         };
         let mut names: Vec<&str> = wh.specs.keys().copied().collect();
         names.sort();
@@ -186,6 +198,42 @@ impl Warehouse {
         &self.root
     }
 
+    /// The same warehouse seen by an entity type other than leads: the
+    /// `tables` named here (masters, records, ...) are the entity's own,
+    /// under `entities/<entity>/`, created if missing; every other table
+    /// (runs, ledgers, reminders, outbox) stays shared.
+    pub async fn for_entity(&self, entity: &str, tables: &[&'static str]) -> Result<Self, WarehouseError> {
+        for t in tables {
+            self.spec(t)?;
+        }
+        let wh = Self {
+            root: self.root.clone(),
+            specs: self.specs.clone(),
+            entity: Some(Arc::new(EntityTables {
+                name: entity.to_string(),
+                dir: self.root.join("entities").join(entity),
+                tables: tables.to_vec(),
+            })),
+        };
+        for t in tables {
+            wh.ensure(t).await?;
+        }
+        Ok(wh)
+    }
+
+    /// The entity type this view is for, if not leads.
+    pub fn entity(&self) -> Option<&str> {
+        self.entity.as_ref().map(|e| e.name.as_str())
+    }
+
+    /// The folder of table `name` (the entity's own for its tables).
+    fn dir(&self, name: &str) -> PathBuf {
+        match &self.entity {
+            Some(e) if e.tables.contains(&name) => e.dir.join(name),
+            _ => self.root.join(name),
+        }
+    }
+
     fn spec(&self, name: &str) -> Result<&TableSpec, WarehouseError> {
         self.specs
             .get(name)
@@ -202,13 +250,13 @@ impl Warehouse {
     /// Load a table at its latest version.
     pub async fn table(&self, name: &str) -> Result<DeltaTable, WarehouseError> {
         self.spec(name)?;
-        let url = table_url(&self.root.join(name))?;
+        let url = table_url(&self.dir(name))?;
         DeltaTable::try_from_url(url).await.map_err(Self::delta_err(name))
     }
 
     async fn ensure(&self, name: &str) -> Result<(), WarehouseError> {
         let spec = self.spec(name)?;
-        let dir = self.root.join(name);
+        let dir = self.dir(name);
         std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Staging {
             path: dir.clone(),
             source,
@@ -680,7 +728,7 @@ impl Warehouse {
     /// the run id it finished, if any.
     pub async fn recover(&self, pipeline: &str) -> Result<Option<String>, WarehouseError> {
         let dir = self.staging_dir(pipeline);
-        let Some(commit) = PreparedCommit::load(&dir, &self.root, &self.specs)? else {
+        let Some(commit) = PreparedCommit::load(&dir, &|t: &str| self.dir(t), &self.specs)? else {
             return Ok(None);
         };
         info!(run_id = %commit.run_id, version = commit.version, "finishing an interrupted commit");

@@ -190,7 +190,7 @@ impl PreparedCommit {
     /// there is none or it never completed.
     pub(super) fn load(
         dir: &Path,
-        table_root: &Path,
+        table_dir: &dyn Fn(&str) -> std::path::PathBuf,
         specs: &HashMap<&'static str, TableSpec>,
     ) -> Result<Option<Self>, WarehouseError> {
         let path = dir.join("manifest.json");
@@ -225,7 +225,7 @@ impl PreparedCommit {
                 // The files were written before the manifest; one missing
                 // means the table folder was tampered with since.
                 for a in &adds {
-                    let f = table_root.join(&name).join(&a.path);
+                    let f = table_dir(&name).join(&a.path);
                     if !f.exists() {
                         return Err(bad(format!(
                             "staged data file {} of table `{name}` is missing; remove the staging folder to \

@@ -1,0 +1,176 @@
+//! A second entity type (channel partners) through the real binary: its
+//! pipeline writes its own masters, records and project links under
+//! `entities/channel_partner/`, deduplicated by the same engine, never
+//! mixed with the leads of the same warehouse; `--entity` reads them.
+
+use datafusion::prelude::SessionContext;
+
+use super::linkage::{HEADER, strings};
+use super::{Sandbox, leadflow, text};
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    for d in ["drops", "partners"] {
+        std::fs::create_dir_all(sb.path().join(d)).unwrap();
+    }
+    // Sunil is a channel partner (two projects, two phone spellings) and
+    // also enquired as a buyer: one lead, one partner, never one person.
+    std::fs::write(
+        sb.path().join("drops/leads.csv"),
+        format!(
+            "{HEADER}Sunil Agarwal,+91 98111 00001,sunil.agarwal@gmail.com,,Pune,IN,Riverside\n\
+             Meera Iyer,+91 98222 00002,meera@gmail.com,,Pune,IN,Riverside\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sb.path().join("partners/cps.csv"),
+        format!(
+            "{HEADER}Sunil Agarwal,+91 98111 00001,sunil@sunilhomes.in,Sunil Homes,Pune,IN,Riverside\n\
+             Sunil Agarwal,098111 00001,,Sunil Homes Realty,Pune,IN,Hilltop\n\
+             Kavita Shah,+91 98333 00003,kavita@shahrealty.in,Shah Realty,Pune,IN,Hilltop\n"
+        ),
+    )
+    .unwrap();
+    let yaml = "warehouse:\n  uri: ./warehouse\npipelines:\n\
+        \x20 - name: leads\n    defaults:\n      phone_region: IN\n    sources:\n      - name: drops\n        files:\n          path: ./drops\n\
+        \x20 - name: partners\n    entity: channel_partner\n    defaults:\n      phone_region: IN\n    dedupe:\n      mode: probabilistic\n    sources:\n      - name: cp_uploads\n        files:\n          path: ./partners\n";
+    std::fs::write(sb.path().join("pipeline.yaml"), yaml).unwrap();
+    sb
+}
+
+/// Rows of `sql` over the channel partners' own tables.
+fn partner_rows(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batches = rt.block_on(async {
+        let loaded = leadflow::config::load(&sb.path().join("pipeline.yaml")).expect("config");
+        let wh = leadflow::open_warehouse(&loaded).await.unwrap();
+        let wh = leadflow::warehouse_for(&wh, Some("channel_partner"))
+            .await
+            .unwrap();
+        let ctx = SessionContext::new();
+        wh.register(&ctx, leadflow::ENTITY_TABLES).await.unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    });
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<_> = (0..b.num_columns())
+            .map(|c| arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        use arrow::array::{Array, AsArray};
+                        let s = c.as_string::<i32>();
+                        (!s.is_null(i)).then(|| s.value(i).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn channel_partners_get_their_own_masters_and_never_mix_with_leads() {
+    let sb = sandbox();
+    let cfg = sb.config();
+    let o = leadflow(&["run", &cfg, "--json"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reports[1]["pipeline"], "partners");
+    assert_eq!(reports[1]["masters_new"], 2, "{}", reports[1]);
+    assert!(
+        sb.path()
+            .join("warehouse/entities/channel_partner/masters/_delta_log")
+            .exists()
+    );
+
+    // Leads: two people, no partner rows.
+    let leads = strings(&sb, "SELECT full_name FROM masters ORDER BY full_name");
+    assert_eq!(leads.len(), 2, "{leads:?}");
+    assert_eq!(
+        strings(&sb, "SELECT count(*) FROM records WHERE source = 'cp_uploads'")[0][0].as_deref(),
+        Some("0")
+    );
+    // Partners: Sunil once, in both projects, both spellings of his number linked.
+    let cps = partner_rows(
+        &sb,
+        "SELECT m.full_name, m.record_count, count(l.project) FROM masters m \
+         JOIN project_links l ON l.master_id = m.master_id GROUP BY m.full_name, m.record_count ORDER BY m.full_name",
+    );
+    assert_eq!(
+        cps,
+        vec![
+            vec![Some("Kavita Shah".into()), Some("1".into()), Some("1".into())],
+            vec![Some("Sunil Agarwal".into()), Some("2".into()), Some("2".into())],
+        ]
+    );
+    // The partner's golden record keeps the newest company.
+    let company = partner_rows(
+        &sb,
+        "SELECT company FROM masters WHERE full_name = 'Sunil Agarwal'",
+    );
+    assert_eq!(company[0][0].as_deref(), Some("Sunil Homes Realty"));
+
+    // `show` reads leads by default, partners with --entity.
+    let o = leadflow(&["show", &cfg, "--phone", "+919811100001"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        shown.contains("sunil.agarwal@gmail.com") && !shown.contains("Hilltop"),
+        "{shown}"
+    );
+    let o = leadflow(
+        &[
+            "show",
+            &cfg,
+            "--phone",
+            "+919811100001",
+            "--entity",
+            "channel_partner",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        shown.contains("Hilltop") && shown.contains("Sunil Homes"),
+        "{shown}"
+    );
+    assert!(!shown.contains("sunil.agarwal@gmail.com"), "{shown}");
+
+    // A second run changes nothing in either entity.
+    let o = leadflow(&["run", &cfg, "--json"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        partner_rows(&sb, "SELECT count(*) FROM records")[0][0].as_deref(),
+        Some("3")
+    );
+
+    // An entity no pipeline has is refused.
+    let o = leadflow(
+        &["show", &cfg, "--phone", "+919811100001", "--entity", "vendor"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn a_bad_entity_name_is_a_config_error() {
+    let sb = sandbox();
+    sb.edit_config("entity: channel_partner", "entity: Channel Partners");
+    let o = leadflow(&["validate", &sb.config()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pipelines.1.entity") && err.contains("lower-case"),
+        "{err}"
+    );
+}
