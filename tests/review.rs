@@ -520,3 +520,43 @@ fn a_merge_moves_open_reminders_to_the_survivor() {
         "0"
     );
 }
+
+#[test]
+fn a_rejected_pair_follows_its_master_into_a_merge() {
+    let sb = sandbox(concat!(
+        // rows 2-3: maybe one man -> a review, rejected below.
+        "Rahul Verma,+91 98204 44444,rahul.v@gmail.com,Zeta,Chennai,IN,Riverside\n",
+        "Rahul Verma,,rverma77@gmail.com,Zeta,Chennai,IN,Riverside\n",
+        // row 4: someone else, who absorbs the first Rahul by hand.
+        "Anita Das,+91 98205 55555,anita.das@gmail.com,Acme,Kolkata,IN,Riverside\n",
+    ));
+    let cfg = sb.config();
+    sb.run();
+    let (r1, r2, anita) = (
+        master_of(&sb, "first.csv", 2),
+        master_of(&sb, "first.csv", 3),
+        master_of(&sb, "first.csv", 4),
+    );
+    let open = strings(&sb, "SELECT review_id FROM review WHERE status = 'open'");
+    assert_eq!(open.len(), 1, "{open:?}");
+    let rv = open[0][0].clone().unwrap();
+    json(&["review", "reject", &cfg, &rv, "--json"]);
+    json(&["master", "merge", &cfg, &anita, &r1, "--keep", &anita, "--json"]);
+
+    // The old pair is superseded; "not the same" now holds for the survivor.
+    assert_eq!(
+        one(
+            &sb,
+            &format!("SELECT status FROM review WHERE review_id = '{rv}'")
+        ),
+        "superseded"
+    );
+    let (lo, hi) = if anita <= r2 { (&anita, &r2) } else { (&r2, &anita) };
+    let carried = strings(
+        &sb,
+        &format!("SELECT status FROM review WHERE master_id = '{lo}' AND other_master_id = '{hi}'"),
+    );
+    assert_eq!(carried, vec![vec![Some("rejected".to_string())]]);
+    // Nothing is left open.
+    assert!(strings(&sb, "SELECT review_id FROM review WHERE status = 'open'").is_empty());
+}

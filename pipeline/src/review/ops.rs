@@ -280,6 +280,96 @@ async fn open_review(warehouse: &Warehouse, id: &str) -> Result<Review, ReviewEr
     Ok(r)
 }
 
+/// A review row out of a merge: (row of the read rows to copy, review_id,
+/// master_id, other_master_id, status, decided_at).
+type ReviewOut = (u32, String, String, String, String, Option<i64>);
+
+/// Review pairs of the absorbed master `x`, carried over to the survivor
+/// `s`: a pair (x, y) becomes (s, y) with its status, so a "not the same"
+/// still stands (x is now part of s, so s is not y either) and an open
+/// question stays open; a rejection wins over an open (s, y) row already
+/// there, any other (s, y) row is kept. The old rows become `superseded`.
+/// `approving`: the review this merge decides, left to the caller.
+async fn carried_reviews(
+    warehouse: &Warehouse,
+    s: &str,
+    x: &str,
+    approving: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    if !warehouse.has_data("review").await? {
+        return Ok(RecordBatch::new_empty(REVIEW_SCHEMA.clone()));
+    }
+    let rows = query(
+        warehouse,
+        &["review"],
+        &format!(
+            "SELECT * FROM review WHERE master_id IN ({xs}) OR other_master_id IN ({xs}) ORDER BY review_id",
+            xs = lits(&[x, s])
+        ),
+    )
+    .await?;
+    let b = conform(&rows, &REVIEW_SCHEMA)?;
+    let (id, a, o, st) = (
+        text(&b, "review_id")?,
+        text(&b, "master_id")?,
+        text(&b, "other_master_id")?,
+        text(&b, "status")?,
+    );
+    let decided = times(&b, "decided_at")?;
+    // The survivor's own pairs: other master -> status.
+    let mut of_s: HashMap<&str, &str> = HashMap::new();
+    for i in 0..b.num_rows() {
+        if a.value(i) == s {
+            of_s.insert(o.value(i), st.value(i));
+        } else if o.value(i) == s {
+            of_s.insert(a.value(i), st.value(i));
+        }
+    }
+    let mut out: Vec<ReviewOut> = Vec::new();
+    for i in 0..b.num_rows() {
+        let involves_x = a.value(i) == x || o.value(i) == x;
+        if !involves_x || Some(id.value(i)) == approving || st.value(i) == "superseded" {
+            continue;
+        }
+        out.push((
+            i as u32,
+            id.value(i).to_string(),
+            a.value(i).to_string(),
+            o.value(i).to_string(),
+            "superseded".to_string(),
+            Some(now.timestamp_micros()),
+        ));
+        let y = if a.value(i) == x { o.value(i) } else { a.value(i) };
+        let carry = y != s
+            && match of_s.get(y) {
+                None => true,
+                Some(existing) => *existing == "open" && st.value(i) == "rejected",
+            };
+        if carry {
+            let (m1, m2) = if s <= y { (s, y) } else { (y, s) };
+            out.push((
+                i as u32,
+                leadflow_transforms::dedupe::review_id(s, y),
+                m1.to_string(),
+                m2.to_string(),
+                st.value(i).to_string(),
+                (!decided.is_null(i)).then(|| decided.value(i)),
+            ));
+        }
+    }
+    let rows = arrow::array::UInt32Array::from(out.iter().map(|r| r.0).collect::<Vec<_>>());
+    let picked = arrow::compute::take_record_batch(&b, &rows)?;
+    let texts = |f: fn(&ReviewOut) -> &str| -> ArrayRef {
+        Arc::new(out.iter().map(|r| Some(f(r))).collect::<StringArray>())
+    };
+    let picked = with_column(&picked, "review_id", texts(|r| &r.1))?;
+    let picked = with_column(&picked, "master_id", texts(|r| &r.2))?;
+    let picked = with_column(&picked, "other_master_id", texts(|r| &r.3))?;
+    let picked = with_column(&picked, "status", texts(|r| &r.4))?;
+    with_column(&picked, "decided_at", ts_col(out.iter().map(|r| r.5)))
+}
+
 /// The review row as stored, with a new status and decision time.
 async fn decided_review(
     warehouse: &Warehouse,
@@ -452,6 +542,7 @@ async fn merge_once(
         None => explanation,
     };
     let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
+    let carried = carried_reviews(warehouse, &s, &x, why.review.map(|r| r.review_id.as_str()), now).await?;
     // The absorbed person's open reminders go to the survivor. Held until
     // the write: a reminder tick of this process waits for it.
     let _reminders_turn = crate::reminders::engine::write_turn().await;
@@ -499,10 +590,18 @@ async fn merge_once(
         ));
     }
     tables.push(upsert("masters", golden));
+    // One review write: the approved pair and the carried ones.
+    let mut review_rows = Vec::new();
+    if carried.num_rows() > 0 {
+        review_rows.push(carried);
+    }
     if let Some(r) = why.review {
+        review_rows.push(decided_review(warehouse, &r.review_id, "approved", now).await?);
+    }
+    if !review_rows.is_empty() {
         tables.push(upsert(
             "review",
-            decided_review(warehouse, &r.review_id, "approved", now).await?,
+            arrow::compute::concat_batches(&REVIEW_SCHEMA, &review_rows)?,
         ));
     }
     apply_all(warehouse, version, tables).await?;
