@@ -174,3 +174,46 @@ fn a_bad_entity_name_is_a_config_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_daemon_reviews_and_merges_an_entity_by_query_parameter() {
+    use super::daemon::{Daemon, TOKEN, free_port, http_body};
+    let sb = sandbox();
+    let o = leadflow(&["run", &sb.config(), "--json"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let port = free_port();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap();
+    std::fs::write(
+        sb.config(),
+        format!("daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n{cfg}"),
+    )
+    .unwrap();
+    let d = Daemon::start(&sb, port);
+    assert_eq!(d.get("/api/v1/reviews?entity=channel_partner").status, 200);
+    assert_eq!(d.get("/api/v1/reviews?entity=vendor").status, 404);
+
+    let ids = partner_rows(&sb, "SELECT master_id FROM masters ORDER BY full_name");
+    let (kavita, sunil) = (ids[0][0].clone().unwrap(), ids[1][0].clone().unwrap());
+    let body = format!(r#"{{"masters": ["{sunil}", "{kavita}"], "keep": "{sunil}"}}"#);
+    let m = http_body(
+        port,
+        "POST",
+        "/api/v1/masters/merge?entity=channel_partner",
+        Some(TOKEN),
+        &body,
+    )
+    .expect("request");
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert_eq!(
+        partner_rows(&sb, "SELECT count(*) FROM masters")[0][0].as_deref(),
+        Some("1")
+    );
+    // The leads are untouched.
+    assert_eq!(
+        strings(&sb, "SELECT count(*) FROM masters")[0][0].as_deref(),
+        Some("2")
+    );
+    // Without ?entity the partner ids are unknown to the leads' tables.
+    let m = http_body(port, "POST", "/api/v1/masters/merge", Some(TOKEN), &body).expect("request");
+    assert_eq!(m.status, 404, "{}", m.body);
+}

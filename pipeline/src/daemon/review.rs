@@ -48,6 +48,43 @@ fn no_run_going(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// `?entity=` on every review and merge route: the entity type whose
+/// tables to use (default: leads).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EntityQuery {
+    entity: Option<String>,
+}
+
+type EntityParam = Result<Query<EntityQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The warehouse as `entity` sees it; 404 for an entity no pipeline has.
+async fn warehouse_of(state: &AppState, entity: Option<&str>) -> Result<leadflow_sinks::Warehouse, ApiError> {
+    let Some(e) = entity else {
+        return Ok((*state.warehouse).clone());
+    };
+    let config = state.config();
+    if !config
+        .config
+        .pipelines
+        .iter()
+        .any(|p| p.entity.as_deref() == Some(e))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no pipeline has `entity: {e}`"),
+        ));
+    }
+    crate::warehouse_for(&state.warehouse, Some(e))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("warehouse: {e}")))
+}
+
+async fn entity_warehouse(state: &AppState, q: EntityParam) -> Result<leadflow_sinks::Warehouse, ApiError> {
+    let Query(q) = q?;
+    warehouse_of(state, q.entity.as_deref()).await
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Out {
     serde_json::to_value(v)
         .map(Json)
@@ -73,6 +110,8 @@ fn optional<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, Ap
 pub struct ListQuery {
     /// open (default), approved, rejected or all.
     status: Option<String>,
+    /// The entity type (default: leads).
+    entity: Option<String>,
 }
 
 /// `GET /api/v1/reviews?status=`
@@ -91,15 +130,15 @@ pub async fn list(
             ));
         }
     };
-    let rows = review::list(&state.warehouse, status)
-        .await
-        .map_err(review_error)?;
+    let warehouse = warehouse_of(&state, q.entity.as_deref()).await?;
+    let rows = review::list(&warehouse, status).await.map_err(review_error)?;
     Ok(Json(json!({ "reviews": rows })))
 }
 
 /// `GET /api/v1/reviews/{id}`
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Out {
-    to_json(&review::show(&state.warehouse, &id).await.map_err(review_error)?)
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>, q: EntityParam) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
+    to_json(&review::show(&warehouse, &id).await.map_err(review_error)?)
 }
 
 #[derive(Deserialize, Default)]
@@ -110,11 +149,17 @@ pub struct ApproveBody {
 }
 
 /// `POST /api/v1/reviews/{id}/approve` with optional `{"keep": MASTER, "note": ...}`
-pub async fn approve(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: EntityParam,
+    b: Bytes,
+) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
     no_run_going(&state)?;
     let b: ApproveBody = optional(&b)?;
     let m = review::approve(
-        &state.warehouse,
+        &warehouse,
         &state.config().config.survivorship,
         &id,
         b.keep.as_deref(),
@@ -134,9 +179,15 @@ pub struct NoteBody {
 }
 
 /// `POST /api/v1/reviews/{id}/reject` with optional `{"note": ...}`
-pub async fn reject(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+pub async fn reject(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: EntityParam,
+    b: Bytes,
+) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
     let b: NoteBody = optional(&b)?;
-    let r = review::reject(&state.warehouse, &id, b.note.as_deref(), "api", Utc::now())
+    let r = review::reject(&warehouse, &id, b.note.as_deref(), "api", Utc::now())
         .await
         .map_err(review_error)?;
     to_json(&r)
@@ -151,11 +202,16 @@ pub struct MergeBody {
 }
 
 /// `POST /api/v1/masters/merge` with `{"masters": [A, B], "keep"?, "note"?}`
-pub async fn merge(State(state): State<Arc<AppState>>, b: Result<Json<MergeBody>, JsonRejection>) -> Out {
+pub async fn merge(
+    State(state): State<Arc<AppState>>,
+    q: EntityParam,
+    b: Result<Json<MergeBody>, JsonRejection>,
+) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
     no_run_going(&state)?;
     let b = body(b)?;
     let m = review::merge(
-        &state.warehouse,
+        &warehouse,
         &state.config().config.survivorship,
         &b.masters[0],
         &b.masters[1],
@@ -187,8 +243,10 @@ pub struct SplitBody {
 pub async fn split(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    q: EntityParam,
     b: Result<Json<SplitBody>, JsonRejection>,
 ) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
     no_run_going(&state)?;
     let b = body(b)?;
     let keys: Vec<(String, String)> = b
@@ -197,7 +255,7 @@ pub async fn split(
         .map(|k| (k.source, k.source_record_id))
         .collect();
     let s = review::split(
-        &state.warehouse,
+        &warehouse,
         &state.config().config.survivorship,
         &id,
         &keys,
@@ -211,11 +269,17 @@ pub async fn split(
 }
 
 /// `POST /api/v1/merges/{id}/undo` with optional `{"note": ...}`
-pub async fn undo(State(state): State<Arc<AppState>>, Path(id): Path<String>, b: Bytes) -> Out {
+pub async fn undo(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    q: EntityParam,
+    b: Bytes,
+) -> Out {
+    let warehouse = entity_warehouse(&state, q).await?;
     no_run_going(&state)?;
     let b: NoteBody = optional(&b)?;
     let s = review::unmerge(
-        &state.warehouse,
+        &warehouse,
         &state.config().config.survivorship,
         &id,
         b.note.as_deref(),
