@@ -452,7 +452,7 @@ fn daemon_review_and_merge_endpoints() {
 }
 
 #[test]
-fn a_merge_moves_open_reminders_to_the_survivor() {
+fn merges_and_splits_move_open_reminders_with_their_projects() {
     let sb = super::linkage::sandbox_with(
         concat!(
             "Neha Kapoor,+91 98202 22222,neha.k@gmail.com,Delta,Delhi,IN,Riverside\n",
@@ -481,7 +481,7 @@ fn a_merge_moves_open_reminders_to_the_survivor() {
     let merged = json(&["master", "merge", &cfg, &neha, &ravi, "--keep", &neha, "--json"]);
     let event = merged["event_id"].as_str().unwrap().to_string();
 
-    // Ravi's reminders are closed as merged; Neha's Riverside reminder carries
+    // Ravi's reminders are closed as moved; Neha's Riverside reminder carries
     // on, and Hilltop (which Neha had none for) moved to her with its deadline.
     let rows = strings(
         &sb,
@@ -491,7 +491,7 @@ fn a_merge_moves_open_reminders_to_the_survivor() {
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
     for r in &rows {
-        assert_eq!(r[1].as_deref(), Some("merged"), "{rows:?}");
+        assert_eq!(r[1].as_deref(), Some("moved"), "{rows:?}");
         assert_eq!(
             r[2].as_deref(),
             Some(format!("merge {event}").as_str()),
@@ -510,15 +510,25 @@ fn a_merge_moves_open_reminders_to_the_survivor() {
         ]
     );
     assert_eq!(deadline_of(&neha, "Hilltop"), hilltop_deadline);
+    let dangling = "SELECT CAST(count(*) AS VARCHAR) FROM reminders r LEFT JOIN masters m ON r.master_id = m.master_id \
+         WHERE r.state IN ('open', 'snoozed') AND m.master_id IS NULL";
     // Open reminders name only masters that exist.
-    assert_eq!(
+    assert_eq!(one(&sb, dangling), "0");
+
+    // Undone: Hilltop (only Ravi's record) goes back to Ravi with its
+    // reminder and deadline; Riverside stays with Neha, who has a record there.
+    json(&["master", "unmerge", &cfg, &event, "--json"]);
+    let state_of = |master: &str, project: &str| {
         one(
             &sb,
-            "SELECT CAST(count(*) AS VARCHAR) FROM reminders r LEFT JOIN masters m ON r.master_id = m.master_id \
-             WHERE r.state IN ('open', 'snoozed') AND m.master_id IS NULL"
-        ),
-        "0"
-    );
+            &format!("SELECT state FROM reminders WHERE master_id = '{master}' AND project = '{project}'"),
+        )
+    };
+    assert_eq!(state_of(&ravi, "Hilltop"), "open");
+    assert_eq!(deadline_of(&ravi, "Hilltop"), hilltop_deadline);
+    assert_eq!(state_of(&neha, "Hilltop"), "moved");
+    assert_eq!(state_of(&neha, "Riverside"), "open");
+    assert_eq!(one(&sb, dangling), "0");
 }
 
 #[test]

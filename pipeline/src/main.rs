@@ -354,7 +354,7 @@ enum StateArg {
     Snoozed,
     Contacted,
     Expired,
-    Merged,
+    Moved,
 }
 
 impl From<StateArg> for ReminderState {
@@ -364,7 +364,7 @@ impl From<StateArg> for ReminderState {
             StateArg::Snoozed => ReminderState::Snoozed,
             StateArg::Contacted => ReminderState::Contacted,
             StateArg::Expired => ReminderState::Expired,
-            StateArg::Merged => ReminderState::Merged,
+            StateArg::Moved => ReminderState::Moved,
         }
     }
 }

@@ -207,48 +207,46 @@ pub async fn stage_for_run(
     Ok(done)
 }
 
-/// A person merge: the open and snoozed reminders of `absorbed` go to
-/// `survivor`. Each becomes the survivor's reminder for its pipeline and
-/// project (same id rule as a run's, deadline, owner, repeats and snooze
-/// kept), unless the survivor has a reminder there already, which carries
-/// on; the absorbed one is closed as `merged` by `by`. Returns the rows to
-/// upsert (the caller writes them with the merge). The caller holds
-/// [`write_turn`].
-pub async fn moved_on_merge(
+/// A person merge or split: the open and snoozed reminders of master `from`
+/// (only those of `projects`, when given) go to master `to`. Each becomes
+/// `to`'s reminder for its pipeline and project (same id rule as a run's;
+/// deadline, owner, repeats and snooze kept), unless `to` has an open one
+/// there already, which carries on; the old one is closed as `moved` by
+/// `by`. Returns the rows to upsert (the caller writes them with the merge
+/// or split). The caller holds [`write_turn`].
+pub async fn moved_reminders(
     warehouse: &Warehouse,
-    absorbed: &str,
-    survivor: &str,
+    from: &str,
+    to: &str,
+    projects: Option<&[String]>,
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Reminder>, ReminderError> {
     if !warehouse.has_data("reminders").await? {
         return Ok(Vec::new());
     }
-    let all = state::load(
-        warehouse,
-        &format!("master_id IN ({}, {})", lit(absorbed), lit(survivor)),
-    )
-    .await?;
+    let all = state::load(warehouse, &format!("master_id IN ({}, {})", lit(from), lit(to))).await?;
     let held: HashSet<&str> = all
         .iter()
-        .filter(|r| r.master_id == survivor)
+        .filter(|r| r.master_id == to && !r.state.is_closed())
         .map(|r| r.reminder_id.as_str())
         .collect();
     let mut rows = Vec::new();
+    let wanted = |r: &Reminder| projects.is_none_or(|p| p.contains(&r.project));
     for r in all
         .iter()
-        .filter(|r| r.master_id == absorbed && !r.state.is_closed())
+        .filter(|r| r.master_id == from && !r.state.is_closed() && wanted(r))
     {
-        let id = reminder_id(&r.pipeline, survivor, &r.project);
+        let id = reminder_id(&r.pipeline, to, &r.project);
         if !held.contains(id.as_str()) {
             let mut moved = r.clone();
             moved.reminder_id = id;
-            moved.master_id = survivor.to_string();
+            moved.master_id = to.to_string();
             moved.updated_at = now;
             rows.push(moved);
         }
         let mut closed = r.clone();
-        close(&mut closed, ReminderState::Merged, by, now);
+        close(&mut closed, ReminderState::Moved, by, now);
         rows.push(closed);
     }
     Ok(rows)

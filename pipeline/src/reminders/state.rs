@@ -24,9 +24,9 @@ pub enum ReminderState {
     Snoozed,
     Contacted,
     Expired,
-    /// Its person was merged into another master; the survivor's reminder
-    /// for the same pipeline and project carries on.
-    Merged,
+    /// Its project link went to another master (a merge, or a split that
+    /// took all the project's records); that master's reminder carries on.
+    Moved,
 }
 
 impl ReminderState {
@@ -36,7 +36,7 @@ impl ReminderState {
             Self::Snoozed => "snoozed",
             Self::Contacted => "contacted",
             Self::Expired => "expired",
-            Self::Merged => "merged",
+            Self::Moved => "moved",
         }
     }
 
@@ -46,14 +46,14 @@ impl ReminderState {
             "snoozed" => Self::Snoozed,
             "contacted" => Self::Contacted,
             "expired" => Self::Expired,
-            "merged" => Self::Merged,
+            "moved" => Self::Moved,
             _ => return None,
         })
     }
 
-    /// Contacted, expired and merged reminders never change again.
+    /// Contacted, expired and moved reminders never change again.
     pub fn is_closed(self) -> bool {
-        matches!(self, Self::Contacted | Self::Expired | Self::Merged)
+        matches!(self, Self::Contacted | Self::Expired | Self::Moved)
     }
 }
 

@@ -547,7 +547,7 @@ async fn merge_once(
     // the write: a reminder tick of this process waits for it.
     let _reminders_turn = crate::reminders::engine::write_turn().await;
     let reminders =
-        crate::reminders::engine::moved_on_merge(warehouse, &x, &s, &format!("merge {event_id}"), now)
+        crate::reminders::engine::moved_reminders(warehouse, &x, &s, None, &format!("merge {event_id}"), now)
             .await?;
 
     let merges = merges_row(
@@ -869,6 +869,21 @@ async fn split_once(
             .collect()
     };
     let crm = repointed_crm_links(warehouse, master, Some(&crm_keys), &new_id, now).await?;
+    // A project whose records all moved takes its open reminder along.
+    let _reminders_turn = crate::reminders::engine::write_turn().await;
+    let reminders = if emptied.is_empty() {
+        Vec::new()
+    } else {
+        crate::reminders::engine::moved_reminders(
+            warehouse,
+            master,
+            &new_id,
+            Some(&emptied),
+            &format!("split {event_id}"),
+            now,
+        )
+        .await?
+    };
     let merges = merges_row(
         &event_id,
         "split",
@@ -900,6 +915,12 @@ async fn split_once(
     }
     if links.num_rows() > 0 {
         tables.push(upsert("project_links", links));
+    }
+    if !reminders.is_empty() {
+        tables.push(upsert(
+            "reminders",
+            crate::reminders::state::reminders_batch(&reminders)?,
+        ));
     }
     tables.push(upsert("masters", golden));
     apply_all(warehouse, version, tables).await?;
