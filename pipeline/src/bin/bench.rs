@@ -2,13 +2,16 @@
 //!
 //! cargo run --release --bin leadflow-bench -- [--rows 1000000] [--second 100000] [--dir /tmp/lf-bench]
 //!     [--mode exact|probabilistic] [--second-mode exact|probabilistic]
+//!     [--survivorship newest|most_frequent|longest]
 //!
 //! Prints rows/s for (1) N rows into an empty warehouse and (2) M new rows
 //! into the warehouse the first step built, and the pairwise precision and
 //! recall of the dedupe against the generator's truth files. `--mode` is the
 //! dedupe mode of both runs (default exact); `--second-mode` overrides it for
 //! the second, so a probabilistic link against a big warehouse can be timed
-//! without a probabilistic first load.
+//! without a probabilistic first load. `--survivorship` is the default
+//! survivorship rule of both runs (any rule but `newest` makes the second
+//! run read back the earlier records of the masters it touches).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -26,10 +29,10 @@ fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn config(dir: &Path, drops: &str, mode: &str) -> PathBuf {
+fn config(dir: &Path, drops: &str, mode: &str, rule: &str) -> PathBuf {
     let path = dir.join(format!("{drops}.yaml"));
     let yaml = format!(
-        "warehouse:\n  uri: ./warehouse\npipelines:\n  - name: bench\n    dedupe:\n      mode: {mode}\n    defaults:\n      phone_region: IN\n      project: Bench\n    sources:\n      - name: {drops}\n        files:\n          path: ./{drops}\n          pattern: \"*.csv\"\n"
+        "warehouse:\n  uri: ./warehouse\nsurvivorship:\n  default: {rule}\npipelines:\n  - name: bench\n    dedupe:\n      mode: {mode}\n    defaults:\n      phone_region: IN\n      project: Bench\n    sources:\n      - name: {drops}\n        files:\n          path: ./{drops}\n          pattern: \"*.csv\"\n"
     );
     std::fs::write(&path, yaml).expect("write config");
     path
@@ -80,6 +83,7 @@ fn main() {
     let dir = PathBuf::from(arg("--dir", "/tmp/leadflow-bench"));
     let mode = arg("--mode", "exact");
     let second_mode = arg("--second-mode", &mode);
+    let rule = arg("--survivorship", "newest");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("first")).expect("bench dir");
     std::fs::create_dir_all(dir.join("second")).expect("bench dir");
@@ -131,7 +135,7 @@ fn main() {
             ("empty warehouse", "first", g1.rows, &truth1, &mode),
             ("existing warehouse", "second", g2.rows, &truth2, &second_mode),
         ] {
-            let cfg = config(&dir, drops, mode);
+            let cfg = config(&dir, drops, mode, &rule);
             let loaded = leadflow::config::load(&cfg).expect("config");
             let wh = leadflow::open_warehouse(&loaded).await.expect("warehouse");
             let masters_before = {
@@ -145,7 +149,7 @@ fn main() {
             let secs = t.elapsed().as_secs_f64();
             assert!(r.succeeded(), "run failed: {:?}", r.error);
             println!(
-                "{n} rows into {label} ({masters_before} masters, {mode} dedupe): {secs:.2}s = {:.0} rows/s end to end; {} rejected, {} new masters, {} matched existing, {} merged in run, {} conflicts",
+                "{n} rows into {label} ({masters_before} masters, {mode} dedupe, survivorship {rule}): {secs:.2}s = {:.0} rows/s end to end; {} rejected, {} new masters, {} matched existing, {} merged in run, {} conflicts",
                 n as f64 / secs,
                 r.rows_rejected,
                 r.masters_new,
