@@ -5,7 +5,7 @@
 
 use datafusion::prelude::SessionContext;
 
-use super::linkage::{HEADER, strings};
+use super::linkage::{HEADER, strings, text_rows};
 use super::{Sandbox, leadflow, text};
 
 fn sandbox() -> Sandbox {
@@ -57,24 +57,7 @@ fn partner_rows(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
         wh.register(&ctx, leadflow::ENTITY_TABLES).await.unwrap();
         ctx.sql(sql).await.unwrap().collect().await.unwrap()
     });
-    let mut out = Vec::new();
-    for b in batches {
-        let cols: Vec<_> = (0..b.num_columns())
-            .map(|c| arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8).unwrap())
-            .collect();
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        use arrow::array::{Array, AsArray};
-                        let s = c.as_string::<i32>();
-                        (!s.is_null(i)).then(|| s.value(i).to_string())
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+    text_rows(batches)
 }
 
 #[test]

@@ -28,8 +28,13 @@ pub(super) fn sandbox_with(first: &str, more_yaml: &str) -> Sandbox {
 
 /// Every row of `sql`, each value as text.
 pub(super) fn strings(sb: &Sandbox, sql: &str) -> Vec<Vec<Option<String>>> {
+    text_rows(sb.sql(sql))
+}
+
+/// Every row of `batches`, each value as text.
+pub(super) fn text_rows(batches: Vec<arrow::record_batch::RecordBatch>) -> Vec<Vec<Option<String>>> {
     let mut out = Vec::new();
-    for b in sb.sql(sql) {
+    for b in batches {
         let cols: Vec<_> = (0..b.num_columns())
             .map(|c| arrow::compute::cast(b.column(c), &arrow::datatypes::DataType::Utf8).unwrap())
             .collect();

@@ -464,7 +464,7 @@ pub fn link(
         );
     }
     for (mid, values) in &golden.conflicts {
-        mb.push_survivorship(mid, values, &stamp.run_id);
+        mb.push_survivorship(mid, values);
     }
     let mut merge_parts = link_parts
         .into_iter()
@@ -524,10 +524,12 @@ impl MergeRows {
     }
 
     /// The fields a master's records disagree on and what the golden
-    /// record kept (one row per master and run).
-    pub(super) fn push_survivorship(&mut self, master_id: &str, values: &serde_json::Value, run_id: &str) {
+    /// record kept. The id is the content's, so the same disagreement seen
+    /// again (or a run re-applied after a crash) rewrites its row.
+    pub(super) fn push_survivorship(&mut self, master_id: &str, values: &serde_json::Value) {
+        let text = values.to_string();
         self.event_id
-            .append_value(event_id(&["survivorship", master_id, run_id]));
+            .append_value(event_id(&["survivorship", master_id, &text]));
         self.kind.append_value("survivorship");
         self.master_id.append_value(master_id);
         self.other_master_id.append_null();
@@ -535,7 +537,7 @@ impl MergeRows {
         self.source_record_id.append_null();
         self.rule.append_null();
         self.score.append_null();
-        self.explanation.append_value(values.to_string());
+        self.explanation.append_value(text);
         self.len += 1;
     }
 

@@ -243,7 +243,7 @@ pub async fn link_probabilistic(
     let golden = build_all_masters(leads, masters, &clusters, &known_rows, stamp, surv)?;
     let masters_out = golden.masters;
     for (mid, values) in &golden.conflicts {
-        mb.push_survivorship(mid, values, &stamp.run_id);
+        mb.push_survivorship(mid, values);
     }
     stats.masters_updated = clusters.iter().filter(|g| g.existing.is_some()).count() as u64;
     let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &[mb.finish(stamp)?])?;
