@@ -58,7 +58,13 @@ pub async fn link_probabilistic(
     let source = strings(leads, "source")?;
     let record_id = strings(leads, "source_record_id")?;
     let master_ids = strings(masters, "master_id")?;
+    let clock = std::time::Instant::now();
     let frame = Frame::new(&scorer.config, &[(leads, &[]), (masters, MASTER_RENAMES)])?;
+    tracing::debug!(
+        rows = n + m,
+        seconds = clock.elapsed().as_secs_f64(),
+        "linkage frame prepared"
+    );
     let master_index: HashMap<&str, usize> = (0..m).map(|j| (master_ids.value(j), n + j)).collect();
 
     let mut class = vec![None; n + m];
@@ -79,6 +85,7 @@ pub async fn link_probabilistic(
         }
     }
     let linked = link_frame(&scorer, &frame, n, None, &class, &force).await?;
+    tracing::debug!(seconds = clock.elapsed().as_secs_f64(), "linkage linked");
     let c = &linked.clustering;
     let pairs = &linked.pairs;
 
@@ -240,7 +247,15 @@ pub async fn link_probabilistic(
     }
 
     // Golden records, as in exact mode.
+    tracing::debug!(
+        seconds = clock.elapsed().as_secs_f64(),
+        "linkage decisions written"
+    );
     let golden = build_all_masters(leads, masters, &clusters, &known_rows, stamp, surv)?;
+    tracing::debug!(
+        seconds = clock.elapsed().as_secs_f64(),
+        "linkage golden records built"
+    );
     let masters_out = golden.masters;
     for (mid, values) in &golden.conflicts {
         mb.push_survivorship(mid, values);

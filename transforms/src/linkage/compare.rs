@@ -296,11 +296,16 @@ fn compare_phone(x: &str, y: &str) -> usize {
     if x == y {
         return 0;
     }
-    let nsn = |d: &str| d[calling_code_len(d).min(d.len())..].to_string();
+    // Slices, not copies: this runs for every candidate pair.
+    fn nsn(d: &str) -> &str {
+        d.get(calling_code_len(d).min(d.len())..).unwrap_or("")
+    }
+    fn last7(d: &str) -> &str {
+        d.get(d.len().saturating_sub(7)..).unwrap_or("")
+    }
     if nsn(x) == nsn(y) && x.len() >= 8 {
         return 1;
     }
-    let last7 = |d: &str| d[d.len().saturating_sub(7)..].to_string();
     if x.len() >= 7 && y.len() >= 7 && last7(x) == last7(y) {
         return 2;
     }
@@ -311,16 +316,16 @@ fn compare_email(x: &str, y: &str) -> usize {
     if x == y {
         return 0;
     }
-    // Local parts compare without dots (gmail keys have none).
-    let split = |e: &str| {
-        e.rsplit_once('@')
-            .map(|(l, d)| (l.replace('.', ""), d.to_string()))
-    };
-    match (split(x), split(y)) {
+    // Local parts compare without dots (gmail keys have none), without
+    // copying them: this runs for every candidate pair.
+    fn undotted(l: &str) -> impl Iterator<Item = u8> + '_ {
+        l.bytes().filter(|&c| c != b'.')
+    }
+    match (x.rsplit_once('@'), y.rsplit_once('@')) {
         (Some((lx, dx)), Some((ly, dy))) => {
-            if lx == ly && lx.len() >= 3 {
+            if undotted(lx).count() >= 3 && undotted(lx).eq(undotted(ly)) {
                 1
-            } else if dx == dy && !FREE_MAIL.contains(&dx.as_str()) {
+            } else if dx == dy && !FREE_MAIL.contains(&dx) {
                 2
             } else {
                 3
@@ -409,9 +414,13 @@ fn compare_name_parts(a: &[String], b: &[String]) -> usize {
         if af == bl && al == bf {
             return 1;
         }
-        // "Kaming Li" / "Ka Ming Li": same letters, words split elsewhere.
-        let (ja, jb) = (format!("{af}{al}"), format!("{bf}{bl}"));
-        if ja == jb || format!("{al}{af}") == jb {
+        // "Kaming Li" / "Ka Ming Li": same letters, words split elsewhere
+        // (compared as concatenations without building them).
+        let joined_eq = |x1: &str, x2: &str| {
+            x1.len() + x2.len() == bf.len() + bl.len()
+                && x1.bytes().chain(x2.bytes()).eq(bf.bytes().chain(bl.bytes()))
+        };
+        if joined_eq(af, al) || joined_eq(al, af) {
             return 1;
         }
         let alike = |x: &str, y: &str, sx: &str, sy: &str| {

@@ -15,6 +15,10 @@ use super::config::LinkageConfig;
 /// Values of one column: per row, zero or more non-empty strings.
 pub type ColumnValues = Vec<Vec<String>>;
 
+/// Value -> records holding it. xxh3, not SipHash: looked up for every
+/// exactly agreeing pair.
+pub type TermCounts = HashMap<String, u32, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 pub struct Frame {
     /// Rows in all.
     pub len: usize,
@@ -24,7 +28,7 @@ pub struct Frame {
     pub prepared: Vec<ColumnValues>,
     /// Per comparison with term frequencies: value -> records holding it,
     /// and the number of values counted.
-    pub tf: Vec<Option<(HashMap<String, u32>, u64)>>,
+    pub tf: Vec<Option<(TermCounts, u64)>>,
 }
 
 /// Read one column as text values per row (Utf8 or a list of Utf8; other
@@ -136,7 +140,7 @@ impl Frame {
             .zip(&prepared)
             .map(|(c, p)| {
                 c.term_frequency.then(|| {
-                    let mut counts: HashMap<String, u32> = HashMap::new();
+                    let mut counts = TermCounts::default();
                     let mut total = 0u64;
                     for row in p {
                         for v in tf_values(c, row) {

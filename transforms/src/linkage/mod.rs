@@ -57,8 +57,17 @@ pub async fn link_frame(
     class: &[Option<u32>],
     force: &[(u32, u32)],
 ) -> Result<Linked, LinkageError> {
+    let clock = std::time::Instant::now();
     let pairs = candidates(&scorer.config, frame, first_fixed, group).await?;
+    let blocked = clock.elapsed().as_secs_f64();
     let scored = scorer.score_all(frame, &pairs.0);
+    let score_s = clock.elapsed().as_secs_f64() - blocked;
+    tracing::debug!(
+        pairs = scored.len(),
+        block_seconds = blocked,
+        score_seconds = score_s,
+        "linkage pairs blocked and scored"
+    );
     let c = &scorer.config;
     let clustering = cluster(
         frame.len,

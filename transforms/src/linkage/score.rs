@@ -135,8 +135,9 @@ impl Scorer {
     pub fn score(&self, f: &Frame, a: usize, b: usize) -> ScoredPair {
         let mut weight = self.model.prior_weight();
         let mut vetoed = false;
-        for (c, l) in self.levels(f, a, b).into_iter().enumerate() {
-            if let Some(l) = l {
+        // Level by level without collecting them: this runs for every pair.
+        for (c, cfg) in self.config.comparisons.iter().enumerate() {
+            if let Some(l) = compare(cfg, &f.prepared[c][a], &f.prepared[c][b]) {
                 weight += self.contribution(f, c, l, a, b).0;
                 vetoed |= self.vetoes.contains(&(c, l));
             }
