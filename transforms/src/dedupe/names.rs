@@ -134,6 +134,21 @@ pub fn sound_alike(s: &str) -> String {
 
 /// Do two folded name parts agree? Missing on either side agrees.
 pub fn part_agrees(a: &str, b: &str, threshold: f64) -> bool {
+    spelled_alike(a, b, threshold) || sounds_alike(&sound_alike(a), &sound_alike(b), threshold)
+}
+
+/// [`part_agrees`] with the [`sound_alike`] forms of `a` and `b` already
+/// made (the linkage frame prepares them once per record, not per pair).
+pub fn part_agrees_sounding(a: &str, b: &str, sa: &str, sb: &str, threshold: f64) -> bool {
+    spelled_alike(a, b, threshold) || sounds_alike(sa, sb, threshold)
+}
+
+fn sounds_alike(sa: &str, sb: &str, threshold: f64) -> bool {
+    sa == sb || (sa.len() >= 4 && sb.len() >= 4 && jaro_winkler(sa, sb) >= threshold.max(0.9))
+}
+
+/// The checks of [`part_agrees`] on the spelling alone.
+fn spelled_alike(a: &str, b: &str, threshold: f64) -> bool {
     if a.is_empty() || b.is_empty() || a == b {
         return true;
     }
@@ -146,11 +161,7 @@ pub fn part_agrees(a: &str, b: &str, threshold: f64) -> bool {
     if short.len() >= 3 && long.starts_with(short) {
         return true;
     }
-    if nickname_pair(a, b) || jaro_winkler(a, b) >= threshold {
-        return true;
-    }
-    let (sa, sb) = (sound_alike(a), sound_alike(b));
-    sa == sb || (sa.len() >= 4 && sb.len() >= 4 && jaro_winkler(&sa, &sb) >= threshold.max(0.9))
+    nickname_pair(a, b) || jaro_winkler(a, b) >= threshold
 }
 
 /// A person's name, folded once for repeated comparisons.

@@ -4,7 +4,7 @@
 use strsim::{damerau_levenshtein, jaro_winkler};
 
 use super::config::{ComparisonConfig, ComparisonKind};
-use crate::dedupe::names::{fold_name, part_agrees, sound_alike};
+use crate::dedupe::names::{fold_name, part_agrees_sounding, sound_alike};
 
 /// Level names of a comparison, strongest first.
 pub fn level_labels(c: &ComparisonConfig) -> Vec<String> {
@@ -372,6 +372,13 @@ fn compare_names(a: &[String], b: &[String]) -> usize {
 /// letters split otherwise ("kaming li" / "ka ming li") = swapped (1); a
 /// shared word and the rest alike (Jaro-Winkler >= 0.92) = alike (2).
 fn compare_words(x: &str, y: &str) -> usize {
+    // Most candidate pairs are other people: without the same letters
+    // (which the same words also need) and without a shared word, nothing
+    // below can match, so skip its allocations.
+    let letters = |s: &str| s.bytes().filter(|&c| c != b' ').count();
+    if letters(x) != letters(y) && !x.split(' ').any(|w| w.len() >= 2 && y.split(' ').any(|v| v == w)) {
+        return 8;
+    }
     let mut wx: Vec<&str> = x.split(' ').collect();
     let mut wy: Vec<&str> = y.split(' ').collect();
     wx.sort_unstable();
@@ -423,38 +430,54 @@ fn compare_name_parts(a: &[String], b: &[String]) -> usize {
         if joined_eq(af, al) || joined_eq(al, af) {
             return 1;
         }
+        // The sound-alike forms (a[3], a[4]) were made with the frame.
         let alike = |x: &str, y: &str, sx: &str, sy: &str| {
-            x == y || (x.len() > 1 && y.len() > 1 && (part_agrees(x, y, 0.92) || (sx == sy && sx.len() >= 3)))
+            x == y
+                || (x.len() > 1
+                    && y.len() > 1
+                    && (part_agrees_sounding(x, y, sx, sy, 0.92) || (sx == sy && sx.len() >= 3)))
         };
         let first_alike = alike(af, bf, &a[3], &b[3]);
         let last_alike = alike(al, bl, &a[4], &b[4]);
         if first_alike && last_alike {
             return 2;
         }
-        let similar = |x: &str, y: &str| x.len() > 1 && y.len() > 1 && part_agrees(x, y, 0.85);
-        if similar(af, bf) && similar(al, bl) {
+        let similar = |x: &str, y: &str, sx: &str, sy: &str| {
+            x.len() > 1 && y.len() > 1 && part_agrees_sounding(x, y, sx, sy, 0.85)
+        };
+        let (first_similar, last_similar) = (similar(af, bf, &a[3], &b[3]), similar(al, bl, &a[4], &b[4]));
+        if first_similar && last_similar {
             return 3;
         }
         let initial = (af.len() == 1 || bf.len() == 1) && af.as_bytes()[0] == bf.as_bytes()[0];
-        if initial && similar(al, bl) {
+        if initial && last_similar {
             return 4;
         }
         if alike(af, bl, &a[3], &b[4]) && alike(al, bf, &a[4], &b[3]) {
             return 1;
         }
-        if similar(al, bl) {
+        if last_similar {
             return 5;
         }
-        if similar(af, bf) {
+        if first_similar {
             return 6;
         }
         return 8;
     }
     // One part missing on a side: compare what both have.
-    let pairs = [(af, bf), (al, bl), (af, bl), (al, bf)];
-    for (x, y) in pairs {
+    let pairs = [
+        (af, bf, &a[3], &b[3]),
+        (al, bl, &a[4], &b[4]),
+        (af, bl, &a[3], &b[4]),
+        (al, bf, &a[4], &b[3]),
+    ];
+    for (x, y, sx, sy) in pairs {
         if both(x, y) {
-            return if part_agrees(x, y, 0.85) { 7 } else { 8 };
+            return if part_agrees_sounding(x, y, sx, sy, 0.85) {
+                7
+            } else {
+                8
+            };
         }
     }
     8
