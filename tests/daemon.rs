@@ -25,19 +25,27 @@ pub(super) fn free_port() -> u16 {
 /// `keys` (e.g. `schedule: "* * * * * *"`) added to the pipeline.
 fn daemon_sandbox(keys: &str) -> (Sandbox, u16) {
     let sb = Sandbox::new();
-    let port = free_port();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap();
-    let mut cfg = format!(
-        "daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n  shutdown_grace: 30s\n{cfg}"
-    );
+    let port = with_daemon_section(&sb);
     if !keys.is_empty() {
-        cfg = cfg.replace(
+        sb.edit_config(
             "  - name: quickstart\n",
             &format!("  - name: quickstart\n    {keys}\n"),
         );
     }
-    std::fs::write(sb.config(), cfg).unwrap();
     (sb, port)
+}
+
+/// Put a `daemon:` section on a free port (token from
+/// `LEADFLOW_API_TOKEN`) at the top of the sandbox's config; its port.
+pub(super) fn with_daemon_section(sb: &Sandbox) -> u16 {
+    let port = free_port();
+    let cfg = std::fs::read_to_string(sb.config()).unwrap();
+    std::fs::write(
+        sb.config(),
+        format!("daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n  shutdown_grace: 30s\n{cfg}"),
+    )
+    .unwrap();
+    port
 }
 
 pub(super) struct Resp {

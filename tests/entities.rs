@@ -160,17 +160,11 @@ fn a_bad_entity_name_is_a_config_error() {
 
 #[test]
 fn the_daemon_reviews_and_merges_an_entity_by_query_parameter() {
-    use super::daemon::{Daemon, TOKEN, free_port, http_body};
+    use super::daemon::{Daemon, TOKEN, http_body, with_daemon_section};
     let sb = sandbox();
     let o = leadflow(&["run", &sb.config(), "--json"], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let port = free_port();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap();
-    std::fs::write(
-        sb.config(),
-        format!("daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n{cfg}"),
-    )
-    .unwrap();
+    let port = with_daemon_section(&sb);
     let d = Daemon::start(&sb, port);
     assert_eq!(d.get("/api/v1/reviews?entity=channel_partner").status, 200);
     assert_eq!(d.get("/api/v1/reviews?entity=vendor").status, 404);

@@ -349,7 +349,7 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
 /// they belong, approve, reject, merge, split and undo.
 #[test]
 fn daemon_review_and_merge_endpoints() {
-    use super::daemon::{Daemon, TOKEN, free_port, http_body};
+    use super::daemon::{Daemon, TOKEN, http_body, with_daemon_section};
     let sb = sandbox(concat!(
         "Neha Kapoor,+91 98202 22222,neha.k@gmail.com,Delta,Delhi,IN,\n",
         "Neha Kapoor,,nehakapoor88@gmail.com,Delta,Delhi,IN,\n",
@@ -358,13 +358,7 @@ fn daemon_review_and_merge_endpoints() {
         "Asha Rao,+91 98205 55555,asha.rao@gmail.com,,Pune,IN,\n",
     ));
     sb.run();
-    let port = free_port();
-    let cfg = std::fs::read_to_string(sb.config()).unwrap();
-    std::fs::write(
-        sb.config(),
-        format!("daemon:\n  listen: 127.0.0.1:{port}\n  token_env: LEADFLOW_API_TOKEN\n{cfg}"),
-    )
-    .unwrap();
+    let port = with_daemon_section(&sb);
     let d = Daemon::start(&sb, port);
     let post = |path: &str, body: &str| http_body(port, "POST", path, Some(TOKEN), body).expect("request");
 

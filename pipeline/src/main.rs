@@ -694,13 +694,6 @@ fn main() -> ExitCode {
                 };
                 let mut reports = Vec::new();
                 for p in &selected {
-                    let warehouse = match leadflow::warehouse_for(&warehouse, p.entity.as_deref()).await {
-                        Ok(w) => w,
-                        Err(e) => {
-                            eprintln!("warehouse: {e}");
-                            return ExitCode::from(EXIT_FAILED);
-                        }
-                    };
                     reports.push(run_pipeline(&loaded, p, &warehouse, &opts).await);
                 }
                 if json {

@@ -239,6 +239,9 @@ async fn execute(
         run_id: report.run_id.clone(),
         now_us: started.timestamp_micros(),
     };
+    // A pipeline of another entity type (channel partners) works on that
+    // entity's own tables; every caller of a run gets this for free.
+    let warehouse = &crate::warehouse_for(warehouse, pipeline.entity.as_deref()).await?;
     let app_id = format!("leadflow:{}", pipeline.name);
     if let Some(done) = warehouse.recover(&pipeline.name).await? {
         report.recovered_run = Some(done);
@@ -1160,9 +1163,7 @@ async fn candidates(
     Ok((masters, known, pinned))
 }
 
-/// The records (not deleted) of the candidate masters, oldest first, with
-/// the time survivorship weighs in `source_created_at` (the source's
-/// creation time, else when leadflow read it).
+/// The records (not deleted) of the candidate masters, oldest first.
 async fn earlier_records(ctx: &SessionContext, candidates: &RecordBatch) -> Result<RecordBatch, RunError> {
     let ids = RecordBatch::try_new(
         Arc::new(Schema::new(vec![Field::new("master_id", DataType::Utf8, false)])),
@@ -1178,7 +1179,7 @@ async fn earlier_records(ctx: &SessionContext, candidates: &RecordBatch) -> Resu
         .sql(
             "SELECT r.source, r.source_record_id, r.master_id, r.first_name, r.last_name, r.full_name, \
                     r.phone, r.email, r.email_key, r.company, r.job_title, r.country, r.city, r.website, \
-                    COALESCE(r.source_created_at, r.ingested_at) AS source_created_at \
+                    r.source_created_at, r.ingested_at \
              FROM records r JOIN run_candidate_masters c ON r.master_id = c.master_id \
              WHERE r.deleted_at IS NULL \
              ORDER BY r.ingested_at, r.source_file, r.source_row, r.source, r.source_record_id",
@@ -1196,7 +1197,7 @@ async fn earlier_records(ctx: &SessionContext, candidates: &RecordBatch) -> Resu
     let mut cols = Vec::with_capacity(b.num_columns());
     let mut fields = Vec::with_capacity(b.num_columns());
     for (f, c) in b.schema().fields().iter().zip(b.columns()) {
-        let to = if f.name() == "source_created_at" {
+        let to = if f.name() == "source_created_at" || f.name() == "ingested_at" {
             DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()))
         } else {
             DataType::Utf8

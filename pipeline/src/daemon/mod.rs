@@ -160,25 +160,7 @@ impl AppState {
         let name = p.name.clone();
         // Its own task, so even a panic deep in a dependency ends as a failed
         // run instead of a pipeline stuck "running" forever.
-        // A pipeline of another entity type (channel partners) runs on that
-        // entity's own tables.
-        let handle = tokio::spawn(async move {
-            let warehouse = match crate::warehouse_for(&warehouse, p.entity.as_deref()).await {
-                Ok(w) => w,
-                Err(e) => {
-                    return crate::run::RunReport {
-                        run_id: opts.run_id.clone().unwrap_or_default(),
-                        pipeline: p.name.clone(),
-                        status: "failed".into(),
-                        trigger: opts.trigger.clone(),
-                        started_at: Utc::now().to_rfc3339(),
-                        error: Some(format!("warehouse: {e}")),
-                        ..Default::default()
-                    };
-                }
-            };
-            run_pipeline(&config, &p, &warehouse, &opts).await
-        });
+        let handle = tokio::spawn(async move { run_pipeline(&config, &p, &warehouse, &opts).await });
         let view = match handle.await {
             Ok(report) => {
                 let at = Utc::now();

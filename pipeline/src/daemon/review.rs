@@ -85,6 +85,13 @@ async fn entity_warehouse(state: &AppState, q: EntityParam) -> Result<leadflow_s
     warehouse_of(state, q.entity.as_deref()).await
 }
 
+/// The warehouse for a route that merges or splits: refused first while a
+/// run is going (before an entity's tables are opened for nothing).
+async fn changing(state: &AppState, q: EntityParam) -> Result<leadflow_sinks::Warehouse, ApiError> {
+    no_run_going(state)?;
+    entity_warehouse(state, q).await
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> Out {
     serde_json::to_value(v)
         .map(Json)
@@ -155,8 +162,7 @@ pub async fn approve(
     q: EntityParam,
     b: Bytes,
 ) -> Out {
-    let warehouse = entity_warehouse(&state, q).await?;
-    no_run_going(&state)?;
+    let warehouse = changing(&state, q).await?;
     let b: ApproveBody = optional(&b)?;
     let m = review::approve(
         &warehouse,
@@ -207,8 +213,7 @@ pub async fn merge(
     q: EntityParam,
     b: Result<Json<MergeBody>, JsonRejection>,
 ) -> Out {
-    let warehouse = entity_warehouse(&state, q).await?;
-    no_run_going(&state)?;
+    let warehouse = changing(&state, q).await?;
     let b = body(b)?;
     let m = review::merge(
         &warehouse,
@@ -246,8 +251,7 @@ pub async fn split(
     q: EntityParam,
     b: Result<Json<SplitBody>, JsonRejection>,
 ) -> Out {
-    let warehouse = entity_warehouse(&state, q).await?;
-    no_run_going(&state)?;
+    let warehouse = changing(&state, q).await?;
     let b = body(b)?;
     let keys: Vec<(String, String)> = b
         .records
@@ -275,8 +279,7 @@ pub async fn undo(
     q: EntityParam,
     b: Bytes,
 ) -> Out {
-    let warehouse = entity_warehouse(&state, q).await?;
-    no_run_going(&state)?;
+    let warehouse = changing(&state, q).await?;
     let b: NoteBody = optional(&b)?;
     let s = review::unmerge(
         &warehouse,

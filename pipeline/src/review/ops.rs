@@ -280,6 +280,33 @@ async fn open_review(warehouse: &Warehouse, id: &str) -> Result<Review, ReviewEr
     Ok(r)
 }
 
+/// The `reminders` write of a merge or split: the open reminders of `from`
+/// (all, or those of `projects`) moved to `to`, if any. Also the reminders
+/// write turn, to hold until that write, so a tick of this process waits.
+async fn moving_reminders(
+    warehouse: &Warehouse,
+    from: &str,
+    to: &str,
+    projects: Option<&[String]>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<(Option<StagedTable>, tokio::sync::MutexGuard<'static, ()>), ReviewError> {
+    let turn = crate::reminders::engine::write_turn().await;
+    if projects.is_some_and(|p| p.is_empty()) {
+        return Ok((None, turn));
+    }
+    let rows = crate::reminders::engine::moved_reminders(warehouse, from, to, projects, by, now).await?;
+    let table = if rows.is_empty() {
+        None
+    } else {
+        Some(upsert(
+            "reminders",
+            crate::reminders::state::reminders_batch(&rows)?,
+        ))
+    };
+    Ok((table, turn))
+}
+
 /// A review row out of a merge: (row of the read rows to copy, review_id,
 /// master_id, other_master_id, status, decided_at).
 type ReviewOut = (u32, String, String, String, String, Option<i64>);
@@ -543,12 +570,9 @@ async fn merge_once(
     };
     let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
     let carried = carried_reviews(warehouse, &s, &x, why.review.map(|r| r.review_id.as_str()), now).await?;
-    // The absorbed person's open reminders go to the survivor. Held until
-    // the write: a reminder tick of this process waits for it.
-    let _reminders_turn = crate::reminders::engine::write_turn().await;
-    let reminders =
-        crate::reminders::engine::moved_reminders(warehouse, &x, &s, None, &format!("merge {event_id}"), now)
-            .await?;
+    // The absorbed person's open reminders go to the survivor.
+    let (reminders, _reminders_turn) =
+        moving_reminders(warehouse, &x, &s, None, &format!("merge {event_id}"), now).await?;
 
     let merges = merges_row(
         &event_id,
@@ -583,12 +607,7 @@ async fn merge_once(
     if links.num_rows() > 0 {
         tables.push(upsert("project_links", links));
     }
-    if !reminders.is_empty() {
-        tables.push(upsert(
-            "reminders",
-            crate::reminders::state::reminders_batch(&reminders)?,
-        ));
-    }
+    tables.extend(reminders);
     tables.push(upsert("masters", golden));
     // One review write: the approved pair and the carried ones.
     let mut review_rows = Vec::new();
@@ -870,20 +889,15 @@ async fn split_once(
     };
     let crm = repointed_crm_links(warehouse, master, Some(&crm_keys), &new_id, now).await?;
     // A project whose records all moved takes its open reminder along.
-    let _reminders_turn = crate::reminders::engine::write_turn().await;
-    let reminders = if emptied.is_empty() {
-        Vec::new()
-    } else {
-        crate::reminders::engine::moved_reminders(
-            warehouse,
-            master,
-            &new_id,
-            Some(&emptied),
-            &format!("split {event_id}"),
-            now,
-        )
-        .await?
-    };
+    let (reminders, _reminders_turn) = moving_reminders(
+        warehouse,
+        master,
+        &new_id,
+        Some(&emptied),
+        &format!("split {event_id}"),
+        now,
+    )
+    .await?;
     let merges = merges_row(
         &event_id,
         "split",
@@ -916,12 +930,7 @@ async fn split_once(
     if links.num_rows() > 0 {
         tables.push(upsert("project_links", links));
     }
-    if !reminders.is_empty() {
-        tables.push(upsert(
-            "reminders",
-            crate::reminders::state::reminders_batch(&reminders)?,
-        ));
-    }
+    tables.extend(reminders);
     tables.push(upsert("masters", golden));
     apply_all(warehouse, version, tables).await?;
     if !emptied.is_empty() {
@@ -1015,29 +1024,20 @@ fn repoint(records: &RecordBatch, rows: &[usize], to: &str) -> Result<RecordBatc
     with_column(&b, "master_id", repeat_text(Some(to), n))
 }
 
-/// Golden records of `groups` from `records`, by the run's survivorship:
-/// a record's time is its source's creation time, else when it was ingested.
+/// Golden records of `groups` from `records`, by the config's survivorship
+/// (a record's time is its source's creation time, else when it was
+/// ingested: the golden builder reads both).
 fn golden(
     records: &RecordBatch,
     groups: &[(String, Vec<usize>)],
     event_id: &str,
     rules: &SurvivorshipConfig,
 ) -> Result<(RecordBatch, Vec<(String, serde_json::Value)>), ReviewError> {
-    let created = times(records, "source_created_at")?;
-    let ingested = times(records, "ingested_at")?;
-    let t = ts_col((0..records.num_rows()).map(|i| {
-        if created.is_null(i) {
-            (!ingested.is_null(i)).then(|| ingested.value(i))
-        } else {
-            Some(created.value(i))
-        }
-    }));
-    let input = with_column(records, "source_created_at", t)?;
     let stamp = RunStamp {
         run_id: event_id.to_string(),
         now_us: Utc::now().timestamp_micros(),
     };
-    Ok(golden_from_records(&input, groups, rules, &stamp)?)
+    Ok(golden_from_records(records, groups, rules, &stamp)?)
 }
 
 /// One project link row, as plain values.

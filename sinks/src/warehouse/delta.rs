@@ -101,7 +101,6 @@ pub struct Warehouse {
 /// The tables of a second entity type (channel partners, ...): same specs,
 /// their own folder `entities/<name>/` under the warehouse root.
 struct EntityTables {
-    name: String,
     dir: PathBuf,
     tables: Vec<&'static str>,
 }
@@ -210,7 +209,6 @@ impl Warehouse {
             root: self.root.clone(),
             specs: self.specs.clone(),
             entity: Some(Arc::new(EntityTables {
-                name: entity.to_string(),
                 dir: self.root.join("entities").join(entity),
                 tables: tables.to_vec(),
             })),
@@ -219,11 +217,6 @@ impl Warehouse {
             wh.ensure(t).await?;
         }
         Ok(wh)
-    }
-
-    /// The entity type this view is for, if not leads.
-    pub fn entity(&self) -> Option<&str> {
-        self.entity.as_ref().map(|e| e.name.as_str())
     }
 
     /// The folder of table `name` (the entity's own for its tables).

@@ -46,9 +46,8 @@ fn int64s(b: &RecordBatch, name: &str) -> Option<Int64Array> {
 #[derive(Clone, Copy)]
 pub struct Survivorship<'a> {
     pub rules: &'a SurvivorshipConfig,
-    /// Earlier records of the masters the run touches (`records` columns,
-    /// `source_created_at` already filled with `ingested_at` where the
-    /// source gave no time), read when `rules.needs_history()`. A master
+    /// Earlier records of the masters the run touches (`records` columns),
+    /// read when `rules.needs_history()`. A master
     /// with records here is rebuilt from them instead of from its golden
     /// record.
     pub history: Option<&'a RecordBatch>,
@@ -235,60 +234,31 @@ struct Cand<V> {
     value: V,
 }
 
-/// The index of the candidate `rule` keeps. Every rule falls back to the
-/// newest value on a tie.
+/// The index of the candidate `rule` keeps: the greatest by the rule's
+/// measure, a tie going to the newest (time, then arrival order).
 fn choose<V>(rule: SurvivorRule, cands: &[Cand<V>], text: impl Fn(&V) -> &str) -> Option<usize> {
-    let newer = |a: &Cand<V>, b: &Cand<V>| (a.time, a.order) >= (b.time, b.order);
-    let mut best: Option<usize> = None;
-    match rule {
-        SurvivorRule::Newest => {
-            for (k, c) in cands.iter().enumerate() {
-                if best.is_none_or(|b| newer(c, &cands[b])) {
-                    best = Some(k);
-                }
-            }
+    // Most frequent: records per value, spelling variants in case and
+    // spaces counted as one value (the key `same_text` compares).
+    let counts: Vec<i64> = if rule == SurvivorRule::MostFrequent {
+        let keys: Vec<String> = cands.iter().map(|c| text_key(text(&c.value))).collect();
+        let mut per_key: HashMap<&str, i64> = HashMap::with_capacity(keys.len());
+        for k in &keys {
+            *per_key.entry(k).or_default() += 1;
         }
-        SurvivorRule::Longest => {
-            let len = |c: &Cand<V>| text(&c.value).chars().count();
-            for (k, c) in cands.iter().enumerate() {
-                if best.is_none_or(|b| {
-                    let (lc, lb) = (len(c), len(&cands[b]));
-                    lc > lb || (lc == lb && newer(c, &cands[b]))
-                }) {
-                    best = Some(k);
-                }
-            }
-        }
-        SurvivorRule::SourcePriority => {
-            for (k, c) in cands.iter().enumerate() {
-                if best.is_none_or(|b| {
-                    let o = &cands[b];
-                    c.rank < o.rank || (c.rank == o.rank && newer(c, o))
-                }) {
-                    best = Some(k);
-                }
-            }
-        }
-        SurvivorRule::MostFrequent => {
-            // Count each value once per record (spelling variants in case
-            // and spaces count as one value), then the newest of the top.
-            let count = |c: &Cand<V>| {
-                cands
-                    .iter()
-                    .filter(|o| same_text(text(&o.value), text(&c.value)))
-                    .count()
-            };
-            let mut best_count = 0;
-            for (k, c) in cands.iter().enumerate() {
-                let n = count(c);
-                if best.is_none_or(|b| n > best_count || (n == best_count && newer(c, &cands[b]))) {
-                    best = Some(k);
-                    best_count = n;
-                }
-            }
-        }
-    }
-    best
+        keys.iter().map(|k| per_key[k.as_str()]).collect()
+    } else {
+        Vec::new()
+    };
+    (0..cands.len()).max_by_key(|&k| {
+        let c = &cands[k];
+        let measure = match rule {
+            SurvivorRule::Newest => 0,
+            SurvivorRule::Longest => text(&c.value).chars().count() as i64,
+            SurvivorRule::SourcePriority => -i64::from(c.rank),
+            SurvivorRule::MostFrequent => counts[k],
+        };
+        (measure, c.time, c.order)
+    })
 }
 
 /// A name as one unit (first, last, full) and the form rules compare.
@@ -301,6 +271,14 @@ fn plain<'a>(v: &'a &str) -> &'a str {
 
 fn name_text<'a>(v: &'a NameValue) -> &'a str {
     &v.1
+}
+
+/// The form `same_text` compares: lower case, no spaces.
+fn text_key(a: &str) -> String {
+    a.split_whitespace()
+        .flat_map(str::chars)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Equal ignoring case and spacing: "Acme  Corp" and "acme corp" are one value.
@@ -377,43 +355,44 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
     };
 
     // Each cluster's candidates: its golden record, or its earlier records
-    // when the rules read them, then the run's rows (arrival order).
-    let origins: Vec<Vec<Cand<Origin>>> = clusters
-        .iter()
-        .map(|g| {
-            let mut v = Vec::with_capacity(g.rows.len() + 1);
-            let earlier = ctx
-                .history
-                .zip(g.existing)
-                .and_then(|(h, _)| h.of_master.get(g.master_id.as_str()).map(|rows| (h, rows)));
-            match (earlier, g.existing) {
-                (Some((h, rows)), _) => {
-                    let n = rows.len() as i64;
-                    v.extend(rows.iter().enumerate().map(|(k, &r)| Cand {
-                        time: h.times[r],
-                        order: k as i64 - n - 1,
-                        rank: h.rank.get(r).copied().unwrap_or(0),
-                        value: Origin::Earlier(r),
-                    }));
-                }
-                (None, Some(j)) => v.push(Cand {
-                    time: master_time(j),
-                    order: -1,
-                    // Its sources are not known: trusted least.
-                    rank: u32::MAX,
-                    value: Origin::Master(j),
-                }),
-                (None, None) => {}
+    // when the rules read them, then the run's rows (arrival order). One
+    // flat list for all clusters, `bounds[c]..bounds[c + 1]` being cluster c's.
+    let mut flat: Vec<Cand<Origin>> = Vec::with_capacity(clusters.iter().map(|g| g.rows.len() + 1).sum());
+    let mut bounds = Vec::with_capacity(k + 1);
+    bounds.push(0);
+    for g in clusters {
+        let earlier = ctx
+            .history
+            .zip(g.existing)
+            .and_then(|(h, _)| h.of_master.get(g.master_id.as_str()).map(|rows| (h, rows)));
+        match (earlier, g.existing) {
+            (Some((h, rows)), _) => {
+                let n = rows.len() as i64;
+                flat.extend(rows.iter().enumerate().map(|(k, &r)| Cand {
+                    time: h.times[r],
+                    order: k as i64 - n - 1,
+                    rank: h.rank.get(r).copied().unwrap_or(0),
+                    value: Origin::Earlier(r),
+                }));
             }
-            v.extend(g.rows.iter().map(|&i| Cand {
-                time: times[i],
-                order: i as i64,
-                rank: ctx.lead_rank.get(i).copied().unwrap_or(0),
-                value: Origin::Lead(i),
-            }));
-            v
-        })
-        .collect();
+            (None, Some(j)) => flat.push(Cand {
+                time: master_time(j),
+                order: -1,
+                // Its sources are not known: trusted least.
+                rank: u32::MAX,
+                value: Origin::Master(j),
+            }),
+            (None, None) => {}
+        }
+        flat.extend(g.rows.iter().map(|&i| Cand {
+            time: times[i],
+            order: i as i64,
+            rank: ctx.lead_rank.get(i).copied().unwrap_or(0),
+            value: Origin::Lead(i),
+        }));
+        bounds.push(flat.len());
+    }
+    let origins: Vec<&[Cand<Origin>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
     let mut conflicts: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); k];
     // Disagreements are reported when new records join a master, not each
     // time a source re-sends records it sent before.
@@ -441,7 +420,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
     let mut cands: Vec<Cand<NameValue>> = Vec::new();
     for (c, pool) in origins.iter().enumerate() {
         cands.clear();
-        for o in pool {
+        for o in *pool {
             let parts = [first.at(o.value), last.at(o.value), full.at(o.value)];
             if parts[0].is_some() || parts[2].is_some() {
                 let shown = match parts {
@@ -491,7 +470,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         let mut cands: Vec<Cand<&str>> = Vec::new();
         for pool in &origins {
             cands.clear();
-            for o in pool {
+            for o in *pool {
                 let keyed = match (&key, o.value) {
                     (Some(_), Origin::Master(_)) | (None, _) => true,
                     (Some(k), at) => k.at(at).is_some(),
@@ -924,18 +903,11 @@ mod tests {
             rows: vec![0],
         }];
         let r = rules(r#"{"fields": {"company": "most_frequent"}}"#);
-        let out = build_all_masters(
-            &lead,
-            &existing,
-            &clusters,
-            &[true],
-            &stamp,
-            Survivorship {
-                rules: &r,
-                history: Some(&hist),
-            },
-        )
-        .unwrap();
+        let build = |history: Option<&RecordBatch>| {
+            let surv = Survivorship { rules: &r, history };
+            build_all_masters(&lead, &existing, &clusters, &[true], &stamp, surv).unwrap()
+        };
+        let out = build(Some(&hist));
         // r1 counts once, as Beta: Beta 2, Acme 1.
         assert_eq!(text_of(&out.masters, "company", 0), "Beta");
         // Re-seen, not new: the count stays.
@@ -947,18 +919,7 @@ mod tests {
         assert_eq!(counts.value(0), 3);
         // Without the history only the golden record (Acme) and the lead
         // (Beta) are weighed: a tie, the newer (the golden record) wins.
-        let out = build_all_masters(
-            &lead,
-            &existing,
-            &clusters,
-            &[true],
-            &stamp,
-            Survivorship {
-                rules: &r,
-                history: None,
-            },
-        )
-        .unwrap();
+        let out = build(None);
         assert_eq!(text_of(&out.masters, "company", 0), "Acme");
     }
 }

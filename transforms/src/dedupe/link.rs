@@ -562,17 +562,20 @@ impl MergeRows {
     }
 }
 
-/// Event time of each lead: when the source says it was created, else now.
-pub(super) fn event_times(leads: &RecordBatch, now_us: i64) -> Vec<i64> {
-    match leads.column_by_name("source_created_at") {
-        Some(c) => {
-            let a = c.as_primitive::<TimestampMicrosecondType>();
-            (0..a.len())
-                .map(|i| if a.is_null(i) { now_us } else { a.value(i) })
-                .collect()
-        }
-        None => vec![now_us; leads.num_rows()],
-    }
+/// Event time of each row: when the source says it was created, else when
+/// leadflow read it (`ingested_at`, on stored records), else `fallback` (a
+/// run's own leads: the run's start).
+pub(super) fn event_times(b: &RecordBatch, fallback: i64) -> Vec<i64> {
+    let ts = |name: &str| {
+        b.column_by_name(name)
+            .map(|c| c.as_primitive::<TimestampMicrosecondType>())
+    };
+    let (created, ingested) = (ts("source_created_at"), ts("ingested_at"));
+    let at =
+        |a: Option<&TimestampMicrosecondArray>, i: usize| a.filter(|a| !a.is_null(i)).map(|a| a.value(i));
+    (0..b.num_rows())
+        .map(|i| at(created, i).or_else(|| at(ingested, i)).unwrap_or(fallback))
+        .collect()
 }
 
 pub(super) fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
