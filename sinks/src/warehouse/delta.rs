@@ -16,12 +16,13 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::protocol::{DeltaOperation, MergePredicate, SaveMode};
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter};
 use tracing::{debug, info};
 use url::Url;
 
 use super::config::WarehouseConfig;
+use super::rewrite;
 use super::staging::{Prepared, PreparedCommit, StagedCommit, StagedTable};
 
 /// Rows per Parquet file of an append: big enough for good compression and
@@ -54,6 +55,12 @@ pub enum WarehouseError {
     },
     #[error("staging area {path}: {reason}")]
     StagingFormat { path: PathBuf, reason: String },
+    #[error("warehouse table `{table}`: {source}")]
+    Rewrite {
+        table: String,
+        #[source]
+        source: rewrite::RewriteError,
+    },
     #[error("warehouse write task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -442,6 +449,10 @@ impl Warehouse {
                     .await
                     .map_err(Self::delta_err(name))?;
             }
+            WriteMode::Upsert
+                if self
+                    .upsert_by_rewrite(&table, name, &spec, staged, props.clone())
+                    .await? => {}
             WriteMode::Upsert => {
                 let ctx = SessionContext::new();
                 let source =
@@ -488,6 +499,68 @@ impl Warehouse {
                 );
             }
         }
+        Ok(true)
+    }
+
+    /// Upsert by rewriting the files that hold a staged key (`rewrite.rs`
+    /// says why not MERGE). Returns false, having written nothing, when the
+    /// table needs MERGE.
+    async fn upsert_by_rewrite(
+        &self,
+        table: &DeltaTable,
+        name: &str,
+        spec: &TableSpec,
+        staged: &StagedTable,
+        props: CommitProperties,
+    ) -> Result<bool, WarehouseError> {
+        let rewrite_err = |source| WarehouseError::Rewrite {
+            table: name.to_string(),
+            source,
+        };
+        let Some(plan) = rewrite::plan(table, &self.dir(name), spec, &staged.batches)
+            .await
+            .map_err(rewrite_err)?
+        else {
+            return Ok(false);
+        };
+        let (removed, kept_rows) = (
+            plan.removes.len(),
+            plan.kept.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        );
+        let mut batches = plan.kept;
+        batches.extend(staged.batches.iter().cloned());
+        let adds = self.encode_files(table, name, &batches).await?;
+        let keys = spec.keys.iter().map(|k| format!("target.{k} = source.{k}"));
+        let operation = DeltaOperation::Merge {
+            // No pruning predicate: for conflict checks the whole table was read.
+            predicate: None,
+            merge_predicate: Some(keys.collect::<Vec<_>>().join(" AND ")),
+            matched_predicates: vec![MergePredicate {
+                action_type: "update".into(),
+                predicate: None,
+            }],
+            not_matched_predicates: vec![MergePredicate {
+                action_type: "insert".into(),
+                predicate: None,
+            }],
+            not_matched_by_source_predicates: Vec::new(),
+        };
+        let mut actions: Vec<Action> = plan.removes.into_iter().map(Action::Remove).collect();
+        actions.extend(adds.into_iter().map(Action::Add));
+        let snapshot = table.snapshot().map_err(Self::delta_err(name))?;
+        CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(snapshot), table.log_store(), operation)
+            .await
+            .map_err(Self::delta_err(name))?;
+        debug!(
+            table = name,
+            updated = plan.updated,
+            inserted = staged.batches.iter().map(RecordBatch::num_rows).sum::<usize>() - plan.updated,
+            files_rewritten = removed,
+            rows_kept = kept_rows,
+            "upserted by rewrite"
+        );
         Ok(true)
     }
 
@@ -598,6 +671,15 @@ impl Warehouse {
     /// never referenced (`VACUUM` removes them).
     async fn write_files(&self, name: &str, batches: &[RecordBatch]) -> Result<Vec<Add>, WarehouseError> {
         let table = self.table(name).await?;
+        self.encode_files(&table, name, batches).await
+    }
+
+    async fn encode_files(
+        &self,
+        table: &DeltaTable,
+        name: &str,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<Add>, WarehouseError> {
         let props = writer_properties(batches);
         let mut chunks: Vec<Vec<RecordBatch>> = vec![Vec::new()];
         let mut in_chunk = 0;
@@ -615,7 +697,7 @@ impl Warehouse {
         }
         let mut pending = tokio::task::JoinSet::new();
         for chunk in chunks {
-            let mut writer = RecordBatchWriter::for_table(&table)
+            let mut writer = RecordBatchWriter::for_table(table)
                 .map_err(Self::delta_err(name))?
                 .with_writer_properties(props.clone());
             let name = name.to_string();
@@ -816,6 +898,87 @@ mod tests {
         assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 2 + 2);
         assert_eq!(wh.last_txn_version("app").await.unwrap(), Some(2));
         assert_eq!(wh.last_txn_version("other").await.unwrap(), None);
+    }
+
+    fn files(table: &DeltaTable) -> Vec<String> {
+        let mut f: Vec<String> = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        f.sort();
+        f
+    }
+
+    #[tokio::test]
+    async fn an_upsert_rewrites_only_the_files_holding_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WarehouseConfig {
+            uri: dir.path().display().to_string(),
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        for (v, ids) in [(1, ["a", "b"]), (2, ["c", "d"])] {
+            let t = StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Append,
+                batches: vec![rows(&ids, 1)],
+            };
+            assert!(wh.apply(&t, "app", v).await.unwrap());
+        }
+        let before = files(&wh.table("people").await.unwrap());
+        assert_eq!(before.len(), 2);
+        // The table gains a column later: files written before lack it.
+        let mut fields = spec().schema.fields().to_vec();
+        fields.push(Arc::new(Field::new("note", DataType::Utf8, true)));
+        let wider = TableSpec {
+            schema: Arc::new(Schema::new(fields)),
+            ..spec()
+        };
+        let wh = Warehouse::open(&cfg, dir.path(), vec![wider.clone()])
+            .await
+            .unwrap();
+        let staged = RecordBatch::try_new(
+            wider.schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["b", "e"])),
+                Arc::new(Int64Array::from(vec![5, 5])),
+                Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .unwrap();
+        let t = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![staged],
+        };
+        assert!(wh.apply(&t, "app", 3).await.unwrap());
+        let table = wh.table("people").await.unwrap();
+        let after = files(&table);
+        let kept: Vec<&String> = before.iter().filter(|f| after.contains(f)).collect();
+        assert_eq!(
+            kept.len(),
+            1,
+            "the file of c, d is untouched: {before:?} -> {after:?}"
+        );
+        assert_eq!(after.len(), 2, "one untouched + one rewritten");
+        use futures::TryStreamExt as _;
+        let ops: Vec<_> = table.history(Some(1)).try_collect().await.unwrap();
+        assert_eq!(ops[0].operation.as_deref(), Some("MERGE"));
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 5);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 5 + 1 + 1 + 5);
+        assert_eq!(
+            count(&wh, "SELECT count(*) FROM people WHERE note IS NULL").await,
+            3
+        );
+        assert_eq!(
+            count(&wh, "SELECT count(*) FROM people WHERE id = 'b' AND note = 'x'").await,
+            1
+        );
+        // Re-applied (a recovered commit): the txn guard skips it.
+        assert!(!wh.apply(&t, "app", 3).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 5);
     }
 
     #[tokio::test]

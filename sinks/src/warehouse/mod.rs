@@ -5,8 +5,10 @@
 
 mod config;
 mod delta;
+mod rewrite;
 mod staging;
 
 pub use config::WarehouseConfig;
 pub use delta::{TableSpec, Warehouse, WarehouseError, WriteMode};
+pub use rewrite::RewriteError;
 pub use staging::{StagedCommit, StagedTable};
