@@ -449,57 +449,71 @@ impl Warehouse {
                     .await
                     .map_err(Self::delta_err(name))?;
             }
-            WriteMode::Upsert
-                if self
-                    .upsert_by_rewrite(&table, name, &spec, staged, props.clone())
-                    .await? => {}
             WriteMode::Upsert => {
-                let ctx = SessionContext::new();
-                let source =
-                    ctx.read_batches(staged.batches.clone())
-                        .map_err(|source| WarehouseError::Query {
-                            table: name.into(),
-                            source,
-                        })?;
-                let mut predicate = None;
-                for k in spec.keys {
-                    let e = col(format!("target.{k}")).eq(col(format!("source.{k}")));
-                    predicate = Some(match predicate {
-                        None => e,
-                        Some(p) => datafusion::prelude::Expr::and(p, e),
-                    });
+                if !self
+                    .upsert_by_rewrite(&table, name, &spec, staged, rows, props.clone())
+                    .await?
+                {
+                    Self::upsert_by_merge(table, name, &spec, staged, props).await?;
                 }
-                let predicate = predicate.expect("tables have keys");
-                let columns: Vec<String> = spec.schema.fields().iter().map(|f| f.name().clone()).collect();
-                let (_, metrics) = table
-                    .merge(source, predicate)
-                    .with_source_alias("source")
-                    .with_target_alias("target")
-                    .with_writer_properties(writer_properties(&staged.batches))
-                    .with_commit_properties(props)
-                    .when_matched_update(|u| {
-                        columns
-                            .iter()
-                            .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
-                    })
-                    .map_err(Self::delta_err(name))?
-                    .when_not_matched_insert(|i| {
-                        columns
-                            .iter()
-                            .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
-                    })
-                    .map_err(Self::delta_err(name))?
-                    .await
-                    .map_err(Self::delta_err(name))?;
-                debug!(
-                    table = name,
-                    inserted = metrics.num_target_rows_inserted,
-                    updated = metrics.num_target_rows_updated,
-                    "merged"
-                );
             }
         }
         Ok(true)
+    }
+
+    /// Upsert by delta-rs's MERGE (update all / insert all on the key): the
+    /// fallback for tables `upsert_by_rewrite` declines.
+    async fn upsert_by_merge(
+        table: DeltaTable,
+        name: &str,
+        spec: &TableSpec,
+        staged: &StagedTable,
+        props: CommitProperties,
+    ) -> Result<(), WarehouseError> {
+        let ctx = SessionContext::new();
+        let source = ctx
+            .read_batches(staged.batches.clone())
+            .map_err(|source| WarehouseError::Query {
+                table: name.into(),
+                source,
+            })?;
+        let mut predicate = None;
+        for k in spec.keys {
+            let e = col(format!("target.{k}")).eq(col(format!("source.{k}")));
+            predicate = Some(match predicate {
+                None => e,
+                Some(p) => datafusion::prelude::Expr::and(p, e),
+            });
+        }
+        let predicate = predicate.expect("tables have keys");
+        let columns: Vec<String> = spec.schema.fields().iter().map(|f| f.name().clone()).collect();
+        let (_, metrics) = table
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_writer_properties(writer_properties(&staged.batches))
+            .with_commit_properties(props)
+            .when_matched_update(|u| {
+                columns
+                    .iter()
+                    .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
+            })
+            .map_err(Self::delta_err(name))?
+            .when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
+            })
+            .map_err(Self::delta_err(name))?
+            .await
+            .map_err(Self::delta_err(name))?;
+        debug!(
+            table = name,
+            inserted = metrics.num_target_rows_inserted,
+            updated = metrics.num_target_rows_updated,
+            "merged"
+        );
+        Ok(())
     }
 
     /// Upsert by rewriting the files that hold a staged key (`rewrite.rs`
@@ -511,6 +525,7 @@ impl Warehouse {
         name: &str,
         spec: &TableSpec,
         staged: &StagedTable,
+        rows: usize,
         props: CommitProperties,
     ) -> Result<bool, WarehouseError> {
         let rewrite_err = |source| WarehouseError::Rewrite {
@@ -547,16 +562,11 @@ impl Warehouse {
         };
         let mut actions: Vec<Action> = plan.removes.into_iter().map(Action::Remove).collect();
         actions.extend(adds.into_iter().map(Action::Add));
-        let snapshot = table.snapshot().map_err(Self::delta_err(name))?;
-        CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(snapshot), table.log_store(), operation)
-            .await
-            .map_err(Self::delta_err(name))?;
+        Self::commit_actions(table, name, props, actions, operation).await?;
         debug!(
             table = name,
             updated = plan.updated,
-            inserted = staged.batches.iter().map(RecordBatch::num_rows).sum::<usize>() - plan.updated,
+            inserted = rows - plan.updated,
             files_rewritten = removed,
             rows_kept = kept_rows,
             "upserted by rewrite"
@@ -737,13 +747,33 @@ impl Warehouse {
             partition_by: None,
             predicate: None,
         };
+        Self::commit_actions(
+            &table,
+            name,
+            props,
+            adds.iter().cloned().map(Action::Add).collect(),
+            operation,
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Commit actions we built ourselves (staged files, a rewrite's removes
+    /// and adds) on top of `table`'s loaded version.
+    async fn commit_actions(
+        table: &DeltaTable,
+        name: &str,
+        props: CommitProperties,
+        actions: Vec<Action>,
+        operation: DeltaOperation,
+    ) -> Result<(), WarehouseError> {
         let snapshot = table.snapshot().map_err(Self::delta_err(name))?;
         CommitBuilder::from(props)
-            .with_actions(adds.iter().cloned().map(Action::Add).collect())
+            .with_actions(actions)
             .build(Some(snapshot), table.log_store(), operation)
             .await
             .map_err(Self::delta_err(name))?;
-        Ok(true)
+        Ok(())
     }
 
     async fn apply_one(&self, p: &Prepared, app_id: &str, version: i64) -> Result<bool, WarehouseError> {
@@ -859,6 +889,13 @@ mod tests {
         .unwrap()
     }
 
+    async fn open(dir: &Path, spec: TableSpec) -> Warehouse {
+        let cfg = WarehouseConfig {
+            uri: dir.display().to_string(),
+        };
+        Warehouse::open(&cfg, dir, vec![spec]).await.unwrap()
+    }
+
     async fn count(wh: &Warehouse, sql: &str) -> i64 {
         let ctx = SessionContext::new();
         wh.register(&ctx, &["people"]).await.unwrap();
@@ -873,10 +910,7 @@ mod tests {
     #[tokio::test]
     async fn a_txn_version_is_applied_once_and_upserts_replace() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         let t = StagedTable {
             table: "people".into(),
             mode: WriteMode::Upsert,
@@ -915,10 +949,7 @@ mod tests {
     #[tokio::test]
     async fn an_upsert_rewrites_only_the_files_holding_its_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         for (v, ids) in [(1, ["a", "b"]), (2, ["c", "d"])] {
             let t = StagedTable {
                 table: "people".into(),
@@ -936,9 +967,7 @@ mod tests {
             schema: Arc::new(Schema::new(fields)),
             ..spec()
         };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![wider.clone()])
-            .await
-            .unwrap();
+        let wh = open(dir.path(), wider.clone()).await;
         let staged = RecordBatch::try_new(
             wider.schema.clone(),
             vec![
@@ -984,10 +1013,7 @@ mod tests {
     #[tokio::test]
     async fn a_delete_removes_matching_rows_once_per_txn_version() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         let t = StagedTable {
             table: "people".into(),
             mode: WriteMode::Append,
@@ -1013,10 +1039,7 @@ mod tests {
     #[tokio::test]
     async fn a_staged_commit_is_finished_by_recover() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         let commit = StagedCommit {
             pipeline: "p".into(),
             run_id: "r1".into(),
@@ -1043,10 +1066,7 @@ mod tests {
     #[tokio::test]
     async fn staged_append_files_are_invisible_until_committed_and_committed_once() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         let ids: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let commit = StagedCommit {
@@ -1101,10 +1121,7 @@ mod tests {
     #[tokio::test]
     async fn a_big_append_is_split_into_files_of_bounded_size() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = WarehouseConfig {
-            uri: dir.path().display().to_string(),
-        };
-        let wh = Warehouse::open(&cfg, dir.path(), vec![spec()]).await.unwrap();
+        let wh = open(dir.path(), spec()).await;
         let ids: Vec<String> = (0..ROWS_PER_FILE + 10).map(|i| format!("{i}")).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let adds = wh.write_files("people", &[rows(&ids, 1)]).await.unwrap();

@@ -25,7 +25,7 @@ use arrow::row::{RowConverter, SortField};
 use deltalake::DeltaTable;
 use deltalake::kernel::Remove;
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 
 use super::delta::TableSpec;
 
@@ -179,23 +179,11 @@ impl KeySet {
         Ok(Some(set))
     }
 
-    /// Which rows of `batch` hold a staged key (true = replaced).
-    fn replaced(
-        &self,
-        batch: &RecordBatch,
-        staged: &HashSet<Box<[u8]>>,
-    ) -> Result<Option<Vec<bool>>, RewriteError> {
-        let Some(cols) = self.columns(batch)? else {
-            return Ok(None);
-        };
-        let rows = self.converter.convert_columns(&cols)?;
-        Ok(Some(rows.iter().map(|r| staged.contains(r.as_ref())).collect()))
-    }
-
     /// Reads the key columns of one file; when a staged key is there, reads
     /// the whole file and keeps the rows that are not replaced, in the
     /// table's schema (columns added to the table after the file was
-    /// written come back as nulls).
+    /// written come back as nulls). The footer is parsed once and the key
+    /// pass's mask serves the full read.
     fn rewrite_file(
         &self,
         path: &Path,
@@ -206,51 +194,52 @@ impl KeySet {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let open = || -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, RewriteError> {
-            let file = std::fs::File::open(path).map_err(|e| read_err(&e))?;
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_err(&e))
+        let file = std::fs::File::open(path).map_err(|e| read_err(&e))?;
+        let metadata = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| read_err(&e))?;
+        let reader = |projection: ProjectionMask| {
+            let file = file.try_clone().map_err(|e| read_err(&e))?;
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone())
+                .with_projection(projection)
+                .build()
+                .map_err(|e| read_err(&e))
         };
-        let builder = open()?;
-        let file_schema = builder.schema().clone();
         let mut roots = Vec::with_capacity(self.names.len());
         for name in &self.names {
-            match file_schema.index_of(name) {
+            match metadata.schema().index_of(name) {
                 Ok(i) => roots.push(i),
                 Err(_) => return Ok(FileOutcome::Unsupported),
             }
         }
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder.with_projection(mask).build().map_err(|e| read_err(&e))?;
-        let mut touched = false;
-        for b in reader {
+        // true = the row's key is staged (the row is replaced).
+        let mut replaced = Vec::new();
+        for b in reader(ProjectionMask::roots(metadata.parquet_schema(), roots))? {
             let b = b.map_err(|e| read_err(&e))?;
-            match self.replaced(&b, staged)? {
-                None => return Ok(FileOutcome::Unsupported),
-                Some(r) if r.contains(&true) => {
-                    touched = true;
-                    break;
-                }
-                Some(_) => {}
-            }
+            let Some(cols) = self.columns(&b)? else {
+                return Ok(FileOutcome::Unsupported);
+            };
+            let rows = self.converter.convert_columns(&cols)?;
+            replaced.extend(rows.iter().map(|r| staged.contains(r.as_ref())));
         }
-        if !touched {
+        let count = replaced.iter().filter(|x| **x).count();
+        if count == 0 {
             return Ok(FileOutcome::Untouched);
         }
         let mut kept = Vec::new();
-        let mut replaced = 0;
-        for b in open()?.build().map_err(|e| read_err(&e))? {
+        let mut offset = 0;
+        for b in reader(ProjectionMask::all())? {
             let b = b.map_err(|e| read_err(&e))?;
-            let Some(r) = self.replaced(&b, staged)? else {
-                return Ok(FileOutcome::Unsupported);
-            };
-            replaced += r.iter().filter(|x| **x).count();
-            let keep = BooleanArray::from(r.into_iter().map(|x| !x).collect::<Vec<_>>());
+            let rows = &replaced[offset..offset + b.num_rows()];
+            offset += b.num_rows();
+            let keep = BooleanArray::from(rows.iter().map(|x| !x).collect::<Vec<_>>());
             let b = filter_record_batch(&b, &keep)?;
             if b.num_rows() > 0 {
                 kept.push(conform(&b, schema)?);
             }
         }
-        Ok(FileOutcome::Touched(FileRewrite { kept, replaced }))
+        Ok(FileOutcome::Touched(FileRewrite {
+            kept,
+            replaced: count,
+        }))
     }
 }
 
