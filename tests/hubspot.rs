@@ -303,6 +303,28 @@ struct Crm {
     fake: Shared,
 }
 
+/// A fake HubSpot portal holding contacts 1..=`contacts`; its base URL.
+fn portal(contacts: u64) -> (Shared, String) {
+    let fake: Shared = Arc::default();
+    for id in 1..=contacts {
+        let c = contact(
+            id,
+            &format!("Person{id}"),
+            &format!("p{id}@example.com"),
+            &format!("2026-01-{id:02}T10:00:00.000Z"),
+        );
+        fake.lock().unwrap().contacts.insert(id, c);
+    }
+    let base = serve(
+        Router::new()
+            .route("/crm/v3/objects/contacts", get(list))
+            .route("/crm/v3/objects/contacts/search", post(search))
+            .route("/oauth/v1/token", post(token))
+            .with_state(fake.clone()),
+    );
+    (fake, base)
+}
+
 impl Crm {
     fn new(contacts: u64) -> Self {
         Self::with_auth(contacts, "token: ${HUBSPOT_TOKEN}")
@@ -310,23 +332,7 @@ impl Crm {
 
     /// `auth` is the YAML line(s) of the credentials; `{base}` is replaced.
     fn with_auth(contacts: u64, auth: &str) -> Self {
-        let fake: Shared = Arc::default();
-        for id in 1..=contacts {
-            let c = contact(
-                id,
-                &format!("Person{id}"),
-                &format!("p{id}@example.com"),
-                &format!("2026-01-{id:02}T10:00:00.000Z"),
-            );
-            fake.lock().unwrap().contacts.insert(id, c);
-        }
-        let base = serve(
-            Router::new()
-                .route("/crm/v3/objects/contacts", get(list))
-                .route("/crm/v3/objects/contacts/search", post(search))
-                .route("/oauth/v1/token", post(token))
-                .with_state(fake.clone()),
-        );
+        let (fake, base) = portal(contacts);
         let auth = auth.replace("{base}", &base);
         let yaml = format!(
             "        hubspot:\n          {auth}\n          base_url: {base}\n          page_size: 2\n          \
@@ -854,4 +860,242 @@ fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
         crm.count("SELECT count(*) FROM runs WHERE records_deleted = 0"),
         1
     );
+}
+
+/// Two HubSpot portals number their contacts independently: contact 1 of
+/// the EU portal and contact 1 of the US portal are two records, two
+/// people, two `crm_links` rows; an outbound link made for one portal's
+/// contact 900 does not capture the other portal's contact 900.
+#[test]
+fn two_accounts_of_one_crm_keep_their_record_ids_apart() {
+    let (eu, eu_base) = portal(2);
+    let (us, us_base) = portal(0);
+    let put = |fake: &Shared, id: u64, first: &str, email: &str, phone: &str, modified: &str| {
+        let mut c = contact(id, first, email, modified);
+        c.insert("phone".into(), phone.into());
+        c.insert("lastname".into(), "Other".into());
+        fake.lock().unwrap().contacts.insert(id, c);
+    };
+    put(
+        &us,
+        1,
+        "Zed",
+        "zed@us.example",
+        "+1 212 555 0101",
+        "2026-01-05T10:00:00.000Z",
+    );
+    let source = |base: &str| {
+        format!(
+            "        hubspot:\n          token: ${{HUBSPOT_TOKEN}}\n          base_url: {base}\n          \
+             page_size: 2\n          http:\n            backoff: 20ms\n"
+        )
+    };
+    let yaml = format!(
+        "        account: \"eu-4431\"\n{}      - name: hs_us\n        account: \"us-9910\"\n{}",
+        source(&eu_base),
+        source(&us_base)
+    );
+    let crm = Crm {
+        crm: CrmSandbox::new("hs_eu", &yaml),
+        fake: eu.clone(),
+    };
+    let o = leadflow(
+        &["validate", &crm.crm.sandbox.config()],
+        &[("HUBSPOT_TOKEN", TOKEN)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+
+    let run = crm.run();
+    assert_eq!(run["masters_new"], 3, "{run}");
+    assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 3);
+    assert_eq!(
+        crm.count(
+            "SELECT count(DISTINCT master_id) FROM crm_links WHERE crm_id = '1' \
+             AND account IN ('eu-4431', 'us-9910')"
+        ),
+        2,
+        "contact 1 of each portal is its own person"
+    );
+    let eu_master = crm.text_of("SELECT master_id FROM crm_links WHERE crm_id = '1' AND account = 'eu-4431'");
+
+    // leadflow created contact 900 in the EU portal for the EU person.
+    let o = leadflow(
+        &[
+            "crm-link",
+            "add",
+            &crm.crm.sandbox.config(),
+            "--pipeline",
+            "crm",
+            "--source",
+            "hs_eu",
+            "--crm-id",
+            "900",
+            "--master",
+            &eu_master,
+        ],
+        &[("HUBSPOT_TOKEN", TOKEN)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("hubspot (account eu-4431) contacts 900"),
+        "{}",
+        text(&o)
+    );
+    // Both portals now hold a contact 900: only the EU one is leadflow's.
+    put(
+        &eu,
+        900,
+        "Someone",
+        "someone@eu.example",
+        "+1 212 555 0900",
+        "2026-02-01T00:00:00.000Z",
+    );
+    put(
+        &us,
+        900,
+        "Yolanda",
+        "yolanda@us.example",
+        "+1 646 555 0199",
+        "2026-02-01T00:00:00.000Z",
+    );
+    let run = crm.run();
+    assert_eq!(run["outbound_linked"], 1, "{run}");
+    assert_eq!(run["masters_new"], 1, "the US contact 900 is a new person: {run}");
+    assert_eq!(
+        crm.text_of("SELECT master_id FROM records WHERE source = 'hs_eu' AND source_record_id = '900'"),
+        eu_master
+    );
+    assert_ne!(
+        crm.text_of("SELECT master_id FROM records WHERE source = 'hs_us' AND source_record_id = '900'"),
+        eu_master
+    );
+    assert_eq!(
+        crm.count(
+            "SELECT count(*) FROM crm_links WHERE crm_id = '900' AND \
+             ((account = 'eu-4431' AND direction = 'outbound') OR (account = 'us-9910' AND direction = 'inbound'))"
+        ),
+        2
+    );
+    // `show` lists a master's links with their account.
+    let o = leadflow(
+        &["show", &crm.crm.sandbox.config(), "--id", &eu_master],
+        &[("HUBSPOT_TOKEN", TOKEN)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("eu-4431"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Two sources reading the same CRM object of the same account would give
+/// one CRM record two sources; `account` on a files source means nothing.
+/// Both are config errors, reported together before any work.
+#[test]
+fn an_account_clash_or_an_account_on_files_is_a_config_error() {
+    let source = "        hubspot:\n          token: x\n          base_url: http://127.0.0.1:9\n";
+    let yaml = format!(
+        "{source}      - name: again\n{source}      - name: drops\n        account: a1\n        files:\n          path: ./drops\n"
+    );
+    let crm = CrmSandbox::new("hs", &yaml);
+    let o = leadflow(&["validate", &crm.sandbox.config()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "sources `hs` and `again` both read hubspot contacts of the same account",
+        "pipelines.0.sources.2.account",
+        "a `files` source has none",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// `crm_links` written before it had an `account` column: the run adds the
+/// column, finds the old rows (null account = the source's unnamed
+/// account) and updates them in place instead of adding second rows.
+#[test]
+fn crm_links_written_before_accounts_keep_their_rows() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray, new_null_array};
+    use arrow::datatypes::Schema;
+    use arrow::record_batch::RecordBatch;
+    use leadflow_sinks::{StagedTable, TableSpec, Warehouse, WarehouseConfig, WriteMode};
+
+    let crm = Crm::new(3);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let specs: Vec<TableSpec> = leadflow::table_specs()
+            .into_iter()
+            .map(|mut s| {
+                if s.name == "crm_links" {
+                    let fields: Vec<_> = s
+                        .schema
+                        .fields()
+                        .iter()
+                        .filter(|f| f.name() != "account")
+                        .cloned()
+                        .collect();
+                    s.schema = Arc::new(Schema::new(fields));
+                    s.keys = &["provider", "crm_object", "crm_id"];
+                }
+                s
+            })
+            .collect();
+        let old = specs
+            .iter()
+            .find(|s| s.name == "crm_links")
+            .unwrap()
+            .schema
+            .clone();
+        let wh = Warehouse::open(&WarehouseConfig::default(), crm.crm.path(), specs)
+            .await
+            .unwrap();
+        let ids = ["1", "2", "3"];
+        let cols: Vec<ArrayRef> = old
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.name().as_str() {
+                    "provider" => Arc::new(StringArray::from(vec!["hubspot"; 3])),
+                    "crm_object" => Arc::new(StringArray::from(vec!["contacts"; 3])),
+                    "crm_id" => Arc::new(StringArray::from(ids.to_vec())),
+                    "master_id" => Arc::new(StringArray::from(vec!["m-old"; 3])),
+                    "direction" => Arc::new(StringArray::from(vec!["inbound"; 3])),
+                    "first_seen_run" => Arc::new(StringArray::from(vec!["old-run"; 3])),
+                    _ => new_null_array(f.data_type(), 3),
+                }
+            })
+            .collect();
+        let table = StagedTable {
+            table: "crm_links".into(),
+            mode: WriteMode::Append,
+            batches: vec![RecordBatch::try_new(old.clone(), cols).unwrap()],
+        };
+        wh.apply(&table, "old-release", 1).await.unwrap();
+    });
+
+    let run = crm.run();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        crm.count("SELECT count(*) FROM crm_links"),
+        3,
+        "no second row per contact"
+    );
+    assert_eq!(
+        crm.count(
+            "SELECT count(*) FROM crm_links WHERE account IS NULL AND first_seen_run = 'old-run' \
+             AND last_seen_run IS NOT NULL AND master_id <> 'm-old'"
+        ),
+        3,
+        "the old rows, found and updated"
+    );
+    // And again, now that the table has the column in its newer files.
+    crm.edit(2, "p2b@example.com", "2026-02-01T00:00:00.000Z");
+    crm.run();
+    assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 3);
 }

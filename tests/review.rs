@@ -336,6 +336,22 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
         "{}",
         text(&o)
     );
+    // The approved pair is a question again (the merge that answered it is
+    // undone); the rejected one stays rejected.
+    assert_eq!(
+        one(
+            &sb,
+            &format!("SELECT status FROM review WHERE review_id = '{neha_id}'")
+        ),
+        "open"
+    );
+    assert_eq!(
+        one(
+            &sb,
+            &format!("SELECT status FROM review WHERE review_id = '{rahul_id}'")
+        ),
+        "rejected"
+    );
     // Twice is refused.
     let o = leadflow(&["master", "unmerge", &cfg, &merge_event], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -545,7 +561,11 @@ fn a_rejected_pair_follows_its_master_into_a_merge() {
     assert_eq!(open.len(), 1, "{open:?}");
     let rv = open[0][0].clone().unwrap();
     json(&["review", "reject", &cfg, &rv, "--json"]);
-    json(&["master", "merge", &cfg, &anita, &r1, "--keep", &anita, "--json"]);
+    let decided = one(
+        &sb,
+        &format!("SELECT CAST(decided_at AS VARCHAR) FROM review WHERE review_id = '{rv}'"),
+    );
+    let merged = json(&["master", "merge", &cfg, &anita, &r1, "--keep", &anita, "--json"]);
 
     // The old pair is superseded; "not the same" now holds for the survivor.
     assert_eq!(
@@ -563,4 +583,29 @@ fn a_rejected_pair_follows_its_master_into_a_merge() {
     assert_eq!(carried, vec![vec![Some("rejected".to_string())]]);
     // Nothing is left open.
     assert!(strings(&sb, "SELECT review_id FROM review WHERE status = 'open'").is_empty());
+
+    // Undone: the first Rahul's own "not the same" is back as it was, and
+    // the survivor's copy of it, which stood for him, is retired.
+    json(&[
+        "master",
+        "unmerge",
+        &cfg,
+        merged["event_id"].as_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(
+        strings(
+            &sb,
+            &format!("SELECT status, CAST(decided_at AS VARCHAR) FROM review WHERE review_id = '{rv}'")
+        ),
+        vec![vec![Some("rejected".to_string()), Some(decided)]]
+    );
+    let carried = strings(
+        &sb,
+        &format!("SELECT status FROM review WHERE master_id = '{lo}' AND other_master_id = '{hi}'"),
+    );
+    assert_eq!(carried, vec![vec![Some("superseded".to_string())]]);
+    // A later run still keeps the rejected pair apart.
+    sb.run();
+    assert_ne!(master_of(&sb, "first.csv", 2), master_of(&sb, "first.csv", 3));
 }

@@ -122,6 +122,14 @@ pub struct SourceConfig {
     /// Unique within the pipeline; part of every record's key, so do not
     /// rename a source that already fed the warehouse.
     pub name: String,
+    /// CRM sources: the account this source reads (HubSpot portal id,
+    /// Salesforce org id, Zoho organisation, Dynamics environment). Part of
+    /// each CRM record's identity in `crm_links`: set it when one warehouse
+    /// reads two accounts of the same CRM, whose record ids can collide. Do
+    /// not change it once the source fed the warehouse (its links would be
+    /// new rows). Unset: the provider's only account.
+    #[serde(default)]
+    pub account: Option<String>,
     /// CSV/XLSX/ODS files in a local folder or object-store prefix.
     #[serde(default)]
     pub files: Option<FilesSourceConfig>,
@@ -684,6 +692,8 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             );
         }
         let mut source_names = BTreeSet::new();
+        // (provider, object, account) -> the source reading it.
+        let mut crm_reads: BTreeMap<(&str, String, Option<&str>), &str> = BTreeMap::new();
         for (j, s) in p.sources.iter().enumerate() {
             let sp = |k: &str| path(&[&"pipelines", &i, &"sources", &j, &k]);
             if !name_re.is_match(&s.name) {
@@ -702,6 +712,23 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                 );
             }
             let kinds = s.kinds();
+            if let Some(a) = &s.account {
+                if a.trim().is_empty() {
+                    push(
+                        sp("account"),
+                        "`account` is empty: name the CRM account, or leave it out".into(),
+                    );
+                }
+                if matches!(kinds.as_slice(), ["files"] | ["google_sheets"]) {
+                    push(
+                        sp("account"),
+                        format!(
+                            "`account` names the CRM account a CRM source reads; a `{}` source has none",
+                            kinds[0]
+                        ),
+                    );
+                }
+            }
             match kinds.as_slice() {
                 [] => push(
                     path(&[&"pipelines", &i, &"sources", &j]),
@@ -719,6 +746,25 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                     if let Some(crm) = s.crm(base) {
                         for problem in crm.problems() {
                             push(sp(kind), problem);
+                        }
+                        let account = s.account.as_deref();
+                        if *kind != "google_sheets"
+                            && let Some(other) =
+                                crm_reads.insert((crm.kind(), crm.object(), account), &s.name)
+                        {
+                            push(
+                                sp("account"),
+                                format!(
+                                    "sources `{other}` and `{}` both read {} {} of {}: one CRM record \
+                                     would belong to two sources; read it once, or, if they are two \
+                                     accounts, give each its `account`",
+                                    s.name,
+                                    crm.kind(),
+                                    crm.object(),
+                                    account
+                                        .map_or("the same account".to_string(), |a| format!("account `{a}`"))
+                                ),
+                            );
                         }
                     }
                 }

@@ -31,18 +31,39 @@ use crate::config::PipelineConfig;
 use crate::run::{RunError, conform, text, utf8};
 use crate::stages;
 
-/// The CRM a source reads: provider (`hubspot`, ...) and object.
+/// The CRM a source reads: provider (`hubspot`, ...), account and object.
 #[derive(Debug, Clone)]
 pub struct CrmOrigin {
     pub provider: &'static str,
+    /// The source's `account` (portal, org, environment), if it names one.
+    pub account: Option<String>,
     pub object: String,
+}
+
+impl CrmOrigin {
+    fn key(&self, crm_id: &str) -> LinkKey {
+        LinkKey {
+            provider: self.provider.to_string(),
+            account: self.account.clone(),
+            object: self.object.clone(),
+            crm_id: crm_id.to_string(),
+        }
+    }
 }
 
 /// CRM sources of a pipeline by source name.
 pub type CrmSources = HashMap<String, CrmOrigin>;
 
-/// (provider, crm_object, crm_id): the key of `crm_links`.
-pub type LinkKey = (String, String, String);
+/// The key of `crm_links`: one CRM record. Two accounts of one CRM (two
+/// HubSpot portals) number their records independently, so the account is
+/// part of it; `None` is the account of a source that names none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LinkKey {
+    pub provider: String,
+    pub account: Option<String>,
+    pub object: String,
+    pub crm_id: String,
+}
 
 pub fn crm_sources(pipeline: &PipelineConfig, base: &std::path::Path) -> CrmSources {
     pipeline
@@ -58,6 +79,7 @@ pub fn crm_sources(pipeline: &PipelineConfig, base: &std::path::Path) -> CrmSour
                         s.name.clone(),
                         CrmOrigin {
                             provider: c.kind(),
+                            account: s.account.clone(),
                             object: c.object(),
                         },
                     )
@@ -85,47 +107,54 @@ async fn read_links(
     if keys.is_empty() {
         return Ok(out);
     }
-    let col =
-        |f: fn(&LinkKey) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(keys.iter().map(f))) };
+    let col = |f: fn(&LinkKey) -> Option<&str>| -> ArrayRef {
+        Arc::new(keys.iter().map(f).collect::<StringArray>())
+    };
     let q = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("provider", DataType::Utf8, false),
+            Field::new("account", DataType::Utf8, true),
             Field::new("crm_object", DataType::Utf8, false),
             Field::new("crm_id", DataType::Utf8, false),
         ])),
         vec![
-            col(|k| k.0.as_str()),
-            col(|k| k.1.as_str()),
-            col(|k| k.2.as_str()),
+            col(|k| Some(k.provider.as_str())),
+            col(|k| k.account.as_deref()),
+            col(|k| Some(k.object.as_str())),
+            col(|k| Some(k.crm_id.as_str())),
         ],
     )?;
     stages::register_mem(ctx, "run_crm_keys", q.schema(), vec![vec![q]])?;
+    // `account` is null for a source that names none: null matches null.
     let batches = ctx
         .sql(
-            "SELECT l.provider, l.crm_object, l.crm_id, l.master_id, l.direction, l.first_seen_run, \
-             l.created_at, l.deleted_at FROM crm_links l JOIN (SELECT DISTINCT * FROM run_crm_keys) k \
-             ON l.provider = k.provider AND l.crm_object = k.crm_object AND l.crm_id = k.crm_id",
+            "SELECT l.provider, l.account, l.crm_object, l.crm_id, l.master_id, l.direction, \
+             l.first_seen_run, l.created_at, l.deleted_at FROM crm_links l \
+             JOIN (SELECT DISTINCT * FROM run_crm_keys) k ON l.provider = k.provider \
+             AND (l.account IS NOT DISTINCT FROM k.account) AND l.crm_object = k.crm_object \
+             AND l.crm_id = k.crm_id",
         )
         .await?
         .collect()
         .await?;
     ctx.deregister_table("run_crm_keys")?;
     for b in &batches {
-        let s: Vec<StringArray> = (0..6).map(|i| utf8(b.column(i))).collect::<Result<_, _>>()?;
-        let created = micros(b.column(6))?;
-        let deleted = micros(b.column(7))?;
+        let s: Vec<StringArray> = (0..7).map(|i| utf8(b.column(i))).collect::<Result<_, _>>()?;
+        let created = micros(b.column(7))?;
+        let deleted = micros(b.column(8))?;
         for i in 0..b.num_rows() {
             let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
             out.insert(
-                (
-                    s[0].value(i).to_string(),
-                    s[1].value(i).to_string(),
-                    s[2].value(i).to_string(),
-                ),
+                LinkKey {
+                    provider: s[0].value(i).to_string(),
+                    account: opt(&s[1]),
+                    object: s[2].value(i).to_string(),
+                    crm_id: s[3].value(i).to_string(),
+                },
                 ExistingLink {
-                    master_id: s[3].value(i).to_string(),
-                    direction: s[4].value(i).to_string(),
-                    first_seen_run: opt(&s[5]),
+                    master_id: s[4].value(i).to_string(),
+                    direction: s[5].value(i).to_string(),
+                    first_seen_run: opt(&s[6]),
                     created_at: (!created.is_null(i)).then(|| created.value(i)),
                     deleted_at: (!deleted.is_null(i)).then(|| deleted.value(i)),
                 },
@@ -151,10 +180,7 @@ fn lead_keys(leads: &RecordBatch, crm: &CrmSources) -> Vec<Option<LinkKey>> {
     let source = text(leads, "source");
     let rid = text(leads, "source_record_id");
     (0..leads.num_rows())
-        .map(|i| {
-            crm.get(source.value(i))
-                .map(|o| (o.provider.to_string(), o.object.clone(), rid.value(i).to_string()))
-        })
+        .map(|i| crm.get(source.value(i)).map(|o| o.key(rid.value(i))))
         .collect()
 }
 
@@ -403,9 +429,9 @@ fn link_batch(rows: &[(&LinkKey, &LinkRow)], now_us: i64) -> Result<RecordBatch,
     let ts =
         |v: Vec<Option<i64>>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
     let cols: Vec<ArrayRef> = vec![
-        s(&|k, _| Some(k.0.clone())),
-        s(&|k, _| Some(k.1.clone())),
-        s(&|k, _| Some(k.2.clone())),
+        s(&|k, _| Some(k.provider.clone())),
+        s(&|k, _| Some(k.object.clone())),
+        s(&|k, _| Some(k.crm_id.clone())),
         s(&|_, r| Some(r.master_id.clone())),
         s(&|_, r| Some(r.direction.clone())),
         s(&|_, r| Some(r.pipeline.clone())),
@@ -415,6 +441,7 @@ fn link_batch(rows: &[(&LinkKey, &LinkRow)], now_us: i64) -> Result<RecordBatch,
         ts(rows.iter().map(|(_, r)| Some(r.created_at)).collect()),
         ts(vec![Some(now_us); n]),
         ts(rows.iter().map(|(_, r)| r.deleted_at).collect()),
+        s(&|k, _| k.account.clone()),
     ];
     Ok(RecordBatch::try_new(CRM_LINKS_SCHEMA.clone(), cols)?)
 }
@@ -499,10 +526,7 @@ pub async fn mark_deleted(
 
     // Their links: existing rows keep everything but `deleted_at`.
     let keys: Vec<Option<LinkKey>> = (0..records.num_rows())
-        .map(|i| {
-            crm.get(source.value(i))
-                .map(|o| (o.provider.to_string(), o.object.clone(), rid.value(i).to_string()))
-        })
+        .map(|i| crm.get(source.value(i)).map(|o| o.key(rid.value(i))))
         .collect();
     let wanted: Vec<LinkKey> = keys.iter().flatten().cloned().collect();
     let existing = if warehouse.has_data("crm_links").await? {
@@ -541,11 +565,13 @@ pub enum CrmLinkError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "{provider} {object} {crm_id} is already linked to master {existing} ({direction}); a CRM record \
-         belongs to one person, so it is not relinked to {wanted}"
+        "{provider}{account} {object} {crm_id} is already linked to master {existing} ({direction}); a CRM \
+         record belongs to one person, so it is not relinked to {wanted}"
     )]
     Conflict {
         provider: String,
+        /// ` (account X)`, or empty for a source that names no account.
+        account: String,
         object: String,
         crm_id: String,
         existing: String,
@@ -562,6 +588,8 @@ pub enum CrmLinkError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AddedLink {
     pub provider: String,
+    /// The source's account, if it names one.
+    pub account: Option<String>,
     pub crm_object: String,
     pub crm_id: String,
     pub master_id: String,
@@ -584,7 +612,17 @@ pub async fn add_outbound(
     if crm_id.is_empty() {
         return Err(CrmLinkError::Invalid("--crm-id is empty".into()));
     }
-    let key: LinkKey = (config.kind().to_string(), config.object(), crm_id.to_string());
+    let account = pipeline
+        .sources
+        .iter()
+        .find(|s| s.name == source)
+        .and_then(|s| s.account.clone());
+    let key = CrmOrigin {
+        provider: config.kind(),
+        account,
+        object: config.object(),
+    }
+    .key(crm_id);
     let ctx = SessionContext::new();
     warehouse.register(&ctx, &["masters", "crm_links"]).await?;
     let masters = ctx
@@ -607,9 +645,10 @@ pub async fn add_outbound(
         )));
     }
     let added = |outcome: &str| AddedLink {
-        provider: key.0.clone(),
-        crm_object: key.1.clone(),
-        crm_id: key.2.clone(),
+        provider: key.provider.clone(),
+        account: key.account.clone(),
+        crm_object: key.object.clone(),
+        crm_id: key.crm_id.clone(),
         master_id: master_id.to_string(),
         outcome: outcome.to_string(),
     };
@@ -617,9 +656,10 @@ pub async fn add_outbound(
     if let Some(old) = existing.get(&key) {
         if old.master_id != master_id {
             return Err(CrmLinkError::Conflict {
-                provider: key.0,
-                object: key.1,
-                crm_id: key.2,
+                account: key.account.map(|a| format!(" (account {a})")).unwrap_or_default(),
+                provider: key.provider,
+                object: key.object,
+                crm_id: key.crm_id,
                 existing: old.master_id.clone(),
                 direction: old.direction.clone(),
                 wanted: master_id.to_string(),
@@ -656,7 +696,7 @@ pub async fn add_outbound(
             version,
         )
         .await?;
-    info!(provider = %key.0, object = %key.1, master = %master_id, "outbound crm link recorded");
+    info!(provider = %key.provider, object = %key.object, master = %master_id, "outbound crm link recorded");
     Ok(added("created"))
 }
 
@@ -667,7 +707,12 @@ mod tests {
     #[test]
     fn link_rows_keep_one_row_per_key_and_the_schema() {
         let mut rows = LinkRows::default();
-        let key = ("hubspot".to_string(), "contacts".to_string(), "7".to_string());
+        let key = LinkKey {
+            provider: "hubspot".into(),
+            account: Some("eu".into()),
+            object: "contacts".into(),
+            crm_id: "7".into(),
+        };
         let row = |m: &str| LinkRow {
             master_id: m.into(),
             direction: "inbound".into(),
@@ -689,5 +734,7 @@ mod tests {
         assert_eq!(b.schema(), *CRM_LINKS_SCHEMA);
         let master = b.column_by_name("master_id").unwrap().as_string::<i32>();
         assert_eq!(master.value(0), "m-2", "the last write for a key wins");
+        let account = b.column_by_name("account").unwrap().as_string::<i32>();
+        assert_eq!(account.value(0), "eu", "the account is written with its key");
     }
 }

@@ -1212,8 +1212,13 @@ async fn crm_link_command(action: CrmLinkCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(link) => {
+            let account = link
+                .account
+                .as_ref()
+                .map(|a| format!(" (account {a})"))
+                .unwrap_or_default();
             println!(
-                "{} {} {} -> {} (outbound): {}",
+                "{}{account} {} {} -> {} (outbound): {}",
                 link.provider, link.crm_object, link.crm_id, link.master_id, link.outcome
             );
             ExitCode::SUCCESS

@@ -113,7 +113,7 @@ pub async fn show(
             (
                 "crm links",
                 format!(
-                    "SELECT provider, crm_object, crm_id, direction, source, deleted_at FROM crm_links WHERE master_id = {q} ORDER BY provider, crm_object, crm_id"
+                    "SELECT provider, account, crm_object, crm_id, direction, source, deleted_at FROM crm_links WHERE master_id = {q} ORDER BY provider, account, crm_object, crm_id"
                 ),
             ),
             (

@@ -127,7 +127,9 @@ pub static RECORDS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// `crm_links`: a CRM record and the master it belongs to. Key:
-/// (`provider`, `crm_object`, `crm_id`). `direction`: `inbound` (read from
+/// (`provider`, `account`, `crm_object`, `crm_id`); `account` (the HubSpot
+/// portal, Salesforce org, ... a source names) is null for a source that
+/// names none, and for rows written before it existed. `direction`: `inbound` (read from
 /// the CRM) or `outbound` (leadflow created it there; a run that reads it
 /// back links it to `master_id`, never a new person). `deleted_at`: when
 /// the CRM deleted it; the master and other records stay.
@@ -145,6 +147,9 @@ pub static CRM_LINKS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         ts("created_at"),
         ts("updated_at"),
         ts("deleted_at"),
+        // Added after the first release (nullable, last): a key column that
+        // null matches null in, so older rows keep their identity.
+        utf8("account"),
     ]))
 });
 
@@ -369,7 +374,7 @@ pub fn warehouse_tables() -> Vec<(&'static str, SchemaRef, &'static [&'static st
         (
             "crm_links",
             CRM_LINKS_SCHEMA.clone(),
-            &["provider", "crm_object", "crm_id"],
+            &["provider", "account", "crm_object", "crm_id"],
         ),
         (
             "project_links",

@@ -317,15 +317,17 @@ type ReviewOut = (u32, String, String, String, String, Option<i64>);
 /// question stays open; a rejection wins over an open (s, y) row already
 /// there, any other (s, y) row is kept. The old rows become `superseded`.
 /// `approving`: the review this merge decides, left to the caller.
+/// Also returns what an unmerge needs to put each changed row back
+/// ([`ReviewUndo`]).
 async fn carried_reviews(
     warehouse: &Warehouse,
     s: &str,
     x: &str,
     approving: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<RecordBatch, ReviewError> {
+) -> Result<(RecordBatch, Vec<ReviewUndo>), ReviewError> {
     if !warehouse.has_data("review").await? {
-        return Ok(RecordBatch::new_empty(REVIEW_SCHEMA.clone()));
+        return Ok((RecordBatch::new_empty(REVIEW_SCHEMA.clone()), Vec::new()));
     }
     let rows = query(
         warehouse,
@@ -344,19 +346,28 @@ async fn carried_reviews(
         text(&b, "status")?,
     );
     let decided = times(&b, "decided_at")?;
-    // The survivor's own pairs: other master -> status.
-    let mut of_s: HashMap<&str, &str> = HashMap::new();
+    let decided_at = |i: usize| (!decided.is_null(i)).then(|| decided.value(i));
+    // The survivor's own pairs: other master -> row.
+    let mut of_s: HashMap<&str, usize> = HashMap::new();
     for i in 0..b.num_rows() {
         if a.value(i) == s {
-            of_s.insert(o.value(i), st.value(i));
+            of_s.insert(o.value(i), i);
         } else if o.value(i) == s {
-            of_s.insert(a.value(i), st.value(i));
+            of_s.insert(a.value(i), i);
         }
     }
     let mut out: Vec<ReviewOut> = Vec::new();
+    let mut undo: Vec<ReviewUndo> = Vec::new();
     for i in 0..b.num_rows() {
         let involves_x = a.value(i) == x || o.value(i) == x;
-        if !involves_x || Some(id.value(i)) == approving || st.value(i) == "superseded" {
+        let between_them = (a.value(i) == s) || (o.value(i) == s);
+        // The pair being merged, already approved (a retried merge of an
+        // approval): it stays the record of that decision.
+        if !involves_x
+            || Some(id.value(i)) == approving
+            || st.value(i) == "superseded"
+            || (between_them && st.value(i) == "approved")
+        {
             continue;
         }
         out.push((
@@ -367,22 +378,36 @@ async fn carried_reviews(
             "superseded".to_string(),
             Some(now.timestamp_micros()),
         ));
+        undo.push(ReviewUndo {
+            review_id: id.value(i).to_string(),
+            set: "superseded".into(),
+            was: Some(st.value(i).to_string()),
+            was_decided_at: decided_at(i),
+        });
         let y = if a.value(i) == x { o.value(i) } else { a.value(i) };
+        let existing = of_s.get(y).copied();
         let carry = y != s
-            && match of_s.get(y) {
+            && match existing {
                 None => true,
-                Some(existing) => *existing == "open" && st.value(i) == "rejected",
+                Some(e) => st.value(e) == "open" && st.value(i) == "rejected",
             };
         if carry {
             let (m1, m2) = if s <= y { (s, y) } else { (y, s) };
+            let carried_id = leadflow_transforms::dedupe::review_id(s, y);
             out.push((
                 i as u32,
-                leadflow_transforms::dedupe::review_id(s, y),
+                carried_id.clone(),
                 m1.to_string(),
                 m2.to_string(),
                 st.value(i).to_string(),
-                (!decided.is_null(i)).then(|| decided.value(i)),
+                decided_at(i),
             ));
+            undo.push(ReviewUndo {
+                review_id: carried_id,
+                set: st.value(i).to_string(),
+                was: existing.map(|e| st.value(e).to_string()),
+                was_decided_at: existing.and_then(decided_at),
+            });
         }
     }
     let rows = arrow::array::UInt32Array::from(out.iter().map(|r| r.0).collect::<Vec<_>>());
@@ -394,7 +419,73 @@ async fn carried_reviews(
     let picked = with_column(&picked, "master_id", texts(|r| &r.2))?;
     let picked = with_column(&picked, "other_master_id", texts(|r| &r.3))?;
     let picked = with_column(&picked, "status", texts(|r| &r.4))?;
-    with_column(&picked, "decided_at", ts_col(out.iter().map(|r| r.5)))
+    let picked = with_column(&picked, "decided_at", ts_col(out.iter().map(|r| r.5)))?;
+    Ok((picked, undo))
+}
+
+/// A review row a merge changed, as its `merges` row keeps it: the status
+/// the merge set, and what the row was before (`was: None`: the merge
+/// created the row). An unmerge puts back every row still as the merge
+/// left it; a row decided since keeps that decision.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct ReviewUndo {
+    review_id: String,
+    set: String,
+    was: Option<String>,
+    was_decided_at: Option<i64>,
+}
+
+/// The review rows an unmerge restores (see [`ReviewUndo`]); a row the
+/// merge created and that is still as it left it becomes `superseded`: it
+/// stood for the absorbed master, which is apart again.
+async fn restored_reviews(
+    warehouse: &Warehouse,
+    undo: &[ReviewUndo],
+    now: DateTime<Utc>,
+) -> Result<Option<RecordBatch>, ReviewError> {
+    if undo.is_empty() || !warehouse.has_data("review").await? {
+        return Ok(None);
+    }
+    let ids: Vec<&str> = undo.iter().map(|u| u.review_id.as_str()).collect();
+    let rows = query(
+        warehouse,
+        &["review"],
+        &format!("SELECT * FROM review WHERE review_id IN ({})", lits(&ids)),
+    )
+    .await?;
+    let b = conform(&rows, &REVIEW_SCHEMA)?;
+    let (id, st) = (text(&b, "review_id")?, text(&b, "status")?);
+    let by_id: HashMap<&str, &ReviewUndo> = undo.iter().map(|u| (u.review_id.as_str(), u)).collect();
+    let mut pick = Vec::new();
+    let mut status = Vec::new();
+    let mut decided = Vec::new();
+    for i in 0..b.num_rows() {
+        let Some(u) = by_id.get(id.value(i)) else { continue };
+        if st.value(i) != u.set {
+            continue;
+        }
+        pick.push(i as u32);
+        match &u.was {
+            Some(was) => {
+                status.push(was.clone());
+                decided.push(u.was_decided_at);
+            }
+            None => {
+                status.push("superseded".to_string());
+                decided.push(Some(now.timestamp_micros()));
+            }
+        }
+    }
+    if pick.is_empty() {
+        return Ok(None);
+    }
+    let picked = arrow::compute::take_record_batch(&b, &arrow::array::UInt32Array::from(pick))?;
+    let picked = with_column(
+        &picked,
+        "status",
+        Arc::new(status.iter().map(|s| Some(s.as_str())).collect::<StringArray>()),
+    )?;
+    Ok(Some(with_column(&picked, "decided_at", ts_col(decided))?))
 }
 
 /// The review row as stored, with a new status and decision time.
@@ -564,12 +655,27 @@ async fn merge_once(
     }
     let moved_rows = repoint(&records, &moved, &s)?;
     let links = merged_links(warehouse, &s, &x, &event_id).await?;
+    let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
+    let (carried, mut review_undo) =
+        carried_reviews(warehouse, &s, &x, why.review.map(|r| r.review_id.as_str()), now).await?;
+    if let Some(r) = why.review {
+        // Undone, the approved pair is a question again.
+        review_undo.push(ReviewUndo {
+            review_id: r.review_id.clone(),
+            set: "approved".into(),
+            was: Some("open".into()),
+            was_decided_at: None,
+        });
+    }
+    if !review_undo.is_empty() {
+        explanation["reviews"] = serde_json::to_value(&review_undo).expect("plain data");
+    }
+    // A retry keeps what the first attempt wrote (its review rows are
+    // already changed, so this attempt saw less).
     let explanation = match &prior {
         Some((_, text)) => serde_json::from_str(text).unwrap_or(explanation),
         None => explanation,
     };
-    let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
-    let carried = carried_reviews(warehouse, &s, &x, why.review.map(|r| r.review_id.as_str()), now).await?;
     // The absorbed person's open reminders go to the survivor.
     let (reminders, _reminders_turn) =
         moving_reminders(warehouse, &x, &s, None, &format!("merge {event_id}"), now).await?;
@@ -706,6 +812,7 @@ pub async fn split(
             new_id: None,
             rule: "manual",
             undoes: None,
+            reviews: &[],
             note,
             by,
         };
@@ -743,7 +850,11 @@ pub async fn unmerge(
         .await?;
         let b = rows.iter().find(|b| b.num_rows() > 0).ok_or_else(not_found)?;
         let survivor = text(b, "master_id")?.value(0).to_string();
-        let (absorbed, keys) = undo_info(text(b, "explanation")?.value(0))?;
+        let UndoInfo {
+            absorbed,
+            keys,
+            reviews,
+        } = undo_info(text(b, "explanation")?.value(0))?;
         if !master_rows(warehouse, &[&absorbed]).await?.is_empty() {
             return Err(ReviewError::Invalid(format!(
                 "merge {event_id} is already undone: master {absorbed} exists again"
@@ -754,6 +865,7 @@ pub async fn unmerge(
             new_id: Some(absorbed),
             rule: "unmerge",
             undoes: Some(event_id),
+            reviews: &reviews,
             note,
             by,
         };
@@ -762,8 +874,17 @@ pub async fn unmerge(
     .await
 }
 
-/// The absorbed master and record keys a `merge` row's explanation holds.
-fn undo_info(explanation: &str) -> Result<(String, Vec<(String, String)>), ReviewError> {
+/// What a `merge` row's explanation holds for its undo.
+struct UndoInfo {
+    absorbed: String,
+    keys: Vec<(String, String)>,
+    /// Review rows the merge changed (merges before this field: none known).
+    reviews: Vec<ReviewUndo>,
+}
+
+/// The absorbed master, record keys and review changes a `merge` row's
+/// explanation holds.
+fn undo_info(explanation: &str) -> Result<UndoInfo, ReviewError> {
     let bad = |why: &str| ReviewError::Schema(format!("merge event explanation {why}; it cannot be undone"));
     let v: serde_json::Value = serde_json::from_str(explanation).map_err(|_| bad("is not JSON"))?;
     let absorbed = v["absorbed_master_id"]
@@ -782,7 +903,15 @@ fn undo_info(explanation: &str) -> Result<(String, Vec<(String, String)>), Revie
         })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| bad("has a record without source or source_record_id"))?;
-    Ok((absorbed, keys))
+    let reviews = match v.get("reviews") {
+        None => Vec::new(),
+        Some(r) => serde_json::from_value(r.clone()).map_err(|_| bad("has unreadable review changes"))?,
+    };
+    Ok(UndoInfo {
+        absorbed,
+        keys,
+        reviews,
+    })
 }
 
 struct SplitCtx<'a> {
@@ -790,6 +919,8 @@ struct SplitCtx<'a> {
     new_id: Option<String>,
     rule: &'a str,
     undoes: Option<&'a str>,
+    /// An unmerge: the review rows its merge changed, to put back.
+    reviews: &'a [ReviewUndo],
     note: Option<&'a str>,
     by: &'a str,
 }
@@ -932,6 +1063,9 @@ async fn split_once(
     }
     tables.extend(reminders);
     tables.push(upsert("masters", golden));
+    if let Some(reviews) = restored_reviews(warehouse, ctx.reviews, now).await? {
+        tables.push(upsert("review", reviews));
+    }
     apply_all(warehouse, version, tables).await?;
     if !emptied.is_empty() {
         let projects = emptied.into_iter().map(datafusion::prelude::lit).collect();
@@ -1439,9 +1573,22 @@ mod tests {
             "absorbed_master_id": "m-x",
             "records": [{"source": "drops", "source_record_id": "r1"}],
         });
-        let (x, keys) = undo_info(&e.to_string()).unwrap();
-        assert_eq!(x, "m-x");
-        assert_eq!(keys, vec![("drops".to_string(), "r1".to_string())]);
+        let u = undo_info(&e.to_string()).unwrap();
+        assert_eq!(u.absorbed, "m-x");
+        assert_eq!(u.keys, vec![("drops".to_string(), "r1".to_string())]);
+        assert!(
+            u.reviews.is_empty(),
+            "a merge written before review undo knew none"
+        );
+        let undo = ReviewUndo {
+            review_id: "rv-1".into(),
+            set: "superseded".into(),
+            was: Some("rejected".into()),
+            was_decided_at: Some(7),
+        };
+        let mut e = e;
+        e["reviews"] = serde_json::to_value(vec![undo.clone()]).unwrap();
+        assert_eq!(undo_info(&e.to_string()).unwrap().reviews, vec![undo]);
         assert!(undo_info("linked with ...").is_err());
         assert!(undo_info(r#"{"absorbed_master_id":"m","records":[{"source":"s"}]}"#).is_err());
     }

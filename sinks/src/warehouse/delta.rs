@@ -479,7 +479,18 @@ impl Warehouse {
             })?;
         let mut predicate = None;
         for k in spec.keys {
-            let e = col(format!("target.{k}")).eq(col(format!("source.{k}")));
+            let (t, s) = (col(format!("target.{k}")), col(format!("source.{k}")));
+            // A nullable key (a column added later) matches null to null.
+            let nullable = spec.schema.field_with_name(k).is_ok_and(|f| f.is_nullable());
+            let e = if nullable {
+                datafusion::logical_expr::binary_expr(
+                    t,
+                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                    s,
+                )
+            } else {
+                t.eq(s)
+            };
             predicate = Some(match predicate {
                 None => e,
                 Some(p) => datafusion::prelude::Expr::and(p, e),
@@ -932,6 +943,55 @@ mod tests {
         assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 2 + 2);
         assert_eq!(wh.last_txn_version("app").await.unwrap(), Some(2));
         assert_eq!(wh.last_txn_version("other").await.unwrap(), None);
+    }
+
+    /// A nullable key column (like `crm_links.account`): null matches null,
+    /// by the rewrite and by the MERGE fallback alike.
+    #[tokio::test]
+    async fn a_null_key_part_matches_null_in_rewrite_and_merge() {
+        let spec = || TableSpec {
+            name: "people",
+            schema: Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("n", DataType::Int64, true),
+                Field::new("tag", DataType::Utf8, true),
+            ])),
+            keys: &["id", "tag"],
+        };
+        let batch = |ids: &[&str], tags: &[Option<&str>], n: i64| {
+            RecordBatch::try_new(
+                spec().schema,
+                vec![
+                    Arc::new(StringArray::from(ids.to_vec())),
+                    Arc::new(Int64Array::from(vec![n; ids.len()])),
+                    Arc::new(StringArray::from(tags.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        let staged = |b: RecordBatch| StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![b],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let wh = open(dir.path(), spec()).await;
+        wh.apply(&staged(batch(&["a", "b"], &[None, Some("x")], 1)), "app", 1)
+            .await
+            .unwrap();
+        // (a, null) and (b, x) are replaced; (b, null) is a new key.
+        let t = staged(batch(&["a", "b", "b"], &[None, Some("x"), None], 2));
+        wh.apply(&t, "app", 2).await.unwrap();
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 6);
+        // The same through MERGE.
+        let table = wh.table("people").await.unwrap();
+        let t = staged(batch(&["a"], &[None], 10));
+        Warehouse::upsert_by_merge(table, "people", &spec(), &t, CommitProperties::default())
+            .await
+            .unwrap();
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 14);
     }
 
     fn files(table: &DeltaTable) -> Vec<String> {

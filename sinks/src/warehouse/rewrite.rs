@@ -10,9 +10,11 @@
 //! result of MERGE's update-all / insert-all on the key, without the join.
 //!
 //! The plan declines (the caller then runs MERGE) for tables this path does
-//! not understand: partition columns, deletion vectors, a file without the
-//! key columns (column mapping), file paths outside the table folder, or
-//! staged rows that repeat a key (MERGE reports those).
+//! not understand: partition columns, deletion vectors, a file without a
+//! required key column (column mapping), file paths outside the table
+//! folder, or staged rows that repeat a key (MERGE reports those). A
+//! nullable key column a file predates (added to the table later) reads as
+//! null there, as the table reads it; null keys match null keys.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -127,30 +129,39 @@ enum FileOutcome {
 struct KeySet {
     names: Vec<&'static str>,
     types: Vec<arrow::datatypes::DataType>,
+    /// A nullable key column may be missing from older files (all null there).
+    nullable: Vec<bool>,
     converter: RowConverter,
 }
 
 impl KeySet {
     fn new(spec: &TableSpec) -> Result<Self, RewriteError> {
         let mut types = Vec::with_capacity(spec.keys.len());
+        let mut nullable = Vec::with_capacity(spec.keys.len());
         for k in spec.keys {
             let field = spec.schema.field_with_name(k)?;
             types.push(field.data_type().clone());
+            nullable.push(field.is_nullable());
         }
         let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
         Ok(Self {
             names: spec.keys.to_vec(),
             types,
+            nullable,
             converter,
         })
     }
 
-    /// The key columns of `batch` in the table's types, or `None` when the
-    /// batch lacks one.
+    /// The key columns of `batch` in the table's types (a missing nullable
+    /// one as nulls), or `None` when the batch lacks a required one.
     fn columns(&self, batch: &RecordBatch) -> Result<Option<Vec<ArrayRef>>, RewriteError> {
         let mut out = Vec::with_capacity(self.names.len());
-        for (name, ty) in self.names.iter().zip(&self.types) {
+        for ((name, ty), nullable) in self.names.iter().zip(&self.types).zip(&self.nullable) {
             let Some(c) = batch.column_by_name(name) else {
+                if *nullable {
+                    out.push(new_null_array(ty, batch.num_rows()));
+                    continue;
+                }
                 return Ok(None);
             };
             out.push(if c.data_type() == ty {
@@ -204,9 +215,10 @@ impl KeySet {
                 .map_err(|e| read_err(&e))
         };
         let mut roots = Vec::with_capacity(self.names.len());
-        for name in &self.names {
+        for (name, nullable) in self.names.iter().zip(&self.nullable) {
             match metadata.schema().index_of(name) {
                 Ok(i) => roots.push(i),
+                Err(_) if *nullable => {}
                 Err(_) => return Ok(FileOutcome::Unsupported),
             }
         }
