@@ -194,3 +194,108 @@ fn the_daemon_reviews_and_merges_an_entity_by_query_parameter() {
     let m = http_body(port, "POST", "/api/v1/masters/merge", Some(TOKEN), &body).expect("request");
     assert_eq!(m.status, 404, "{}", m.body);
 }
+
+/// `entities.<name>.survivorship` governs that entity's golden records;
+/// the leads keep the top-level rules.
+#[test]
+fn an_entity_keeps_its_golden_records_by_its_own_rules() {
+    let sb = sandbox();
+    let cfg = sb.config();
+    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(
+        "survivorship:\n  fields:\n    company: newest\n\
+         entities:\n  channel_partner:\n    survivorship:\n      fields:\n        company: longest\n",
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let o = leadflow(&["run", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Later, Sunil uploads himself again under the shorter name: the newest
+    // value, but partners keep the longest.
+    std::fs::write(
+        sb.path().join("partners/later.csv"),
+        format!("{HEADER}Sunil Agarwal,+91 98111 00001,,Sunil Homes,Pune,IN,Riverside\n"),
+    )
+    .unwrap();
+    let o = leadflow(&["run", &cfg], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let company = partner_rows(
+        &sb,
+        "SELECT company, record_count FROM masters WHERE full_name = 'Sunil Agarwal'",
+    );
+    assert_eq!(
+        company,
+        vec![vec![Some("Sunil Homes Realty".into()), Some("3".into())]]
+    );
+    // A manual split and merge of partners (--entity) use the same rules.
+    let ids = partner_rows(
+        &sb,
+        "SELECT m.master_id, r.source, r.source_record_id FROM masters m JOIN records r \
+         ON r.master_id = m.master_id WHERE r.company = 'Sunil Homes Realty'",
+    );
+    let (master, record) = (
+        ids[0][0].clone().unwrap(),
+        format!(
+            "{}:{}",
+            ids[0][1].as_deref().unwrap(),
+            ids[0][2].as_deref().unwrap()
+        ),
+    );
+    let o = leadflow(
+        &[
+            "master",
+            "split",
+            &cfg,
+            &master,
+            "--record",
+            &record,
+            "--entity",
+            "channel_partner",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let split: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = leadflow(
+        &[
+            "master",
+            "merge",
+            &cfg,
+            &master,
+            split["new_master_id"].as_str().unwrap(),
+            "--keep",
+            &master,
+            "--entity",
+            "channel_partner",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let company = partner_rows(
+        &sb,
+        &format!("SELECT company FROM masters WHERE master_id = '{master}'"),
+    );
+    assert_eq!(company[0][0].as_deref(), Some("Sunil Homes Realty"));
+}
+
+#[test]
+fn entity_settings_name_a_real_entity_and_its_own_sources() {
+    let sb = sandbox();
+    let cfg = sb.config();
+    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
+    yaml.push_str(
+        "entities:\n  vendor:\n    survivorship:\n      fields:\n        company: longest\n  \
+         channel_partner:\n    survivorship:\n      fields:\n        company: source_priority\n      \
+         source_priority: [drops]\n",
+    );
+    std::fs::write(&cfg, yaml).unwrap();
+    let o = leadflow(&["validate", &cfg], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for needle in [
+        "entities.vendor: no pipeline has `entity: vendor`",
+        "entities.channel_partner.survivorship.source_priority: `drops` is not a source of a pipeline of entity `channel_partner`",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}

@@ -44,10 +44,34 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Which value of each field a master's golden record keeps when its
     /// records disagree (newest, most_frequent, source_priority, longest).
-    /// One set of rules for the warehouse: every pipeline writes the same
-    /// `masters`.
+    /// The rules of the leads' `masters`, and of every entity type that
+    /// sets none of its own under `entities`.
     #[serde(default)]
     pub survivorship: leadflow_transforms::dedupe::SurvivorshipConfig,
+    /// Settings of other entity types (the `entity:` of their pipelines),
+    /// by entity name: e.g. `channel_partner: {survivorship: ...}`.
+    #[serde(default)]
+    pub entities: BTreeMap<String, EntityConfig>,
+}
+
+/// What one entity type sets for itself.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityConfig {
+    /// The survivorship rules of this entity's golden records, instead of
+    /// the top-level `survivorship`.
+    #[serde(default)]
+    pub survivorship: Option<leadflow_transforms::dedupe::SurvivorshipConfig>,
+}
+
+impl Config {
+    /// The survivorship rules of an entity type (`None`: leads).
+    pub fn survivorship_for(&self, entity: Option<&str>) -> &leadflow_transforms::dedupe::SurvivorshipConfig {
+        entity
+            .and_then(|e| self.entities.get(e))
+            .and_then(|e| e.survivorship.as_ref())
+            .unwrap_or(&self.survivorship)
+    }
 }
 
 /// One pipeline: sources -> map -> normalise -> sql -> validate -> dedupe -> warehouse.
@@ -475,12 +499,22 @@ fn parse_sections(
     };
     for k in map.keys() {
         let k = k.as_str().unwrap_or("?");
-        if !["warehouse", "pipelines", "events", "daemon", "survivorship"].contains(&k) {
+        if ![
+            "warehouse",
+            "pipelines",
+            "events",
+            "daemon",
+            "survivorship",
+            "entities",
+        ]
+        .contains(&k)
+        {
             problems.push(ConfigProblem {
                 line: locate(text, &p(&[k])),
                 key: k.into(),
                 message: format!(
-                    "unknown key `{k}`, expected `warehouse`, `pipelines`, `events`, `daemon` or `survivorship`"
+                    "unknown key `{k}`, expected `warehouse`, `pipelines`, `events`, `daemon`, `survivorship` \
+                     or `entities`"
                 ),
             });
         }
@@ -493,6 +527,10 @@ fn parse_sections(
             problems,
         ),
         None => Some(Default::default()),
+    };
+    let entities = match map.get("entities") {
+        Some(v) => section::<BTreeMap<String, EntityConfig>>(v, &p(&["entities"]), text, problems),
+        None => Some(BTreeMap::new()),
     };
     let daemon = match map.get("daemon") {
         Some(v) => section::<DaemonConfig>(v, &p(&["daemon"]), text, problems),
@@ -592,6 +630,7 @@ fn parse_sections(
         && let Some(events) = events
         && let Some(daemon) = daemon
         && let Some(survivorship) = survivorship
+        && let Some(entities) = entities
     {
         return Some(Config {
             warehouse,
@@ -599,6 +638,7 @@ fn parse_sections(
             events,
             daemon,
             survivorship,
+            entities,
         });
     }
     None
@@ -630,30 +670,68 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             message,
         });
     }
-    let mut survivorship = config.survivorship.problems();
-    let all_sources: BTreeSet<&str> = config
-        .pipelines
-        .iter()
-        .flat_map(|p| p.sources.iter().map(|s| s.name.as_str()))
-        .collect();
-    for s in &config.survivorship.source_priority {
-        if !all_sources.contains(s.as_str()) {
-            survivorship.push((
-                "source_priority".into(),
-                format!(
-                    "`{s}` is not a source of any pipeline (sources: {})",
-                    all_sources.iter().copied().collect::<Vec<_>>().join(", ")
-                ),
-            ));
+    // Survivorship rules: the top-level ones (source names of any
+    // pipeline), then each entity's own (source names of its pipelines).
+    let sources_of = |entity: Option<&str>| -> BTreeSet<&str> {
+        config
+            .pipelines
+            .iter()
+            .filter(|p| entity.is_none() || p.entity.as_deref() == entity)
+            .flat_map(|p| p.sources.iter().map(|s| s.name.as_str()))
+            .collect()
+    };
+    let mut rule_sets = vec![(
+        vec!["survivorship".to_string()],
+        &config.survivorship,
+        sources_of(None),
+        "any pipeline".to_string(),
+    )];
+    for (name, e) in &config.entities {
+        let at_entity = vec!["entities".to_string(), name.clone()];
+        let entity_problem = crate::entity_problem(name).or_else(|| {
+            (!config
+                .pipelines
+                .iter()
+                .any(|p| p.entity.as_deref() == Some(name.as_str())))
+            .then(|| format!("no pipeline has `entity: {name}`"))
+        });
+        if let Some(message) = entity_problem {
+            problems.push(ConfigProblem {
+                line: at(&at_entity),
+                key: at_entity.join("."),
+                message,
+            });
+            continue;
+        }
+        if let Some(rules) = &e.survivorship {
+            let mut key = at_entity;
+            key.push("survivorship".into());
+            let whose = format!("a pipeline of entity `{name}`");
+            rule_sets.push((key, rules, sources_of(Some(name.as_str())), whose));
         }
     }
-    for (key, message) in survivorship {
-        let key = path(&[&"survivorship", &key]);
-        problems.push(ConfigProblem {
-            line: at(&key).or_else(|| at(&path(&[&"survivorship"]))),
-            key: key.join("."),
-            message,
-        });
+    for (base_key, rules, sources, whose) in rule_sets {
+        let mut found = rules.problems();
+        for s in &rules.source_priority {
+            if !sources.contains(s.as_str()) {
+                found.push((
+                    "source_priority".into(),
+                    format!(
+                        "`{s}` is not a source of {whose} (sources: {})",
+                        sources.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        for (key, message) in found {
+            let mut full = base_key.clone();
+            full.push(key);
+            problems.push(ConfigProblem {
+                line: at(&full).or_else(|| at(&base_key)),
+                key: full.join("."),
+                message,
+            });
+        }
     }
     let name_re = regex::Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]*$").expect("valid regex");
     let mut names = BTreeSet::new();

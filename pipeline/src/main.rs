@@ -1060,7 +1060,9 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
             };
             let merged = review::approve(
                 &warehouse,
-                &loaded.config.survivorship,
+                loaded
+                    .config
+                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
                 &id,
                 keep.as_deref(),
                 note.as_deref(),
@@ -1110,7 +1112,9 @@ async fn master_command(action: MasterCommand) -> ExitCode {
             };
             let merged = review::merge(
                 &warehouse,
-                &loaded.config.survivorship,
+                loaded
+                    .config
+                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
                 &a,
                 &b,
                 keep.as_deref(),
@@ -1140,7 +1144,9 @@ async fn master_command(action: MasterCommand) -> ExitCode {
             };
             let split = review::split(
                 &warehouse,
-                &loaded.config.survivorship,
+                loaded
+                    .config
+                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
                 &master,
                 &records,
                 note.as_deref(),
@@ -1162,7 +1168,9 @@ async fn master_command(action: MasterCommand) -> ExitCode {
             };
             let split = review::unmerge(
                 &warehouse,
-                &loaded.config.survivorship,
+                loaded
+                    .config
+                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
                 &event_id,
                 note.as_deref(),
                 "cli",

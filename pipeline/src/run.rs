@@ -547,7 +547,7 @@ async fn execute(
         let stage_clock = Instant::now();
         // Rules other than `newest` weigh every record of a master: read the
         // earlier records of the masters this run may touch.
-        let rules = &loaded.config.survivorship;
+        let rules = loaded.config.survivorship_for(pipeline.entity.as_deref());
         let history = if rules.needs_history() && candidates.num_rows() > 0 {
             Some(earlier_records(&ctx, &candidates).await?)
         } else {

@@ -85,11 +85,17 @@ async fn entity_warehouse(state: &AppState, q: EntityParam) -> Result<leadflow_s
     warehouse_of(state, q.entity.as_deref()).await
 }
 
-/// The warehouse for a route that merges or splits: refused first while a
-/// run is going (before an entity's tables are opened for nothing).
-async fn changing(state: &AppState, q: EntityParam) -> Result<leadflow_sinks::Warehouse, ApiError> {
+/// The warehouse and entity for a route that merges or splits: refused
+/// first while a run is going (before an entity's tables are opened for
+/// nothing).
+async fn changing(
+    state: &AppState,
+    q: EntityParam,
+) -> Result<(leadflow_sinks::Warehouse, Option<String>), ApiError> {
     no_run_going(state)?;
-    entity_warehouse(state, q).await
+    let Query(q) = q?;
+    let warehouse = warehouse_of(state, q.entity.as_deref()).await?;
+    Ok((warehouse, q.entity))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Out {
@@ -162,11 +168,11 @@ pub async fn approve(
     q: EntityParam,
     b: Bytes,
 ) -> Out {
-    let warehouse = changing(&state, q).await?;
+    let (warehouse, entity) = changing(&state, q).await?;
     let b: ApproveBody = optional(&b)?;
     let m = review::approve(
         &warehouse,
-        &state.config().config.survivorship,
+        state.config().config.survivorship_for(entity.as_deref()),
         &id,
         b.keep.as_deref(),
         b.note.as_deref(),
@@ -213,11 +219,11 @@ pub async fn merge(
     q: EntityParam,
     b: Result<Json<MergeBody>, JsonRejection>,
 ) -> Out {
-    let warehouse = changing(&state, q).await?;
+    let (warehouse, entity) = changing(&state, q).await?;
     let b = body(b)?;
     let m = review::merge(
         &warehouse,
-        &state.config().config.survivorship,
+        state.config().config.survivorship_for(entity.as_deref()),
         &b.masters[0],
         &b.masters[1],
         b.keep.as_deref(),
@@ -251,7 +257,7 @@ pub async fn split(
     q: EntityParam,
     b: Result<Json<SplitBody>, JsonRejection>,
 ) -> Out {
-    let warehouse = changing(&state, q).await?;
+    let (warehouse, entity) = changing(&state, q).await?;
     let b = body(b)?;
     let keys: Vec<(String, String)> = b
         .records
@@ -260,7 +266,7 @@ pub async fn split(
         .collect();
     let s = review::split(
         &warehouse,
-        &state.config().config.survivorship,
+        state.config().config.survivorship_for(entity.as_deref()),
         &id,
         &keys,
         b.note.as_deref(),
@@ -279,11 +285,11 @@ pub async fn undo(
     q: EntityParam,
     b: Bytes,
 ) -> Out {
-    let warehouse = changing(&state, q).await?;
+    let (warehouse, entity) = changing(&state, q).await?;
     let b: NoteBody = optional(&b)?;
     let s = review::unmerge(
         &warehouse,
-        &state.config().config.survivorship,
+        state.config().config.survivorship_for(entity.as_deref()),
         &id,
         b.note.as_deref(),
         "api",
