@@ -172,6 +172,12 @@ pub fn link(
     };
     let (m_phones, m_email_keys) = (list("phones")?, list("email_keys")?);
 
+    // Debug timings of the parts (`LEADFLOW_LOG=leadflow_transforms=debug`).
+    let mut clock = std::time::Instant::now();
+    let mut lap = |part: &str| {
+        tracing::debug!(part, seconds = clock.elapsed().as_secs_f64(), "exact link");
+        clock = std::time::Instant::now();
+    };
     // Nodes: leads 0..n, existing masters n..n+m.
     // Folding 1M names is a visible cost: spread it over the rayon pool.
     let names: Vec<FoldedName> = (0..n + m)
@@ -188,6 +194,7 @@ pub fn link(
     let mut clusters = Clusters::new(&names, |x| x >= n, config.name_similarity, config.name_check);
     let mut rule = vec![Rule::None; n];
     let mut via: Vec<Option<(MatchKey, u32)>> = vec![None; n];
+    lap("names and clusters");
 
     // Records seen before stay with their master.
     if !known.is_empty() {
@@ -237,6 +244,7 @@ pub fn link(
         }
     }
 
+    lap("key chains");
     // Walk each key's chain: each node joins the first anchor that accepts it.
     let mut conflicts: Vec<(MatchKey, String, usize, Veto)> = Vec::new();
     let mut anchors: Vec<usize> = Vec::new();
@@ -282,6 +290,7 @@ pub fn link(
         }
     }
 
+    lap("unions");
     // Assign master ids: the existing master, else the first record's id.
     // Clusters numbered in order of their first row: a dense index per root
     // instead of hashing (1M rows), and a deterministic output order.
@@ -336,12 +345,14 @@ pub fn link(
     }
     let master_id = ids.finish();
 
+    lap("master ids");
     // Golden records for every cluster this run touched.
     let known_rows: Vec<bool> = rule.iter().map(|r| *r == Rule::Known).collect();
     let golden = build_all_masters(leads, masters, &clusters_out, &known_rows, stamp, surv)?;
     let masters_out = golden.masters;
     stats.masters_updated = clusters_out.iter().filter(|g| g.existing.is_some()).count() as u64;
 
+    lap("golden records");
     // Decisions: every key link, every conflict.
     let mut mb = MergeRows::default();
     let describe = |node: usize| -> String {
@@ -472,6 +483,7 @@ pub fn link(
         .collect::<Result<Vec<_>, _>>()?;
     merge_parts.push(mb.finish(stamp)?);
     let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &merge_parts)?;
+    lap("decisions");
 
     Ok(LinkOutcome {
         master_id,
