@@ -201,12 +201,12 @@ fn the_daemon_reviews_and_merges_an_entity_by_query_parameter() {
 fn an_entity_keeps_its_golden_records_by_its_own_rules() {
     let sb = sandbox();
     let cfg = sb.config();
-    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
-    yaml.push_str(
+    sb.edit_config(
+        "pipelines:\n",
         "survivorship:\n  fields:\n    company: newest\n\
-         entities:\n  channel_partner:\n    survivorship:\n      fields:\n        company: longest\n",
+         entities:\n  channel_partner:\n    survivorship:\n      fields:\n        company: longest\n\
+         pipelines:\n",
     );
-    std::fs::write(&cfg, yaml).unwrap();
     let o = leadflow(&["run", &cfg], &[]);
     assert!(o.status.success(), "{}", text(&o));
     // Later, Sunil uploads himself again under the shorter name: the newest
@@ -282,13 +282,12 @@ fn an_entity_keeps_its_golden_records_by_its_own_rules() {
 fn entity_settings_name_a_real_entity_and_its_own_sources() {
     let sb = sandbox();
     let cfg = sb.config();
-    let mut yaml = std::fs::read_to_string(&cfg).unwrap();
-    yaml.push_str(
+    sb.edit_config(
+        "pipelines:\n",
         "entities:\n  vendor:\n    survivorship:\n      fields:\n        company: longest\n  \
          channel_partner:\n    survivorship:\n      fields:\n        company: source_priority\n      \
-         source_priority: [drops]\n",
+         source_priority: [drops]\npipelines:\n",
     );
-    std::fs::write(&cfg, yaml).unwrap();
     let o = leadflow(&["validate", &cfg], &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

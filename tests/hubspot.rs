@@ -750,6 +750,18 @@ fn hubspot_archived_contact_is_marked_deleted_on_the_next_run() {
     assert_eq!(crm.count("SELECT count(*) FROM crm_links"), 3);
 }
 
+/// A table as an older release created it: without `columns`.
+fn drop_columns(spec: &mut leadflow_sinks::TableSpec, columns: &[&str]) {
+    let fields: Vec<_> = spec
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| !columns.contains(&f.name().as_str()))
+        .cloned()
+        .collect();
+    spec.schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+}
+
 /// A warehouse an older leadflow wrote: `records` without the origin
 /// columns, a `runs` table without `records_deleted` and no `crm_links`.
 /// The run adds the columns; old rows read them as null until they are
@@ -759,7 +771,6 @@ fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, StringArray, new_null_array};
-    use arrow::datatypes::Schema;
     use arrow::record_batch::RecordBatch;
     use leadflow_sinks::{StagedTable, Warehouse, WarehouseConfig, WriteMode};
 
@@ -775,24 +786,10 @@ fn hubspot_run_on_a_warehouse_written_before_origin_columns() {
             .filter(|s| s.name != "crm_links")
             .map(|mut s| {
                 if s.name == "records" {
-                    let fields: Vec<_> = s
-                        .schema
-                        .fields()
-                        .iter()
-                        .filter(|f| !new_cols.contains(&f.name().as_str()))
-                        .cloned()
-                        .collect();
-                    s.schema = Arc::new(Schema::new(fields));
+                    drop_columns(&mut s, &new_cols);
                 }
                 if s.name == "runs" {
-                    let fields: Vec<_> = s
-                        .schema
-                        .fields()
-                        .iter()
-                        .filter(|f| f.name() != "records_deleted")
-                        .cloned()
-                        .collect();
-                    s.schema = Arc::new(Schema::new(fields));
+                    drop_columns(&mut s, &["records_deleted"]);
                 }
                 s
             })
@@ -1019,7 +1016,6 @@ fn crm_links_written_before_accounts_keep_their_rows() {
     use std::sync::Arc;
 
     use arrow::array::{ArrayRef, StringArray, new_null_array};
-    use arrow::datatypes::Schema;
     use arrow::record_batch::RecordBatch;
     use leadflow_sinks::{StagedTable, TableSpec, Warehouse, WarehouseConfig, WriteMode};
 
@@ -1033,14 +1029,7 @@ fn crm_links_written_before_accounts_keep_their_rows() {
             .into_iter()
             .map(|mut s| {
                 if s.name == "crm_links" {
-                    let fields: Vec<_> = s
-                        .schema
-                        .fields()
-                        .iter()
-                        .filter(|f| f.name() != "account")
-                        .cloned()
-                        .collect();
-                    s.schema = Arc::new(Schema::new(fields));
+                    drop_columns(&mut s, &["account"]);
                     s.keys = &["provider", "crm_object", "crm_id"];
                 }
                 s

@@ -381,6 +381,12 @@ pub enum CrmConfig {
 }
 
 impl CrmConfig {
+    /// A CRM, with CRM ids, accounts and `crm_links`; a Google Sheet is read
+    /// through the same plumbing but is none.
+    pub fn is_crm(&self) -> bool {
+        !matches!(self, Self::Sheets(_))
+    }
+
     /// `hubspot`, `salesforce`, `zoho`, `dynamics` or `google_sheets`: the
     /// YAML key.
     pub fn kind(&self) -> &'static str {

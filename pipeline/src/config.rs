@@ -65,6 +65,11 @@ pub struct EntityConfig {
 }
 
 impl Config {
+    /// Does a pipeline write entity type `entity` (its `entity:`)?
+    pub fn has_entity(&self, entity: &str) -> bool {
+        self.pipelines.iter().any(|p| p.entity.as_deref() == Some(entity))
+    }
+
     /// The survivorship rules of an entity type (`None`: leads).
     pub fn survivorship_for(&self, entity: Option<&str>) -> &leadflow_transforms::dedupe::SurvivorshipConfig {
         entity
@@ -688,13 +693,8 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
     )];
     for (name, e) in &config.entities {
         let at_entity = vec!["entities".to_string(), name.clone()];
-        let entity_problem = crate::entity_problem(name).or_else(|| {
-            (!config
-                .pipelines
-                .iter()
-                .any(|p| p.entity.as_deref() == Some(name.as_str())))
-            .then(|| format!("no pipeline has `entity: {name}`"))
-        });
+        let entity_problem = crate::entity_problem(name)
+            .or_else(|| (!config.has_entity(name)).then(|| format!("no pipeline has `entity: {name}`")));
         if let Some(message) = entity_problem {
             problems.push(ConfigProblem {
                 line: at(&at_entity),
@@ -797,7 +797,7 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                         "`account` is empty: name the CRM account, or leave it out".into(),
                     );
                 }
-                if matches!(kinds.as_slice(), ["files"] | ["google_sheets"]) {
+                if !s.crm(base).is_some_and(|c| c.is_crm()) && kinds.len() == 1 {
                     push(
                         sp("account"),
                         format!(
@@ -826,7 +826,7 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
                             push(sp(kind), problem);
                         }
                         let account = s.account.as_deref();
-                        if *kind != "google_sheets"
+                        if crm.is_crm()
                             && let Some(other) =
                                 crm_reads.insert((crm.kind(), crm.object(), account), &s.name)
                         {

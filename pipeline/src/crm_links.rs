@@ -57,12 +57,24 @@ pub type CrmSources = HashMap<String, CrmOrigin>;
 /// The key of `crm_links`: one CRM record. Two accounts of one CRM (two
 /// HubSpot portals) number their records independently, so the account is
 /// part of it; `None` is the account of a source that names none.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct LinkKey {
     pub provider: String,
     pub account: Option<String>,
+    #[serde(rename = "crm_object")]
     pub object: String,
     pub crm_id: String,
+}
+
+/// `hubspot (account eu) contacts 900`, as messages name a CRM record.
+impl std::fmt::Display for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.provider)?;
+        if let Some(a) = &self.account {
+            write!(f, " (account {a})")?;
+        }
+        write!(f, " {} {}", self.object, self.crm_id)
+    }
 }
 
 pub fn crm_sources(pipeline: &PipelineConfig, base: &std::path::Path) -> CrmSources {
@@ -70,20 +82,16 @@ pub fn crm_sources(pipeline: &PipelineConfig, base: &std::path::Path) -> CrmSour
         .sources
         .iter()
         .filter_map(|s| {
-            // A Google Sheet is read through the same plumbing but is no
-            // CRM: it has no CRM ids to link or to have been pushed to.
-            s.crm(base)
-                .filter(|c| !matches!(c, CrmConfig::Sheets(_)))
-                .map(|c| {
-                    (
-                        s.name.clone(),
-                        CrmOrigin {
-                            provider: c.kind(),
-                            account: s.account.clone(),
-                            object: c.object(),
-                        },
-                    )
-                })
+            s.crm(base).filter(CrmConfig::is_crm).map(|c| {
+                (
+                    s.name.clone(),
+                    CrmOrigin {
+                        provider: c.kind(),
+                        account: s.account.clone(),
+                        object: c.object(),
+                    },
+                )
+            })
         })
         .collect()
 }
@@ -565,15 +573,11 @@ pub enum CrmLinkError {
     #[error("{0}")]
     Invalid(String),
     #[error(
-        "{provider}{account} {object} {crm_id} is already linked to master {existing} ({direction}); a CRM \
-         record belongs to one person, so it is not relinked to {wanted}"
+        "{key} is already linked to master {existing} ({direction}); a CRM record belongs to one \
+         person, so it is not relinked to {wanted}"
     )]
     Conflict {
-        provider: String,
-        /// ` (account X)`, or empty for a source that names no account.
-        account: String,
-        object: String,
-        crm_id: String,
+        key: LinkKey,
         existing: String,
         direction: String,
         wanted: String,
@@ -587,23 +591,21 @@ pub enum CrmLinkError {
 /// What `crm-link add` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AddedLink {
-    pub provider: String,
-    /// The source's account, if it names one.
-    pub account: Option<String>,
-    pub crm_object: String,
-    pub crm_id: String,
+    #[serde(flatten)]
+    pub key: LinkKey,
     pub master_id: String,
     /// `created`, or `unchanged` when the same outbound link was there.
     pub outcome: String,
 }
 
-/// Records that leadflow created CRM record `crm_id` (in the CRM `source`
-/// of `pipeline` reads) for `master_id`: an outbound link. The next run that
-/// reads that record links it to the master instead of making a new one.
+/// Records that leadflow created CRM record `crm_id` (in the CRM that
+/// `source` of `pipeline` reads, `origin` as [`crm_sources`] gives it) for
+/// `master_id`: an outbound link. The next run that reads that record links
+/// it to the master instead of making a new one.
 pub async fn add_outbound(
     warehouse: &Warehouse,
     pipeline: &PipelineConfig,
-    config: &CrmConfig,
+    origin: &CrmOrigin,
     source: &str,
     crm_id: &str,
     master_id: &str,
@@ -612,17 +614,7 @@ pub async fn add_outbound(
     if crm_id.is_empty() {
         return Err(CrmLinkError::Invalid("--crm-id is empty".into()));
     }
-    let account = pipeline
-        .sources
-        .iter()
-        .find(|s| s.name == source)
-        .and_then(|s| s.account.clone());
-    let key = CrmOrigin {
-        provider: config.kind(),
-        account,
-        object: config.object(),
-    }
-    .key(crm_id);
+    let key = origin.key(crm_id);
     let ctx = SessionContext::new();
     warehouse.register(&ctx, &["masters", "crm_links"]).await?;
     let masters = ctx
@@ -645,10 +637,7 @@ pub async fn add_outbound(
         )));
     }
     let added = |outcome: &str| AddedLink {
-        provider: key.provider.clone(),
-        account: key.account.clone(),
-        crm_object: key.object.clone(),
-        crm_id: key.crm_id.clone(),
+        key: key.clone(),
         master_id: master_id.to_string(),
         outcome: outcome.to_string(),
     };
@@ -656,10 +645,7 @@ pub async fn add_outbound(
     if let Some(old) = existing.get(&key) {
         if old.master_id != master_id {
             return Err(CrmLinkError::Conflict {
-                account: key.account.map(|a| format!(" (account {a})")).unwrap_or_default(),
-                provider: key.provider,
-                object: key.object,
-                crm_id: key.crm_id,
+                key,
                 existing: old.master_id.clone(),
                 direction: old.direction.clone(),
                 wanted: master_id.to_string(),

@@ -834,24 +834,29 @@ fn main() -> ExitCode {
     })
 }
 
-/// Load a config and open its warehouse.
 /// `--entity`, set once from the command line.
 static ENTITY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// The entity type `--entity` names (`None`: leads).
+fn entity() -> Option<&'static str> {
+    ENTITY.get().and_then(|e| e.as_deref())
+}
+
+/// The survivorship rules of the `--entity` a command works on.
+fn rules(loaded: &LoadedConfig) -> &leadflow_transforms::dedupe::SurvivorshipConfig {
+    loaded.config.survivorship_for(entity())
+}
+
+/// Load a config and open its warehouse.
 async fn open(path: &std::path::Path) -> Result<(LoadedConfig, leadflow_sinks::Warehouse), ExitCode> {
     let loaded = load(path).await?;
-    let entity = ENTITY.get().and_then(|e| e.as_deref());
+    let entity = entity();
     if let Some(e) = entity {
         if let Some(problem) = leadflow::entity_problem(e) {
             eprintln!("--entity: {problem}");
             return Err(ExitCode::from(EXIT_CONFIG));
         }
-        if !loaded
-            .config
-            .pipelines
-            .iter()
-            .any(|p| p.entity.as_deref() == Some(e))
-        {
+        if !loaded.config.has_entity(e) {
             eprintln!("--entity: no pipeline of {} has `entity: {e}`", path.display());
             return Err(ExitCode::from(EXIT_CONFIG));
         }
@@ -1060,9 +1065,7 @@ async fn review_command(action: ReviewCommand) -> ExitCode {
             };
             let merged = review::approve(
                 &warehouse,
-                loaded
-                    .config
-                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
+                rules(&loaded),
                 &id,
                 keep.as_deref(),
                 note.as_deref(),
@@ -1112,9 +1115,7 @@ async fn master_command(action: MasterCommand) -> ExitCode {
             };
             let merged = review::merge(
                 &warehouse,
-                loaded
-                    .config
-                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
+                rules(&loaded),
                 &a,
                 &b,
                 keep.as_deref(),
@@ -1144,9 +1145,7 @@ async fn master_command(action: MasterCommand) -> ExitCode {
             };
             let split = review::split(
                 &warehouse,
-                loaded
-                    .config
-                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
+                rules(&loaded),
                 &master,
                 &records,
                 note.as_deref(),
@@ -1166,17 +1165,8 @@ async fn master_command(action: MasterCommand) -> ExitCode {
                 Ok(x) => x,
                 Err(code) => return code,
             };
-            let split = review::unmerge(
-                &warehouse,
-                loaded
-                    .config
-                    .survivorship_for(ENTITY.get().and_then(|e| e.as_deref())),
-                &event_id,
-                note.as_deref(),
-                "cli",
-                now,
-            )
-            .await;
+            let split =
+                review::unmerge(&warehouse, rules(&loaded), &event_id, note.as_deref(), "cli", now).await;
             review_answer(split, json, review::cli::print_split, Some((&loaded, &warehouse))).await
         }
     }
@@ -1199,19 +1189,14 @@ async fn crm_link_command(action: CrmLinkCommand) -> ExitCode {
         Ok(mut p) => p.remove(0),
         Err(code) => return code,
     };
-    let Some(crm) = p
-        .sources
-        .iter()
-        .find(|s| s.name == source)
-        .and_then(|s| s.crm(&loaded.base))
-    else {
+    let Some(origin) = leadflow::crm_links::crm_sources(&p, &loaded.base).remove(&source) else {
         eprintln!(
             "{}: pipeline `{pipeline}` has no CRM source named `{source}`",
             loaded.path.display()
         );
         return ExitCode::from(EXIT_CONFIG);
     };
-    match leadflow::crm_links::add_outbound(&warehouse, &p, &crm, &source, &crm_id, &master).await {
+    match leadflow::crm_links::add_outbound(&warehouse, &p, &origin, &source, &crm_id, &master).await {
         Ok(link) if json => {
             println!(
                 "{}",
@@ -1220,15 +1205,7 @@ async fn crm_link_command(action: CrmLinkCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(link) => {
-            let account = link
-                .account
-                .as_ref()
-                .map(|a| format!(" (account {a})"))
-                .unwrap_or_default();
-            println!(
-                "{}{account} {} {} -> {} (outbound): {}",
-                link.provider, link.crm_object, link.crm_id, link.master_id, link.outcome
-            );
+            println!("{} -> {} (outbound): {}", link.key, link.master_id, link.outcome);
             ExitCode::SUCCESS
         }
         Err(e @ leadflow::crm_links::CrmLinkError::Invalid(_)) => {

@@ -63,13 +63,7 @@ async fn warehouse_of(state: &AppState, entity: Option<&str>) -> Result<leadflow
     let Some(e) = entity else {
         return Ok((*state.warehouse).clone());
     };
-    let config = state.config();
-    if !config
-        .config
-        .pipelines
-        .iter()
-        .any(|p| p.entity.as_deref() == Some(e))
-    {
+    if !state.config().config.has_entity(e) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no pipeline has `entity: {e}`"),

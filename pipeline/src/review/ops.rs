@@ -418,9 +418,18 @@ async fn carried_reviews(
     let picked = with_column(&picked, "review_id", texts(|r| &r.1))?;
     let picked = with_column(&picked, "master_id", texts(|r| &r.2))?;
     let picked = with_column(&picked, "other_master_id", texts(|r| &r.3))?;
-    let picked = with_column(&picked, "status", texts(|r| &r.4))?;
-    let picked = with_column(&picked, "decided_at", ts_col(out.iter().map(|r| r.5)))?;
+    let picked = restamped(&picked, texts(|r| &r.4), out.iter().map(|r| r.5))?;
     Ok((picked, undo))
+}
+
+/// `b` with a new status and decision time per row.
+fn restamped(
+    b: &RecordBatch,
+    status: ArrayRef,
+    decided_at: impl IntoIterator<Item = Option<i64>>,
+) -> Result<RecordBatch, ReviewError> {
+    let b = with_column(b, "status", status)?;
+    with_column(&b, "decided_at", ts_col(decided_at))
 }
 
 /// A review row a merge changed, as its `merges` row keeps it: the status
@@ -480,12 +489,8 @@ async fn restored_reviews(
         return Ok(None);
     }
     let picked = arrow::compute::take_record_batch(&b, &arrow::array::UInt32Array::from(pick))?;
-    let picked = with_column(
-        &picked,
-        "status",
-        Arc::new(status.iter().map(|s| Some(s.as_str())).collect::<StringArray>()),
-    )?;
-    Ok(Some(with_column(&picked, "decided_at", ts_col(decided))?))
+    let status = Arc::new(StringArray::from_iter_values(&status));
+    Ok(Some(restamped(&picked, status, decided)?))
 }
 
 /// The review row as stored, with a new status and decision time.
@@ -503,11 +508,10 @@ async fn decided_review(
     .await?;
     let b = conform(&rows, &REVIEW_SCHEMA)?;
     let n = b.num_rows();
-    let b = with_column(&b, "status", repeat_text(Some(status), n))?;
-    with_column(
+    restamped(
         &b,
-        "decided_at",
-        ts_col(std::iter::repeat_n(Some(now.timestamp_micros()), n)),
+        repeat_text(Some(status), n),
+        std::iter::repeat_n(Some(now.timestamp_micros()), n),
     )
 }
 

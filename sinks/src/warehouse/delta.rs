@@ -144,6 +144,26 @@ fn writer_properties(batches: &[RecordBatch]) -> WriterProperties {
     b.build()
 }
 
+/// MERGE's match on the key columns (`target` / `source` aliases); a
+/// nullable key (a column added later) matches null to null. The rewrite
+/// records the same text as its commit's merge predicate.
+fn key_predicate(spec: &TableSpec) -> datafusion::prelude::Expr {
+    use datafusion::logical_expr::{Operator, binary_expr};
+    spec.keys
+        .iter()
+        .map(|k| {
+            let (t, s) = (col(format!("target.{k}")), col(format!("source.{k}")));
+            let nullable = spec.schema.field_with_name(k).is_ok_and(|f| f.is_nullable());
+            if nullable {
+                binary_expr(t, Operator::IsNotDistinctFrom, s)
+            } else {
+                t.eq(s)
+            }
+        })
+        .reduce(datafusion::prelude::Expr::and)
+        .expect("tables have keys")
+}
+
 fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
     Url::from_directory_path(dir).map_err(|()| WarehouseError::Uri {
         uri: dir.display().to_string(),
@@ -477,26 +497,7 @@ impl Warehouse {
                 table: name.into(),
                 source,
             })?;
-        let mut predicate = None;
-        for k in spec.keys {
-            let (t, s) = (col(format!("target.{k}")), col(format!("source.{k}")));
-            // A nullable key (a column added later) matches null to null.
-            let nullable = spec.schema.field_with_name(k).is_ok_and(|f| f.is_nullable());
-            let e = if nullable {
-                datafusion::logical_expr::binary_expr(
-                    t,
-                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
-                    s,
-                )
-            } else {
-                t.eq(s)
-            };
-            predicate = Some(match predicate {
-                None => e,
-                Some(p) => datafusion::prelude::Expr::and(p, e),
-            });
-        }
-        let predicate = predicate.expect("tables have keys");
+        let predicate = key_predicate(spec);
         let columns: Vec<String> = spec.schema.fields().iter().map(|f| f.name().clone()).collect();
         let (_, metrics) = table
             .merge(source, predicate)
@@ -556,11 +557,10 @@ impl Warehouse {
         let mut batches = plan.kept;
         batches.extend(staged.batches.iter().cloned());
         let adds = self.encode_files(table, name, &batches).await?;
-        let keys = spec.keys.iter().map(|k| format!("target.{k} = source.{k}"));
         let operation = DeltaOperation::Merge {
             // No pruning predicate: for conflict checks the whole table was read.
             predicate: None,
-            merge_predicate: Some(keys.collect::<Vec<_>>().join(" AND ")),
+            merge_predicate: Some(key_predicate(spec).to_string()),
             matched_predicates: vec![MergePredicate {
                 action_type: "update".into(),
                 predicate: None,
