@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
@@ -467,15 +468,20 @@ async fn execute(
         "stage normalise done"
     );
     let stage_clock = Instant::now();
-    let mut good: Vec<RecordBatch> = Vec::new();
-    for b in &normalised {
-        let v = validator
-            .validate(b)
-            .map_err(|e| RunError::Other(e.to_string()))?;
+    let mut good: Vec<(RecordBatch, Option<BooleanArray>)> = Vec::new();
+    // Rules per batch on every core; rejects in order after.
+    let checked: Vec<_> = {
+        use rayon::prelude::*;
+        normalised
+            .par_iter()
+            .map(|b| validator.validate(b).map_err(|e| RunError::Other(e.to_string())))
+            .collect::<Result<_, _>>()?
+    };
+    for (b, v) in normalised.into_iter().zip(checked) {
         if !v.failures.is_empty() {
-            let source = text(b, "source");
-            let rid = text(b, "source_record_id");
-            let file = text(b, "source_file");
+            let source = text(&b, "source");
+            let rid = text(&b, "source_record_id");
+            let file = text(&b, "source_file");
             let row = b
                 .column_by_name("source_row")
                 .expect("normalised")
@@ -501,8 +507,11 @@ async fn execute(
                 );
             }
         }
-        if v.failures.len() < b.num_rows() {
-            good.push(filter_record_batch(b, &v.keep)?);
+        // Rows kept are gathered once, in arrival order, before linking.
+        match v.failures.len() {
+            0 => good.push((b, None)),
+            f if f < b.num_rows() => good.push((b, Some(v.keep))),
+            _ => {}
         }
     }
     report.rows_rejected = rejects.len as u64;
@@ -522,7 +531,7 @@ async fn execute(
         batches: vec![rejects.finish(&stamp)?],
     }];
     let mut link_rows = crm_links::LinkRows::default();
-    if let Some(schema) = good.first().map(|b| b.schema()) {
+    if let Some(schema) = good.first().map(|(b, _)| b.schema()) {
         let leads = arrival_order(&schema, good)?;
         // A warehouse's first load has nothing to look up: skip the joins.
         let run_links = crm_links::RunLinks::load(&ctx, warehouse, &leads, &crm_sources).await?;
@@ -601,22 +610,28 @@ async fn execute(
         };
         let links_mode = WriteMode::upsert_if(existing_links.num_rows() > 0);
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
-        let links = dedupe::project_links(
-            &leads,
-            &outcome.master_id,
-            &known_flags,
-            &existing_links,
-            &default_status,
-            &stamp,
-        )
-        .map_err(|e| RunError::Other(e.to_string()))?;
         let sheets: HashSet<&str> = pipeline
             .sources
             .iter()
             .filter(|s| s.google_sheets.is_some())
             .map(|s| s.name.as_str())
             .collect();
-        let records = records_batch(&leads, &outcome, &crm_sources, &sheets, &stamp)?;
+        // Independent of each other and each mostly one core: side by side.
+        let (links, records) = rayon::join(
+            || {
+                dedupe::project_links(
+                    &leads,
+                    &outcome.master_id,
+                    &known_flags,
+                    &existing_links,
+                    &default_status,
+                    &stamp,
+                )
+            },
+            || records_batch(&leads, &outcome, &crm_sources, &sheets, &stamp),
+        );
+        let links = links.map_err(|e| RunError::Other(e.to_string()))?;
+        let records = records?;
         report.records_written = records.num_rows() as u64;
         link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
         info!(
@@ -773,33 +788,52 @@ fn raw_json(batch: &RecordBatch, row: usize) -> String {
 }
 
 /// A text column read back from Delta, as Utf8 (scans may hand back views).
-/// The run's leads as one batch in arrival order. DataFusion may hand
-/// partitions back in any order, and linking is order-sensitive (the first
-/// record names a new master, ties go to the later row). Each batch keeps
-/// its rows in order (the stages only project and filter), so ordering the
-/// batches by their first position is enough: one copy instead of a sort
-/// and a second copy of every column. Checked, with the full sort as the
-/// fallback should a stage ever reorder rows inside a batch.
+/// The run's valid leads as one batch in arrival order: each batch's rows
+/// that `keep` marks (all when `None`), gathered in one copy. DataFusion may
+/// hand partitions back in any order, and linking is order-sensitive (the
+/// first record names a new master, ties go to the later row). Each batch
+/// keeps its rows in order (the stages only project), so ordering the
+/// batches by their first position is enough; checked, with a sort of the
+/// row picks as the fallback should a stage ever reorder rows in a batch.
+/// One gather instead of a filter per batch and then a concatenation: at a
+/// million rows each whole copy is a visible cost (fresh pages).
 fn arrival_order(
     schema: &arrow::datatypes::SchemaRef,
-    mut batches: Vec<RecordBatch>,
+    mut batches: Vec<(RecordBatch, Option<BooleanArray>)>,
 ) -> Result<RecordBatch, RunError> {
+    use rayon::prelude::*;
     let positions = |b: &RecordBatch| {
         b.column_by_name(lschema::RAW_POS)
             .expect("normalised")
             .as_primitive::<arrow::datatypes::UInt64Type>()
             .clone()
     };
-    batches.retain(|b| b.num_rows() > 0);
-    batches.sort_by_key(|b| positions(b).value(0));
-    let leads = concat_batches(schema, &batches)?;
-    drop(batches);
-    let pos = positions(&leads);
-    if pos.values().windows(2).all(|w| w[0] < w[1]) {
-        return Ok(leads);
+    batches.retain(|(b, _)| b.num_rows() > 0);
+    batches.sort_by_key(|(b, _)| positions(b).value(0));
+    let pos: Vec<_> = batches.iter().map(|(b, _)| positions(b)).collect();
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(batches.iter().map(|(b, _)| b.num_rows()).sum());
+    for (k, (b, keep)) in batches.iter().enumerate() {
+        match keep {
+            None => picks.extend((0..b.num_rows()).map(|i| (k, i))),
+            Some(keep) => picks.extend(
+                (0..b.num_rows())
+                    .filter(|&i| keep.is_valid(i) && keep.value(i))
+                    .map(|i| (k, i)),
+            ),
+        }
     }
-    let order = arrow::compute::sort_to_indices(&pos, None, None)?;
-    Ok(arrow::compute::take_record_batch(&leads, &order)?)
+    let at = |&(k, i): &(usize, usize)| pos[k].value(i);
+    if !picks.windows(2).all(|w| at(&w[0]) < at(&w[1])) {
+        picks.sort_unstable_by_key(at);
+    }
+    let columns = (0..schema.fields().len())
+        .into_par_iter()
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|(b, _)| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &picks)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// A text column the stage before guarantees (normalised leads, `records`).
@@ -1531,17 +1565,42 @@ mod tests {
     #[test]
     fn arrival_order_orders_batches_and_keeps_columns_together() {
         let batches = vec![batch(&[1 << 32 | 3, 1 << 32 | 7]), batch(&[]), batch(&[0, 2, 5])];
-        let schema = batches[0].schema();
+        let batches: Vec<_> = batches.into_iter().map(|b| (b, None)).collect();
+        let schema = batches[0].0.schema();
         let out = arrival_order(&schema, batches).unwrap();
         assert_eq!(order_of(&out), vec![0, 2, 5, 1 << 32 | 3, 1 << 32 | 7]);
         assert_eq!(text(&out, "v").value(3), format!("row{}", 1u64 << 32 | 3));
     }
 
     #[test]
+    fn arrival_order_keeps_only_the_rows_validation_kept() {
+        let keep = |v: &[Option<bool>]| Some(BooleanArray::from(v.to_vec()));
+        let batches = vec![
+            (
+                batch(&[1 << 32 | 3, 1 << 32 | 7]),
+                keep(&[Some(false), Some(true)]),
+            ),
+            (batch(&[0, 2, 5]), keep(&[Some(true), None, Some(true)])),
+            // Out of order inside a batch: the picks are sorted, not the rows.
+            (
+                batch(&[9 << 32 | 4, 9 << 32 | 1]),
+                keep(&[Some(true), Some(false)]),
+            ),
+            (batch(&[8 << 32]), None),
+        ];
+        let schema = batches[0].0.schema();
+        let out = arrival_order(&schema, batches).unwrap();
+        assert_eq!(order_of(&out), vec![0, 5, 1 << 32 | 7, 8 << 32, 9 << 32 | 4]);
+        assert_eq!(text(&out, "v").value(2), format!("row{}", 1u64 << 32 | 7));
+        assert_eq!(text(&out, "v").value(4), format!("row{}", 9u64 << 32 | 4));
+    }
+
+    #[test]
     fn arrival_order_sorts_rows_a_stage_reordered() {
         // Overlapping batches (rows out of order inside them): the full sort.
         let batches = vec![batch(&[4, 1]), batch(&[3, 0, 2])];
-        let schema = batches[0].schema();
+        let batches: Vec<_> = batches.into_iter().map(|b| (b, None)).collect();
+        let schema = batches[0].0.schema();
         let out = arrival_order(&schema, batches).unwrap();
         assert_eq!(order_of(&out), vec![0, 1, 2, 3, 4]);
         assert_eq!(text(&out, "v").value(1), "row1");

@@ -10,7 +10,7 @@ use arrow::array::{
 use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128};
 
 use super::config::{DedupeConfig, MatchKey};
 use super::golden::{Golden, Survivorship, build_all_masters};
@@ -105,35 +105,89 @@ pub(super) fn event_id(parts: &[&str]) -> String {
 /// Distinct people one key may stand for before it counts as a hub.
 const MAX_ANCHORS: usize = 16;
 
-/// Keys hashed with xxh3: SipHash over 2M keys was a visible cost.
-type FastMap<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
-
-type KeyChains<'k> = FastMap<(MatchKey, &'k str), (u32, u32)>;
-
-/// Append `node` to the chain of nodes holding `key`.
-fn push_key<'k>(
-    entries: &mut Vec<(u32, u32)>,
-    head: &mut KeyChains<'k>,
-    order: &mut Vec<(MatchKey, &'k str, u32)>,
+/// The nodes holding one match key, in the order they were listed.
+struct KeyGroup<'k> {
     kind: MatchKey,
-    node: usize,
     key: &'k str,
-) {
-    let e = entries.len() as u32;
-    entries.push((node as u32, u32::MAX));
-    // One hash per key: the entry API, not a lookup then an insert.
-    match head.entry((kind, key)) {
-        std::collections::hash_map::Entry::Occupied(mut o) => {
-            let tail = &mut o.get_mut().1;
-            entries[*tail as usize].1 = e;
-            *tail = e;
+    /// `members[start..end]` of [`key_groups`].
+    start: u32,
+    end: u32,
+}
+
+/// Groups `keys` (kind, value, node; masters first, then leads in order) by
+/// key, each group's nodes in listing order, groups in order of their
+/// first listing. A sort of 64-bit hashes instead of a hash map of ~2M
+/// strings: the hashes and the sort use every core, and the grouping is
+/// one pass over a compact array (a map's fresh 150 MB table was the cost).
+/// Equal hashes are checked key by key, so a collision never joins keys.
+fn key_groups<'k>(keys: &[(MatchKey, &'k str, u32)]) -> (Vec<KeyGroup<'k>>, Vec<u32>) {
+    key_groups_by(keys, |kind, key| xxh3_64_with_seed(key.as_bytes(), kind as u64))
+}
+
+/// [`key_groups`] with the hash given (tests force collisions).
+fn key_groups_by<'k>(
+    keys: &[(MatchKey, &'k str, u32)],
+    hash: impl Fn(MatchKey, &str) -> u64 + Sync,
+) -> (Vec<KeyGroup<'k>>, Vec<u32>) {
+    let mut hashed: Vec<(u64, u32)> = keys
+        .par_iter()
+        .enumerate()
+        .map(|(i, &(kind, key, _))| (hash(kind, key), i as u32))
+        .collect();
+    // (hash, listing index): equal keys end up side by side, in listing order.
+    hashed.par_sort_unstable();
+    let mut groups: Vec<(u32, KeyGroup<'k>)> = Vec::new();
+    let mut members: Vec<u32> = Vec::with_capacity(keys.len());
+    let mut push_group = |members: &mut Vec<u32>, idx: &mut dyn Iterator<Item = u32>| {
+        let start = members.len() as u32;
+        let first = idx.next().expect("a group has a member");
+        let (kind, key, _) = keys[first as usize];
+        members.push(keys[first as usize].2);
+        members.extend(idx.map(|i| keys[i as usize].2));
+        groups.push((
+            first,
+            KeyGroup {
+                kind,
+                key,
+                start,
+                end: members.len() as u32,
+            },
+        ));
+    };
+    let mut run_start = 0;
+    while run_start < hashed.len() {
+        let h = hashed[run_start].0;
+        let run_end = run_start + hashed[run_start..].iter().take_while(|e| e.0 == h).count();
+        let run = &hashed[run_start..run_end];
+        let (kind0, key0, _) = keys[run[0].1 as usize];
+        if run
+            .iter()
+            .all(|e| keys[e.1 as usize].0 == kind0 && keys[e.1 as usize].1 == key0)
+        {
+            push_group(&mut members, &mut run.iter().map(|e| e.1));
+        } else {
+            // A hash collision: split the run by key, each part in order.
+            let mut split: Vec<u32> = run.iter().map(|e| e.1).collect();
+            split.sort_by(|&a, &b| {
+                let (ka, sa, _) = keys[a as usize];
+                let (kb, sb, _) = keys[b as usize];
+                (ka as u8, sa, a).cmp(&(kb as u8, sb, b))
+            });
+            let mut at = 0;
+            while at < split.len() {
+                let (k, s, _) = keys[split[at] as usize];
+                let len = split[at..]
+                    .iter()
+                    .take_while(|&&i| keys[i as usize].0 == k && keys[i as usize].1 == s)
+                    .count();
+                push_group(&mut members, &mut split[at..at + len].iter().copied());
+                at += len;
+            }
         }
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert((e, e));
-            // A chain's head never moves: the walk starts here, no lookup.
-            order.push((kind, key, e));
-        }
+        run_start = run_end;
     }
+    groups.par_sort_unstable_by_key(|g| g.0);
+    (groups.into_iter().map(|g| g.1).collect(), members)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -209,12 +263,9 @@ pub fn link(
         }
     }
 
-    // Key -> chain of nodes holding it, masters first, then leads in order.
+    // Every (key, node), masters first, then leads in order, grouped by key.
     let use_phone = config.keys.contains(&MatchKey::Phone);
     let use_email = config.keys.contains(&MatchKey::Email);
-    let mut head: KeyChains = FastMap::with_capacity_and_hasher(2 * (n + m), Default::default());
-    let mut order: Vec<(MatchKey, &str, u32)> = Vec::new();
-    let mut entries: Vec<(u32, u32)> = Vec::with_capacity(2 * (n + m)); // (node, next entry)
     let mut owned_master_keys: Vec<(MatchKey, usize, String)> = Vec::new();
     for j in 0..m {
         if use_phone {
@@ -232,29 +283,33 @@ pub fn link(
             );
         }
     }
-    for (kind, node, key) in &owned_master_keys {
-        push_key(&mut entries, &mut head, &mut order, *kind, *node, key.as_str());
-    }
+    let mut listed: Vec<(MatchKey, &str, u32)> = Vec::with_capacity(owned_master_keys.len() + 2 * n);
+    listed.extend(
+        owned_master_keys
+            .iter()
+            .map(|(kind, node, key)| (*kind, key.as_str(), *node as u32)),
+    );
     for i in 0..n {
         if use_phone && let Some(p) = opt(phone, i) {
-            push_key(&mut entries, &mut head, &mut order, MatchKey::Phone, i, p);
+            listed.push((MatchKey::Phone, p, i as u32));
         }
         if use_email && let Some(e) = opt(email_key, i) {
-            push_key(&mut entries, &mut head, &mut order, MatchKey::Email, i, e);
+            listed.push((MatchKey::Email, e, i as u32));
         }
     }
+    let (groups, members) = key_groups(&listed);
+    drop(listed);
 
     lap("key chains");
-    // Walk each key's chain: each node joins the first anchor that accepts it.
+    // Walk each key's nodes: each node joins the first anchor that accepts it.
     let mut conflicts: Vec<(MatchKey, String, usize, Veto)> = Vec::new();
     let mut anchors: Vec<usize> = Vec::new();
     let mut hubs: Vec<(MatchKey, String, usize)> = Vec::new();
-    for &(kind, key, first) in &order {
-        let mut e = first;
+    for g in &groups {
+        let (kind, key) = (g.kind, g.key);
         anchors.clear();
         let mut hub = false;
-        while e != u32::MAX {
-            let (node, next) = entries[e as usize];
+        for &node in &members[g.start as usize..g.end as usize] {
             let node = node as usize;
             let mut joined = false;
             let mut first_veto = None;
@@ -286,7 +341,6 @@ pub fn link(
                     hubs.push((kind, key.to_string(), node));
                 }
             }
-            e = next;
         }
     }
 
@@ -716,6 +770,43 @@ mod tests {
             run_id: "r1".into(),
             now_us: 2_000,
         }
+    }
+
+    fn grouped(groups: &[KeyGroup], members: &[u32]) -> Vec<(MatchKey, String, Vec<u32>)> {
+        groups
+            .iter()
+            .map(|g| {
+                let nodes = members[g.start as usize..g.end as usize].to_vec();
+                (g.kind, g.key.to_string(), nodes)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_groups_keep_listing_order_and_never_join_colliding_keys() {
+        use MatchKey::{Email, Phone};
+        let keys = [
+            (Phone, "+911", 7),
+            (Email, "a@x", 7),
+            (Phone, "+912", 3),
+            (Email, "+911", 3), // same text, other kind: another key
+            (Phone, "+911", 1),
+            (Email, "a@x", 0),
+        ];
+        let want = vec![
+            (Phone, "+911".to_string(), vec![7, 1]),
+            (Email, "a@x".to_string(), vec![7, 0]),
+            (Phone, "+912".to_string(), vec![3]),
+            (Email, "+911".to_string(), vec![3]),
+        ];
+        let (g, m) = key_groups(&keys);
+        assert_eq!(grouped(&g, &m), want);
+        // Every key on one hash: the values still decide the groups.
+        let (g, m) = key_groups_by(&keys, |_, _| 42);
+        assert_eq!(grouped(&g, &m), want);
+        // Two hashes, each shared by two different keys.
+        let (g, m) = key_groups_by(&keys, |_, k| k.len() as u64);
+        assert_eq!(grouped(&g, &m), want);
     }
 
     #[test]
