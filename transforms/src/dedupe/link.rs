@@ -349,8 +349,9 @@ pub fn link(
     // Clusters numbered in order of their first row: a dense index per root
     // instead of hashing (1M rows), and a deterministic output order.
     let mut cluster_of_root: Vec<u32> = vec![u32::MAX; n + m];
+    let mut cluster_of_row: Vec<u32> = Vec::with_capacity(n);
+    let mut first_row: Vec<usize> = Vec::new();
     let mut clusters_out: Vec<Golden> = Vec::new();
-    let mut ids = StringBuilder::with_capacity(n, n * 27);
     let mut rules = StringBuilder::with_capacity(n, n * 6);
     let mut scores = Float64Builder::with_capacity(n);
     let mut stats = LinkStats::default();
@@ -358,24 +359,22 @@ pub fn link(
         let r = clusters.find(i);
         if cluster_of_root[r] == u32::MAX {
             cluster_of_root[r] = clusters_out.len() as u32;
-            let (master_id, existing) = match clusters.master[r] {
-                Some(node) => (
-                    master_ids.value(node as usize - n).to_string(),
-                    Some(node as usize - n),
-                ),
-                None => {
-                    stats.masters_new += 1;
-                    rule[i] = Rule::New;
-                    (new_master_id(source.value(i), record_id.value(i)), None)
-                }
-            };
+            let existing = clusters.master[r].map(|node| node as usize - n);
+            if existing.is_none() {
+                stats.masters_new += 1;
+                rule[i] = Rule::New;
+            }
+            first_row.push(i);
+            // The id is filled in below, on every core.
             clusters_out.push(Golden {
-                master_id,
+                master_id: String::new(),
                 existing,
                 rows: Vec::new(),
             });
         }
-        let g = &mut clusters_out[cluster_of_root[r] as usize];
+        let c = cluster_of_root[r];
+        cluster_of_row.push(c);
+        let g = &mut clusters_out[c as usize];
         g.rows.push(i);
         if rule[i] == Rule::None {
             rule[i] = Rule::Key(via[i].map(|v| v.0).unwrap_or(MatchKey::Phone));
@@ -387,7 +386,6 @@ pub fn link(
         } else if rule[i] == Rule::Known {
             stats.records_known += 1;
         }
-        ids.append_value(&g.master_id);
         let (name, score) = match rule[i] {
             Rule::New => ("new", 1.0),
             Rule::Known => ("known_record", 1.0),
@@ -396,6 +394,20 @@ pub fn link(
         };
         rules.append_value(name);
         scores.append_value(score);
+    }
+    // The existing master's id, else one from the cluster's first record.
+    clusters_out
+        .par_iter_mut()
+        .zip(first_row.par_iter())
+        .for_each(|(g, &i)| {
+            g.master_id = match g.existing {
+                Some(j) => master_ids.value(j).to_string(),
+                None => new_master_id(source.value(i), record_id.value(i)),
+            };
+        });
+    let mut ids = StringBuilder::with_capacity(n, n * 27);
+    for &c in &cluster_of_row {
+        ids.append_value(&clusters_out[c as usize].master_id);
     }
     let master_id = ids.finish();
 
