@@ -540,14 +540,26 @@ pub fn link(
             ),
         );
     }
-    for (mid, values) in &golden.conflicts {
-        mb.push_survivorship(mid, values);
-    }
-    let mut merge_parts = link_parts
-        .into_iter()
+    // Survivorship disagreements (one per master whose records differ:
+    // often a third of the masters), serialised in chunks on the pool.
+    let survivorship_parts: Vec<MergeRows> = golden
+        .conflicts
+        .par_chunks(CHUNK / 4)
+        .map(|c| {
+            let mut part = MergeRows::default();
+            for (mid, values) in c {
+                part.push_survivorship(mid, values);
+            }
+            part
+        })
+        .collect();
+    // Same row order as one builder: links, conflicts and hubs, survivorship.
+    let merge_parts = link_parts
+        .into_par_iter()
+        .chain(rayon::iter::once(mb))
+        .chain(survivorship_parts)
         .map(|p| p.finish(stamp))
         .collect::<Result<Vec<_>, _>>()?;
-    merge_parts.push(mb.finish(stamp)?);
     let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &merge_parts)?;
     lap("decisions");
 
