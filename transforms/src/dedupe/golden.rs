@@ -635,45 +635,91 @@ pub fn project_links(
         first: i64,
         last: i64,
     }
-    // Links in a Vec, the map only finds a key's slot.
-    let mut order: Vec<((&str, &str), u32)> = Vec::new();
-    let mut links: Vec<Link> = Vec::new();
-    let mut slot: FastMap<(&str, &str), u32> =
-        FastMap::with_capacity_and_hasher(leads.num_rows(), Default::default());
-    for i in 0..leads.num_rows() {
-        let Some(p) = opt(project, i) else { continue };
-        let key = (master_id.value(i), p);
-        let at = *slot.entry(key).or_insert_with(|| {
-            order.push((key, links.len() as u32));
-            links.push(Link {
+    // Rows grouped by (master, project) through a parallel sort of 64-bit
+    // hashes (a map of a million string pairs was the stage's cost); equal
+    // hashes are checked by value, so a collision never joins two links.
+    use rayon::prelude::*;
+    let key_of = |i: u32| -> (&str, &str) {
+        let i = i as usize;
+        (master_id.value(i), opt(project, i).expect("rows with a project"))
+    };
+    let mut hashed: Vec<(u64, u32)> = (0..leads.num_rows())
+        .into_par_iter()
+        .filter_map(|i| {
+            let p = opt(project, i)?;
+            let h = xxhash_rust::xxh3::xxh3_64_with_seed(p.as_bytes(), 0);
+            Some((
+                xxhash_rust::xxh3::xxh3_64_with_seed(master_id.value(i).as_bytes(), h),
+                i as u32,
+            ))
+        })
+        .collect();
+    hashed.par_sort_unstable();
+    let mut groups: Vec<&[u32]> = Vec::new();
+    let rows: Vec<u32> = hashed.iter().map(|e| e.1).collect();
+    let mut split: Vec<u32> = Vec::new();
+    let mut spans: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, in `split`)
+    let mut at = 0;
+    while at < hashed.len() {
+        let h = hashed[at].0;
+        let end = at + hashed[at..].iter().take_while(|e| e.0 == h).count();
+        let first = key_of(rows[at]);
+        if rows[at..end].iter().all(|&i| key_of(i) == first) {
+            spans.push((at, end, false));
+        } else {
+            // A hash collision: split the run by key.
+            let base = split.len();
+            split.extend_from_slice(&rows[at..end]);
+            split[base..].sort_by(|&a, &b| (key_of(a), a).cmp(&(key_of(b), b)));
+            let mut k = base;
+            while k < split.len() {
+                let key = key_of(split[k]);
+                let len = split[k..].iter().take_while(|&&i| key_of(i) == key).count();
+                spans.push((k, k + len, true));
+                k += len;
+            }
+        }
+        at = end;
+    }
+    for &(a, b, in_split) in &spans {
+        groups.push(if in_split { &split[a..b] } else { &rows[a..b] });
+    }
+    let links: Vec<Link> = groups
+        .par_iter()
+        .map(|rows| {
+            let mut l = Link {
                 status: None,
                 owner: None,
                 count: 0,
                 first: i64::MAX,
                 last: i64::MIN,
-            });
-            links.len() as u32 - 1
-        });
-        let l = &mut links[at as usize];
-        let t = times[i];
-        if let Some(s) = opt(status, i) {
-            keep_newest(&mut l.status, (t, i as i64, s));
-        }
-        if let Some(o) = opt(owner, i) {
-            keep_newest(&mut l.owner, (t, i as i64, o));
-        }
-        if !known[i] {
-            l.count += 1;
-        }
-        l.first = l.first.min(t);
-        l.last = l.last.max(t);
-    }
+            };
+            for &i in rows.iter() {
+                let i = i as usize;
+                let t = times[i];
+                if let Some(s) = opt(status, i) {
+                    keep_newest(&mut l.status, (t, i as i64, s));
+                }
+                if let Some(o) = opt(owner, i) {
+                    keep_newest(&mut l.owner, (t, i as i64, o));
+                }
+                if !known[i] {
+                    l.count += 1;
+                }
+                l.first = l.first.min(t);
+                l.last = l.last.max(t);
+            }
+            l
+        })
+        .collect();
+    let mut order: Vec<((&str, &str), u32)> = groups
+        .iter()
+        .enumerate()
+        .map(|(g, rows)| (key_of(rows[0]), g as u32))
+        .collect();
     // Keys are unique: an unstable sort gives the same order, cheaper; a
     // million string pairs sort in half the time on two cores.
-    {
-        use rayon::slice::ParallelSliceMut;
-        order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    }
+    order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let k = order.len();
     let (mut mb, mut pb, mut sb, mut ob) = (
         StringBuilder::new(),
