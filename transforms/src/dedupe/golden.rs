@@ -10,7 +10,9 @@ use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 
 use super::config::{SurvivorField, SurvivorRule, SurvivorshipConfig};
-use super::link::{DedupeError, RunStamp, event_times, list_values, opt, strings, ts_builder};
+use super::link::{
+    DedupeError, HashGroups, RunStamp, event_times, group_by_hash, list_values, opt, strings, ts_builder,
+};
 use crate::schema::{MASTERS_SCHEMA, PROJECT_LINKS_SCHEMA};
 
 /// One cluster: its master id, the existing master row (index into the
@@ -635,55 +637,17 @@ pub fn project_links(
         first: i64,
         last: i64,
     }
-    // Rows grouped by (master, project) through a parallel sort of 64-bit
-    // hashes (a map of a million string pairs was the stage's cost); equal
-    // hashes are checked by value, so a collision never joins two links.
+    // Rows grouped by (master, project): a million string pairs.
     use rayon::prelude::*;
-    let key_of = |i: u32| -> (&str, &str) {
-        let i = i as usize;
-        (master_id.value(i), opt(project, i).expect("rows with a project"))
-    };
-    let mut hashed: Vec<(u64, u32)> = (0..leads.num_rows())
-        .into_par_iter()
-        .filter_map(|i| {
-            let p = opt(project, i)?;
-            let h = xxhash_rust::xxh3::xxh3_64_with_seed(p.as_bytes(), 0);
-            Some((
-                xxhash_rust::xxh3::xxh3_64_with_seed(master_id.value(i).as_bytes(), h),
-                i as u32,
-            ))
-        })
+    let key_of = |i: u32| opt(project, i as usize).map(|p| (master_id.value(i as usize), p));
+    let HashGroups { members, spans } = group_by_hash(leads.num_rows(), key_of, |&(m, p)| {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(p.as_bytes(), 0);
+        xxhash_rust::xxh3::xxh3_64_with_seed(m.as_bytes(), h)
+    });
+    let groups: Vec<&[u32]> = spans
+        .iter()
+        .map(|&(a, b)| &members[a as usize..b as usize])
         .collect();
-    hashed.par_sort_unstable();
-    let mut groups: Vec<&[u32]> = Vec::new();
-    let rows: Vec<u32> = hashed.iter().map(|e| e.1).collect();
-    let mut split: Vec<u32> = Vec::new();
-    let mut spans: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, in `split`)
-    let mut at = 0;
-    while at < hashed.len() {
-        let h = hashed[at].0;
-        let end = at + hashed[at..].iter().take_while(|e| e.0 == h).count();
-        let first = key_of(rows[at]);
-        if rows[at..end].iter().all(|&i| key_of(i) == first) {
-            spans.push((at, end, false));
-        } else {
-            // A hash collision: split the run by key.
-            let base = split.len();
-            split.extend_from_slice(&rows[at..end]);
-            split[base..].sort_by(|&a, &b| (key_of(a), a).cmp(&(key_of(b), b)));
-            let mut k = base;
-            while k < split.len() {
-                let key = key_of(split[k]);
-                let len = split[k..].iter().take_while(|&&i| key_of(i) == key).count();
-                spans.push((k, k + len, true));
-                k += len;
-            }
-        }
-        at = end;
-    }
-    for &(a, b, in_split) in &spans {
-        groups.push(if in_split { &split[a..b] } else { &rows[a..b] });
-    }
     let links: Vec<Link> = groups
         .par_iter()
         .map(|rows| {
@@ -715,7 +679,7 @@ pub fn project_links(
     let mut order: Vec<((&str, &str), u32)> = groups
         .iter()
         .enumerate()
-        .map(|(g, rows)| (key_of(rows[0]), g as u32))
+        .map(|(g, rows)| (key_of(rows[0]).expect("grouped rows have a key"), g as u32))
         .collect();
     // Keys are unique: an unstable sort gives the same order, cheaper; a
     // million string pairs sort in half the time on two cores.

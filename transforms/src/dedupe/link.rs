@@ -114,12 +114,58 @@ struct KeyGroup<'k> {
     end: u32,
 }
 
+/// Indices grouped by key: `members[span.0..span.1]` is one group, its
+/// indices ascending; spans in order of their first index.
+pub(super) struct HashGroups {
+    pub members: Vec<u32>,
+    pub spans: Vec<(u32, u32)>,
+}
+
+/// Groups the indices `0..n` that `key` gives a key by that key, through a
+/// parallel sort of (64-bit hash, index) instead of a hash map of strings:
+/// the hashes and the sort use every core, the grouping is one pass over a
+/// compact array (a map's fresh table of a million string keys was the
+/// cost). Equal hashes are checked by key, so a collision never joins two.
+pub(super) fn group_by_hash<K: Ord>(
+    n: usize,
+    key: impl Fn(u32) -> Option<K> + Sync,
+    hash: impl Fn(&K) -> u64 + Sync,
+) -> HashGroups {
+    let mut hashed: Vec<(u64, u32)> = (0..n as u32)
+        .into_par_iter()
+        .filter_map(|i| key(i).map(|k| (hash(&k), i)))
+        .collect();
+    // (hash, index): equal keys end up side by side, in index order.
+    hashed.par_sort_unstable();
+    let mut members: Vec<u32> = hashed.iter().map(|e| e.1).collect();
+    let mut spans: Vec<(u32, u32)> = Vec::new();
+    let mut at = 0;
+    while at < hashed.len() {
+        let h = hashed[at].0;
+        let end = at + hashed[at..].iter().take_while(|e| e.0 == h).count();
+        let first = key(members[at]);
+        if members[at..end].iter().all(|&i| key(i) == first) {
+            spans.push((at as u32, end as u32));
+        } else {
+            // A hash collision: split the run by key, each part in order.
+            members[at..end].sort_by_cached_key(|&i| (key(i), i));
+            let mut k = at;
+            while k < end {
+                let part = key(members[k]);
+                let len = members[k..end].iter().take_while(|&&i| key(i) == part).count();
+                spans.push((k as u32, (k + len) as u32));
+                k += len;
+            }
+        }
+        at = end;
+    }
+    spans.par_sort_unstable_by_key(|s| members[s.0 as usize]);
+    HashGroups { members, spans }
+}
+
 /// Groups `keys` (kind, value, node; masters first, then leads in order) by
 /// key, each group's nodes in listing order, groups in order of their
-/// first listing. A sort of 64-bit hashes instead of a hash map of ~2M
-/// strings: the hashes and the sort use every core, and the grouping is
-/// one pass over a compact array (a map's fresh 150 MB table was the cost).
-/// Equal hashes are checked key by key, so a collision never joins keys.
+/// first listing (the order the walk needs).
 fn key_groups<'k>(keys: &[(MatchKey, &'k str, u32)]) -> (Vec<KeyGroup<'k>>, Vec<u32>) {
     key_groups_by(keys, |kind, key| xxh3_64_with_seed(key.as_bytes(), kind as u64))
 }
@@ -129,65 +175,26 @@ fn key_groups_by<'k>(
     keys: &[(MatchKey, &'k str, u32)],
     hash: impl Fn(MatchKey, &str) -> u64 + Sync,
 ) -> (Vec<KeyGroup<'k>>, Vec<u32>) {
-    let mut hashed: Vec<(u64, u32)> = keys
-        .par_iter()
-        .enumerate()
-        .map(|(i, &(kind, key, _))| (hash(kind, key), i as u32))
-        .collect();
-    // (hash, listing index): equal keys end up side by side, in listing order.
-    hashed.par_sort_unstable();
-    let mut groups: Vec<(u32, KeyGroup<'k>)> = Vec::new();
-    let mut members: Vec<u32> = Vec::with_capacity(keys.len());
-    let mut push_group = |members: &mut Vec<u32>, idx: &mut dyn Iterator<Item = u32>| {
-        let start = members.len() as u32;
-        let first = idx.next().expect("a group has a member");
-        let (kind, key, _) = keys[first as usize];
-        members.push(keys[first as usize].2);
-        members.extend(idx.map(|i| keys[i as usize].2));
-        groups.push((
-            first,
+    let HashGroups { mut members, spans } = group_by_hash(
+        keys.len(),
+        |i| Some((keys[i as usize].0, keys[i as usize].1)),
+        |&(kind, key)| hash(kind, key),
+    );
+    let groups = spans
+        .iter()
+        .map(|&(start, end)| {
+            let (kind, key, _) = keys[members[start as usize] as usize];
             KeyGroup {
                 kind,
                 key,
                 start,
-                end: members.len() as u32,
-            },
-        ));
-    };
-    let mut run_start = 0;
-    while run_start < hashed.len() {
-        let h = hashed[run_start].0;
-        let run_end = run_start + hashed[run_start..].iter().take_while(|e| e.0 == h).count();
-        let run = &hashed[run_start..run_end];
-        let (kind0, key0, _) = keys[run[0].1 as usize];
-        if run
-            .iter()
-            .all(|e| keys[e.1 as usize].0 == kind0 && keys[e.1 as usize].1 == key0)
-        {
-            push_group(&mut members, &mut run.iter().map(|e| e.1));
-        } else {
-            // A hash collision: split the run by key, each part in order.
-            let mut split: Vec<u32> = run.iter().map(|e| e.1).collect();
-            split.sort_by(|&a, &b| {
-                let (ka, sa, _) = keys[a as usize];
-                let (kb, sb, _) = keys[b as usize];
-                (ka as u8, sa, a).cmp(&(kb as u8, sb, b))
-            });
-            let mut at = 0;
-            while at < split.len() {
-                let (k, s, _) = keys[split[at] as usize];
-                let len = split[at..]
-                    .iter()
-                    .take_while(|&&i| keys[i as usize].0 == k && keys[i as usize].1 == s)
-                    .count();
-                push_group(&mut members, &mut split[at..at + len].iter().copied());
-                at += len;
+                end,
             }
-        }
-        run_start = run_end;
-    }
-    groups.par_sort_unstable_by_key(|g| g.0);
-    (groups.into_iter().map(|g| g.1).collect(), members)
+        })
+        .collect();
+    // Listing indices -> the nodes the walk joins.
+    members.par_iter_mut().for_each(|m| *m = keys[*m as usize].2);
+    (groups, members)
 }
 
 #[derive(Clone, Copy, PartialEq)]
