@@ -230,8 +230,8 @@ pub async fn eval_table(
         trained = Some(r);
         m
     };
-    let scorer = Scorer::new(config.clone(), model)?;
     let frame = Frame::new(&config, &[(&batch, &[])])?;
+    let scorer = Scorer::new(config.clone(), model)?.for_population(frame.len as u64);
     let class: Vec<Option<u32>> = match &group {
         Some(g) => g.iter().map(|&x| Some(x)).collect(),
         None => vec![None; frame.len],

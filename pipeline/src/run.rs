@@ -571,7 +571,22 @@ async fn execute(
                 dedupe::link(&leads, &candidates, &known, &pipeline.dedupe, &stamp, surv)
             }
             dedupe::DedupeMode::Probabilistic => {
-                dedupe::link_probabilistic(&leads, &candidates, &known, &pipeline.dedupe, &stamp, surv).await
+                // The prior is scaled to every master, not only the candidates.
+                let masters = warehouse
+                    .row_count("masters")
+                    .await?
+                    .unwrap_or(candidates.num_rows() as u64);
+                let population = leads.num_rows() as u64 + masters;
+                dedupe::link_probabilistic(
+                    &leads,
+                    &candidates,
+                    &known,
+                    &pipeline.dedupe,
+                    &stamp,
+                    surv,
+                    population,
+                )
+                .await
             }
         }
         .map_err(|e| RunError::Other(e.to_string()))?;

@@ -354,6 +354,20 @@ impl Warehouse {
             .unwrap_or(false))
     }
 
+    /// Rows of a table from its log's file statistics (no data read), or
+    /// `None` when a file has no row count there.
+    pub async fn row_count(&self, name: &str) -> Result<Option<u64>, WarehouseError> {
+        let table = self.table(name).await?;
+        let Ok(snapshot) = table.snapshot() else {
+            return Ok(Some(0));
+        };
+        Ok(snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.num_records().map(|n| n as u64))
+            .sum())
+    }
+
     /// Is the warehouse there and readable? (for readiness checks)
     pub async fn test(&self) -> Result<(), WarehouseError> {
         self.table("runs").await.map(|_| ())
@@ -941,6 +955,11 @@ mod tests {
         assert!(wh.apply(&t2, "app", 2).await.unwrap());
         assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 3);
         assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 2 + 2);
+        assert_eq!(
+            wh.row_count("people").await.unwrap(),
+            Some(3),
+            "from the log's statistics"
+        );
         assert_eq!(wh.last_txn_version("app").await.unwrap(), Some(2));
         assert_eq!(wh.last_txn_version("other").await.unwrap(), None);
     }

@@ -43,7 +43,9 @@ enum Rule {
 }
 
 /// Link `leads` against `masters` (candidates, MASTERS_SCHEMA) and `known`
-/// records, probabilistically.
+/// records, probabilistically. `population`: the run's leads plus every
+/// master of the warehouse (the model's prior is scaled to it).
+#[allow(clippy::too_many_arguments)]
 pub async fn link_probabilistic(
     leads: &RecordBatch,
     masters: &RecordBatch,
@@ -51,10 +53,11 @@ pub async fn link_probabilistic(
     config: &DedupeConfig,
     stamp: &RunStamp,
     surv: Survivorship<'_>,
+    population: u64,
 ) -> Result<LinkOutcome, DedupeError> {
-    let scorer = scorer(config)?;
     let n = leads.num_rows();
     let m = masters.num_rows();
+    let scorer = scorer(config)?.for_population(population.max((n + m) as u64));
     let source = strings(leads, "source")?;
     let record_id = strings(leads, "source_record_id")?;
     let master_ids = strings(masters, "master_id")?;

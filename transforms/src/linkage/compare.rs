@@ -369,8 +369,10 @@ fn compare_names(a: &[String], b: &[String]) -> usize {
 }
 
 /// Full names as words: the same words in another order, or the same
-/// letters split otherwise ("kaming li" / "ka ming li") = swapped (1); a
-/// shared word and the rest alike (Jaro-Winkler >= 0.92) = alike (2).
+/// letters in the same order split otherwise, the surname at either end
+/// ("kaming li" / "ka ming li" / "li ka ming") = swapped (1); a shared word
+/// and the rest alike (Jaro-Winkler >= 0.92) = alike (2). The same letters
+/// in another order are a typo ("mathtew" / "matthew"), not a swap.
 fn compare_words(x: &str, y: &str) -> usize {
     // Most candidate pairs are other people: without the same letters
     // (which the same words also need) and without a shared word, nothing
@@ -386,13 +388,16 @@ fn compare_words(x: &str, y: &str) -> usize {
     if wx == wy {
         return 1;
     }
-    let letters = |w: &[&str]| {
-        let mut c: Vec<char> = w.concat().chars().collect();
-        c.sort_unstable();
-        c
+    let joined_y: String = y.split(' ').collect();
+    let ox: Vec<&str> = x.split(' ').collect();
+    let rotation_is_y = |k: usize| {
+        ox[k..]
+            .iter()
+            .chain(&ox[..k])
+            .flat_map(|w| w.bytes())
+            .eq(joined_y.bytes())
     };
-    let (lx, ly) = (letters(&wx), letters(&wy));
-    if lx.len() >= 6 && lx == ly {
+    if joined_y.len() >= 6 && (0..ox.len()).any(rotation_is_y) {
         return 1;
     }
     let shared: Vec<&str> = wx
@@ -573,6 +578,29 @@ mod tests {
                 &full("Ka", "Li", "Ka Ming Li")
             ),
             "swapped"
+        );
+        assert_eq!(
+            lf(
+                &full("Kaming", "Li", "Kaming Li"),
+                &full("Li", "Ka Ming", "Li Ka Ming")
+            ),
+            "swapped",
+            "surname first, given name split"
+        );
+        // The same letters in another order are a typo, not a swap.
+        assert_eq!(
+            lf(
+                &full("Mathtew", "Walker", "Mathtew Walker"),
+                &full("Matthew", "Walker", "Matthew Walker")
+            ),
+            "alike"
+        );
+        assert_eq!(
+            lf(
+                &full("Gaytari", "D'Souza", "Gaytari D'Souza"),
+                &full("Gayatri", "D'Souza", "Gayatri D'Souza")
+            ),
+            "alike"
         );
         assert_eq!(
             lf(

@@ -311,5 +311,64 @@ mod tests {
         assert!(email[0].u < 0.01, "and rare among random pairs: {email:?}");
         let back = Model::from_json(&model.to_json()).unwrap();
         assert_eq!(back.comparisons.len(), 6);
+        assert_eq!(model.prior_records, 400, "its prior holds for the records it saw");
+    }
+
+    /// A common name swapped counts no more than the same name in order,
+    /// and the same pair weighs less among more records.
+    #[test]
+    fn a_common_swapped_name_and_a_larger_population_weigh_less() {
+        let mut owned: Vec<[String; 7]> = vec![
+            ["Sharma", "Rahul", "", "", "", "Mumbai", "IN"].map(String::from),
+            ["Rahul", "Sharma", "", "", "", "Mumbai", "IN"].map(String::from),
+        ];
+        for i in 0..1200 {
+            let (f, l) = if i % 20 == 0 {
+                ("Rahul".to_string(), "Sharma".to_string())
+            } else {
+                (format!("Given{i}"), format!("Family{i}"))
+            };
+            owned.push([
+                f,
+                l,
+                String::new(),
+                String::new(),
+                String::new(),
+                "Pune".into(),
+                "IN".into(),
+            ]);
+        }
+        let rows: Vec<[&str; 7]> = owned
+            .iter()
+            .map(|r| std::array::from_fn(|i| r[i].as_str()))
+            .collect();
+        let b = batch(&rows);
+        let config = LinkageConfig::default();
+        let frame = Frame::new(&config, &[(&b, &[])]).unwrap();
+        let model = Model::default_leads();
+        let weights = model.weights(&config.comparisons);
+        let scorer = Scorer::new(config.clone(), model.clone()).unwrap();
+        let text = scorer.explain(&frame, 0, 1);
+        assert!(
+            text.contains("name swapped") && text.contains("(shared by 61)"),
+            "{text}"
+        );
+        let pair = scorer.score(&frame, 0, 1);
+        let unadjusted = model.prior_weight() + weights[0][1] + weights[4][0] + weights[5][0];
+        assert!(pair.weight < unadjusted - 1.0, "{} vs {unadjusted}", pair.weight);
+
+        let big = Scorer::new(config, model.clone())
+            .unwrap()
+            .for_population(model.prior_records * 8);
+        let scaled = big.score(&frame, 0, 1);
+        assert!(
+            (pair.weight - scaled.weight - 3.0).abs() < 1e-3,
+            "8x the records: 3 bits less"
+        );
+        let text = big.explain(&frame, 0, 1);
+        assert!(
+            text.contains(&format!("({} records)", model.prior_records * 8)),
+            "{text}"
+        );
     }
 }

@@ -49,6 +49,14 @@ pub struct Model {
     pub trained_pairs: u64,
     /// Probability that two records picked at random are the same person.
     pub prior: f64,
+    /// Records the prior was measured or set for (0: never rescaled). A
+    /// person has about as many duplicates however many records there are,
+    /// so the chance that two random records match falls as the population
+    /// grows: linking among N > `prior_records` records uses
+    /// `prior * prior_records / N` ([`Model::prior_weight_for`]). A fixed
+    /// prior let namesakes through as the warehouse grew (BENCHMARKS.md).
+    #[serde(default)]
+    pub prior_records: u64,
     pub comparisons: Vec<ComparisonModel>,
 }
 
@@ -145,6 +153,7 @@ impl Model {
             trained_records: 0,
             trained_pairs: 0,
             prior,
+            prior_records: 0,
             comparisons,
         }
     }
@@ -181,9 +190,21 @@ impl Model {
             .collect()
     }
 
-    /// log2 of the prior odds.
+    /// log2 of the prior odds, as the model states it.
     pub fn prior_weight(&self) -> f64 {
         let p = self.prior.clamp(FLOOR, 1.0 - FLOOR);
+        (p / (1.0 - p)).log2()
+    }
+
+    /// log2 of the prior odds among `population` records: the model's prior
+    /// scaled down by `prior_records / population` when the population is
+    /// larger (never up: below its size the model's prior stands).
+    pub fn prior_weight_for(&self, population: u64) -> f64 {
+        if self.prior_records == 0 || population <= self.prior_records {
+            return self.prior_weight();
+        }
+        let p =
+            (self.prior * self.prior_records as f64 / population as f64).clamp(FLOOR * FLOOR, 1.0 - FLOOR);
         (p / (1.0 - p)).log2()
     }
 }
@@ -207,6 +228,13 @@ mod tests {
         assert!(w[1][0] > 5.0, "an exact phone is strong evidence");
         assert!(w[0][5] < 0.0, "surname only (siblings) counts against");
         assert!((probability(0.0) - 0.5).abs() < 1e-12);
+        let base = m.prior_weight();
+        assert_eq!(m.prior_weight_for(m.prior_records / 2), base, "never raised");
+        let tenfold = m.prior_weight_for(m.prior_records * 10);
+        assert!((base - tenfold - 10f64.log2()).abs() < 0.01, "{base} {tenfold}");
+        let mut fixed = m.clone();
+        fixed.prior_records = 0;
+        assert_eq!(fixed.prior_weight_for(u64::MAX), base, "0 = never rescaled");
         let mut old = m.clone();
         old.format = 99;
         assert!(Model::from_json(&old.to_json()).is_err());

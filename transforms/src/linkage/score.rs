@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::LinkageError;
 use super::compare::{compare, level_labels, tf_key};
-use super::config::LinkageConfig;
+use super::config::{ComparisonKind, LinkageConfig};
 use super::frame::Frame;
 use super::model::{Model, probability};
 
@@ -28,6 +28,10 @@ pub struct Scorer {
     /// (comparison, level) pairs that keep two records apart whatever the
     /// score.
     vetoes: Vec<(usize, usize)>,
+    /// log2 prior odds for the population linked ([`Scorer::for_population`]).
+    prior_weight: f64,
+    /// The population the prior was scaled to, when it was.
+    population: Option<u64>,
 }
 
 /// A scored candidate pair.
@@ -82,6 +86,7 @@ impl Scorer {
                 config.review_threshold, config.link_threshold
             )));
         }
+        let prior_weight = model.prior_weight();
         Ok(Scorer {
             config,
             model,
@@ -89,7 +94,18 @@ impl Scorer {
             weights,
             exact_m,
             vetoes,
+            prior_weight,
+            population: None,
         })
+    }
+
+    /// Score among `records` records in all (a run's leads plus every
+    /// master of the warehouse, not only the candidates): the model's prior
+    /// scaled to that population ([`Model::prior_weight_for`]).
+    pub fn for_population(mut self, records: u64) -> Scorer {
+        self.prior_weight = self.model.prior_weight_for(records);
+        self.population = (self.prior_weight != self.model.prior_weight()).then_some(records);
+        self
     }
 
     /// Levels of a pair per comparison.
@@ -107,18 +123,30 @@ impl Scorer {
     /// was adjusted.
     fn contribution(&self, f: &Frame, c: usize, level: usize, a: usize, b: usize) -> (f64, Option<u32>) {
         let w = self.weights[c][level];
-        if level != 0 {
+        let cfg = &self.config.comparisons[c];
+        // A name with first and last swapped is the same name: it counts at
+        // most what the name agreeing exactly would, common names less.
+        let swapped = level == 1 && cfg.kind == ComparisonKind::PersonName;
+        if level != 0 && !swapped {
             return (w, None);
         }
         let Some((counts, total)) = &f.tf[c] else {
             return (w, None);
         };
-        let cfg = &self.config.comparisons[c];
-        let Some(key) = tf_key(cfg, &f.prepared[c][a], level, &f.prepared[c][b]) else {
-            return (w, None);
+        let count = |x: usize, y: usize| {
+            tf_key(cfg, &f.prepared[c][x], 0, &f.prepared[c][y]).and_then(|k| counts.get(k))
         };
-        match counts.get(key) {
-            Some(&n) if n >= TF_MIN_COUNT && *total >= TF_MIN_VALUES => {
+        let n = if swapped {
+            // Either order may be the common one: the larger count.
+            match (count(a, a), count(b, b)) {
+                (Some(&x), Some(&y)) => Some(x.max(y)),
+                (x, y) => x.or(y).copied(),
+            }
+        } else {
+            count(a, b).copied()
+        };
+        match n {
+            Some(n) if n >= TF_MIN_COUNT && *total >= TF_MIN_VALUES => {
                 let freq = n as f64 / (*total).max(1) as f64;
                 let adjusted = (self.exact_m[c].max(1e-9) / freq).log2();
                 if adjusted < w {
@@ -133,7 +161,7 @@ impl Scorer {
 
     /// Score one pair.
     pub fn score(&self, f: &Frame, a: usize, b: usize) -> ScoredPair {
-        let mut weight = self.model.prior_weight();
+        let mut weight = self.prior_weight;
         let mut vetoed = false;
         // Level by level without collecting them: this runs for every pair.
         for (c, cfg) in self.config.comparisons.iter().enumerate() {
@@ -163,7 +191,7 @@ impl Scorer {
     /// city differs -3.2, prior -15.6 = weight 8.8, p 0.998".
     pub fn explain(&self, f: &Frame, a: usize, b: usize) -> String {
         let mut parts = Vec::new();
-        let mut weight = self.model.prior_weight();
+        let mut weight = self.prior_weight;
         let mut vetoed = Vec::new();
         for (c, l) in self.levels(f, a, b).into_iter().enumerate() {
             let name = &self.config.comparisons[c].name;
@@ -183,10 +211,13 @@ impl Scorer {
                 }
             }
         }
+        let prior = match self.population {
+            Some(n) => format!("prior {:+.1} ({n} records)", self.prior_weight),
+            None => format!("prior {:+.1}", self.prior_weight),
+        };
         let mut s = format!(
-            "{}, prior {:+.1} = weight {:.1}, p {:.4}",
+            "{}, {prior} = weight {:.1}, p {:.4}",
             parts.join(", "),
-            self.model.prior_weight(),
             weight,
             probability(weight)
         );

@@ -323,6 +323,7 @@ pub async fn train(
         trained_records: f.len as u64,
         trained_pairs: all.len() as u64,
         prior: round(prior),
+        prior_records: f.len as u64,
         comparisons,
     };
     Ok((
