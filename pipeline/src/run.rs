@@ -536,16 +536,18 @@ async fn execute(
         // A warehouse's first load has nothing to look up: skip the joins.
         let run_links = crm_links::RunLinks::load(&ctx, warehouse, &leads, &crm_sources).await?;
         let pins = run_links.outbound_pins(&leads);
-        let (candidates, known, pinned) =
-            if warehouse.has_data("records").await? || warehouse.has_data("masters").await? {
-                candidates(&ctx, &leads, &pins, &pipeline.dedupe).await?
-            } else {
-                (
-                    RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone()),
-                    HashMap::new(),
-                    HashMap::new(),
-                )
-            };
+        // Counted once from the masters' log: it decides the lookups and
+        // scales the probabilistic prior (None: a file without statistics).
+        let masters_rows = warehouse.row_count("masters").await?;
+        let (candidates, known, pinned) = if masters_rows != Some(0) || warehouse.has_data("records").await? {
+            candidates(&ctx, &leads, &pins, &pipeline.dedupe).await?
+        } else {
+            (
+                RecordBatch::new_empty(lschema::MASTERS_SCHEMA.clone()),
+                HashMap::new(),
+                HashMap::new(),
+            )
+        };
         info!(
             rows = leads.num_rows(),
             candidates = candidates.num_rows(),
@@ -572,10 +574,7 @@ async fn execute(
             }
             dedupe::DedupeMode::Probabilistic => {
                 // The prior is scaled to every master, not only the candidates.
-                let masters = warehouse
-                    .row_count("masters")
-                    .await?
-                    .unwrap_or(candidates.num_rows() as u64);
+                let masters = masters_rows.unwrap_or(candidates.num_rows() as u64);
                 let population = leads.num_rows() as u64 + masters;
                 dedupe::link_probabilistic(
                     &leads,

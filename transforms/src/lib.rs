@@ -8,4 +8,5 @@ pub mod linkage;
 pub mod mapping;
 pub mod normalise;
 pub mod schema;
+pub mod similarity;
 pub mod validate;

@@ -1,7 +1,7 @@
 //! Do two names clearly belong to different people? Used to stop a shared
 //! key (office switchboard, family e-mail) from merging them.
 
-use strsim::jaro_winkler;
+use crate::similarity::jaro_winkler;
 
 /// Fold a name part for comparison: ASCII transliteration, lower case,
 /// letters and digits only ("Zoë" -> "zoe", "O'Brien" -> "obrien").
@@ -95,10 +95,16 @@ const NICKNAMES: &[(&str, &str)] = &[
     ("md", "mohammed"),
 ];
 
+/// Is one of `a`, `b` a short form of the other? Runs for most candidate
+/// pairs, so the table is searched sorted (both orders) instead of scanned.
 fn nickname_pair(a: &str, b: &str) -> bool {
-    NICKNAMES
-        .iter()
-        .any(|(n, f)| (a == *n && b == *f) || (a == *f && b == *n))
+    static SORTED: std::sync::OnceLock<Vec<(&str, &str)>> = std::sync::OnceLock::new();
+    let sorted = SORTED.get_or_init(|| {
+        let mut v: Vec<(&str, &str)> = NICKNAMES.iter().flat_map(|&(n, f)| [(n, f), (f, n)]).collect();
+        v.sort_unstable();
+        v
+    });
+    sorted.binary_search(&(a, b)).is_ok()
 }
 
 /// A rough sound-alike form of a folded name part, so transliteration
@@ -243,6 +249,20 @@ mod tests {
         );
         assert!(FoldedName::new(Some("Vikram"), None).agrees(&n("Vikram", "Mehta"), t));
         assert!(FoldedName::default().agrees(&n("Anyone", "At All"), t));
+    }
+
+    #[test]
+    fn every_nickname_pairs_with_its_name_in_either_order_and_nothing_else() {
+        for &(nick, full) in NICKNAMES {
+            assert!(
+                nickname_pair(nick, full) && nickname_pair(full, nick),
+                "{nick} / {full}"
+            );
+            assert!(!nickname_pair(nick, nick) || NICKNAMES.contains(&(nick, nick)));
+        }
+        assert!(!nickname_pair("bob", "william"));
+        assert!(!nickname_pair("robert", "rob "));
+        assert!(!nickname_pair("", ""));
     }
 
     #[test]

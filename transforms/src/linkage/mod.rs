@@ -140,6 +140,15 @@ mod tests {
         RecordBatch::try_new(schema, cols).unwrap()
     }
 
+    /// [`batch`] of rows built as owned strings.
+    pub(crate) fn batch_owned(rows: &[[String; 7]]) -> RecordBatch {
+        let rows: Vec<[&str; 7]> = rows
+            .iter()
+            .map(|r| std::array::from_fn(|i| r[i].as_str()))
+            .collect();
+        batch(&rows)
+    }
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -290,11 +299,7 @@ mod tests {
                 "IN".into(),
             ]);
         }
-        let rows: Vec<[&str; 7]> = owned
-            .iter()
-            .map(|r| std::array::from_fn(|i| r[i].as_str()))
-            .collect();
-        let b = batch(&rows);
+        let b = batch_owned(&owned);
         let config = LinkageConfig::default();
         let frame = Frame::new(&config, &[(&b, &[])]).unwrap();
         let start = Model::initial(&config.comparisons, 1e-3);
@@ -338,11 +343,7 @@ mod tests {
                 "IN".into(),
             ]);
         }
-        let rows: Vec<[&str; 7]> = owned
-            .iter()
-            .map(|r| std::array::from_fn(|i| r[i].as_str()))
-            .collect();
-        let b = batch(&rows);
+        let b = batch_owned(&owned);
         let config = LinkageConfig::default();
         let frame = Frame::new(&config, &[(&b, &[])]).unwrap();
         let model = Model::default_leads();

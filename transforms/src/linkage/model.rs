@@ -192,21 +192,32 @@ impl Model {
 
     /// log2 of the prior odds, as the model states it.
     pub fn prior_weight(&self) -> f64 {
-        let p = self.prior.clamp(FLOOR, 1.0 - FLOOR);
-        (p / (1.0 - p)).log2()
+        log2_odds(self.prior, FLOOR)
+    }
+
+    /// How much smaller than its stated prior the model's prior is among
+    /// `population` records: `prior_records / population` when the population
+    /// is larger, else `None` (never up: below its size the prior stands).
+    pub fn prior_scale(&self, population: u64) -> Option<f64> {
+        (self.prior_records != 0 && population > self.prior_records)
+            .then(|| self.prior_records as f64 / population as f64)
     }
 
     /// log2 of the prior odds among `population` records: the model's prior
-    /// scaled down by `prior_records / population` when the population is
-    /// larger (never up: below its size the model's prior stands).
+    /// scaled by [`Model::prior_scale`].
     pub fn prior_weight_for(&self, population: u64) -> f64 {
-        if self.prior_records == 0 || population <= self.prior_records {
-            return self.prior_weight();
+        match self.prior_scale(population) {
+            // A scaled prior may fall below FLOOR: at 1e9 records it is ~1e-9.
+            Some(scale) => log2_odds(self.prior * scale, FLOOR * FLOOR),
+            None => self.prior_weight(),
         }
-        let p =
-            (self.prior * self.prior_records as f64 / population as f64).clamp(FLOOR * FLOOR, 1.0 - FLOOR);
-        (p / (1.0 - p)).log2()
     }
+}
+
+/// log2 of the odds of `p`, kept `floor` away from 0 and 1.
+fn log2_odds(p: f64, floor: f64) -> f64 {
+    let p = p.clamp(floor, 1.0 - FLOOR);
+    (p / (1.0 - p)).log2()
 }
 
 /// Match probability of a total weight.

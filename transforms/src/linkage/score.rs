@@ -104,7 +104,7 @@ impl Scorer {
     /// scaled to that population ([`Model::prior_weight_for`]).
     pub fn for_population(mut self, records: u64) -> Scorer {
         self.prior_weight = self.model.prior_weight_for(records);
-        self.population = (self.prior_weight != self.model.prior_weight()).then_some(records);
+        self.population = self.model.prior_scale(records).map(|_| records);
         self
     }
 
