@@ -117,12 +117,11 @@ struct EntityTables {
 /// encoding is kept only for text columns that repeat (a sample of the
 /// first batch decides; ids, phones and e-mails are nearly unique and
 /// would build a dictionary only to throw it away), and statistics are kept
-/// per column chunk, which is what Delta's file skipping uses. Nearly
-/// unique text that is not a key or an id (names, phones, e-mails, raw
-/// rows, explanations) gets no min/max: in files not sorted by it every
-/// file spans almost the whole range, so it would never skip a file, and
-/// its comparisons were the largest part of encoding such columns.
-fn writer_properties(batches: &[RecordBatch], keys: &[&str]) -> WriterProperties {
+/// per column chunk, which is what Delta's file skipping uses. Every column
+/// keeps its min/max: Python `deltalake` readers prune files by the log's
+/// statistics and returned no rows for an e-mail filter when that column's
+/// min/max and null count were left out (BENCHMARKS.md, sixth session).
+fn writer_properties(batches: &[RecordBatch]) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::Chunk);
@@ -141,12 +140,7 @@ fn writer_properties(batches: &[RecordBatch], keys: &[&str]) -> WriterProperties
                 seen.insert(v);
             }
             if values >= 256 && seen.len() * 2 > values {
-                let path = ColumnPath::from(field.name().as_str());
-                b = b.set_column_dictionary_enabled(path.clone(), false);
-                let name = field.name().as_str();
-                if !keys.contains(&name) && !name.ends_with("_id") {
-                    b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
-                }
+                b = b.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }
         }
     }
@@ -486,7 +480,7 @@ impl Warehouse {
             WriteMode::Append => {
                 table
                     .write(staged.batches.clone())
-                    .with_writer_properties(writer_properties(&staged.batches, spec.keys))
+                    .with_writer_properties(writer_properties(&staged.batches))
                     .with_save_mode(SaveMode::Append)
                     .with_commit_properties(props)
                     .await
@@ -526,7 +520,7 @@ impl Warehouse {
             .merge(source, predicate)
             .with_source_alias("source")
             .with_target_alias("target")
-            .with_writer_properties(writer_properties(&staged.batches, spec.keys))
+            .with_writer_properties(writer_properties(&staged.batches))
             .with_commit_properties(props)
             .when_matched_update(|u| {
                 columns
@@ -724,7 +718,7 @@ impl Warehouse {
         name: &str,
         batches: &[RecordBatch],
     ) -> Result<Vec<Add>, WarehouseError> {
-        let props = writer_properties(batches, self.spec(name)?.keys);
+        let props = writer_properties(batches);
         let mut chunks: Vec<Vec<RecordBatch>> = vec![Vec::new()];
         let mut in_chunk = 0;
         for b in batches {
@@ -898,7 +892,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
     fn spec() -> TableSpec {
@@ -924,37 +918,15 @@ mod tests {
     }
 
     #[test]
-    fn nearly_unique_text_gets_no_dictionary_and_no_min_max_unless_a_key_or_an_id() {
+    fn every_column_keeps_its_statistics_even_nearly_unique_text() {
         let n = 1000;
-        let text = |f: &dyn Fn(usize) -> String| -> ArrayRef {
-            Arc::new((0..n).map(|i| Some(f(i))).collect::<StringArray>())
-        };
-        let schema = Arc::new(Schema::new(
-            ["key", "note", "project", "master_id"]
-                .map(|c| Field::new(c, DataType::Utf8, true))
-                .to_vec(),
-        ));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                text(&|i| format!("k{i}")),
-                text(&|i| format!("note {i}")),
-                text(&|i| format!("p{}", i % 3)),
-                text(&|i| format!("m{i}")),
-            ],
-        )
-        .unwrap();
-        let props = writer_properties(&[batch], &["key"]);
-        let at = |c: &str| ColumnPath::from(c);
-        for (c, dictionary, stats) in [
-            ("key", false, EnabledStatistics::Chunk),
-            ("note", false, EnabledStatistics::None),
-            ("project", true, EnabledStatistics::Chunk),
-            ("master_id", false, EnabledStatistics::Chunk),
-        ] {
-            assert_eq!(props.dictionary_enabled(&at(c)), dictionary, "{c}");
-            assert_eq!(props.statistics_enabled(&at(c)), stats, "{c}");
-        }
+        let schema = Arc::new(Schema::new(vec![Field::new("email", DataType::Utf8, true)]));
+        let emails: StringArray = (0..n).map(|i| Some(format!("p{i}@example.com"))).collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(emails)]).unwrap();
+        let props = writer_properties(&[batch]);
+        let email = ColumnPath::from("email");
+        assert!(!props.dictionary_enabled(&email), "unique text: no dictionary");
+        assert_eq!(props.statistics_enabled(&email), EnabledStatistics::Chunk);
     }
 
     async fn open(dir: &Path, spec: TableSpec) -> Warehouse {
