@@ -21,7 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use arrow::array::{Array, BooleanArray, BooleanBuilder, StringArray, StringBuilder};
 use phonenumber::country::Id;
 use phonenumber::metadata::{DATABASE, Database};
-use phonenumber::{Mode, PhoneNumber, Type};
+use phonenumber::{PhoneNumber, Type};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
@@ -101,10 +101,12 @@ pub fn normalise_phone(raw: &str, country_hint: Option<Id>, default_region: Opti
 /// The full path through `phonenumber::parse_with` (and our fallbacks).
 fn slow_normalise(cleaned: &Cleaned, region: Option<Id>) -> PhoneResult {
     match resolve(cleaned, region) {
-        Some((n, t)) => {
-            let region = n.country().id().map(|id| id.as_ref().to_owned());
+        Some((n, t, region)) => {
+            // E.164 is "+<code><national>"; the crate's formatter would also
+            // match format patterns against its global database (a second
+            // copy of the metadata, compiled once more, behind one lock).
             PhoneResult {
-                e164: Some(n.format().mode(Mode::E164).to_string()),
+                e164: Some(format!("+{}{}", n.code().value(), n.national())),
                 valid: true,
                 kind: Some(kind_name(t)),
                 region,
@@ -145,15 +147,19 @@ thread_local! {
     };
 }
 
-fn parse_valid(region: Option<Id>, text: &str) -> Option<(PhoneNumber, Type)> {
+/// A valid number, its type and its region (alpha-2; `None` for
+/// non-geographic numbers).
+type Valid = (PhoneNumber, Type, Option<String>);
+
+fn parse_valid(region: Option<Id>, text: &str) -> Option<Valid> {
     DB.with(|db| {
         // phonenumber has panicked on odd input before (rust-phonenumber#43);
         // never let one bad cell take down a batch.
         let n = catch_unwind(AssertUnwindSafe(|| phonenumber::parse_with(db, region, text)))
             .ok()?
             .ok()?;
-        let t = fast_number_type(db, &n);
-        (t != Type::Unknown).then_some((n, t))
+        let (t, region) = number_type_and_region(db, &n);
+        (t != Type::Unknown).then_some((n, t, region))
     })
 }
 
@@ -324,22 +330,32 @@ fn region_types(meta: &phonenumber::metadata::Metadata) -> Option<std::rc::Rc<Re
 /// thread into plain `regex::Regex`es: phonenumber looks every pattern up in
 /// its LRU cache (hashing the pattern text) on every use, and that lookup
 /// was most of the cost of validating a number.
+#[cfg(test)]
 fn fast_number_type(db: &Database, n: &PhoneNumber) -> Type {
+    number_type_and_region(db, n).0
+}
+
+/// The type as [`fast_number_type`] and the region as `Country::id` gives
+/// it, from one metadata lookup in this thread's database (`Country::id`
+/// looks up again in the crate's global one).
+fn number_type_and_region(db: &Database, n: &PhoneNumber) -> (Type, Option<String>) {
     let Some(meta) = n.metadata(db) else {
-        return Type::Unknown;
+        return (Type::Unknown, None);
     };
-    match region_types(meta) {
+    let region = meta.id().parse::<Id>().ok().map(|id| id.as_ref().to_owned());
+    let t = match region_types(meta) {
         // Same input the crate uses: the national number without leading zeros.
         Some(t) => t.number_type(&n.national().value().to_string()),
         None => n.number_type(db),
-    }
+    };
+    (t, region)
 }
 
 fn region_code(region: Id) -> Option<u16> {
-    DATABASE.by_id(region.as_ref()).map(|m| m.country_code())
+    DB.with(|db| db.by_id(region.as_ref()).map(|m| m.country_code()))
 }
 
-fn resolve(c: &Cleaned, region: Option<Id>) -> Option<(PhoneNumber, Type)> {
+fn resolve(c: &Cleaned, region: Option<Id>) -> Option<Valid> {
     let d = c.digits.as_str();
     if c.plus {
         let mut s = String::with_capacity(d.len() + 1);
@@ -357,9 +373,10 @@ fn resolve(c: &Cleaned, region: Option<Id>) -> Option<(PhoneNumber, Type)> {
     // valid; libphonenumber reads it nationally. Say so with the trunk prefix.
     if let Some(r) = region
         && !d.starts_with('0')
-        && let Some(prefix) = DATABASE
-            .by_id(r.as_ref())
-            .and_then(|m| m.national_prefix().map(str::to_owned))
+        && let Some(prefix) = DB.with(|db| {
+            db.by_id(r.as_ref())
+                .and_then(|m| m.national_prefix().map(str::to_owned))
+        })
         && let Some(found) = parse_valid(region, &format!("{prefix}{d}"))
     {
         return Some(found);
@@ -371,10 +388,10 @@ fn resolve(c: &Cleaned, region: Option<Id>) -> Option<(PhoneNumber, Type)> {
         return parse_valid(None, &format!("+{rest}"));
     }
     // "919876543210": the country code typed without '+'.
-    let (n, t) = parse_valid(None, &format!("+{d}"))?;
+    let (n, t, r) = parse_valid(None, &format!("+{d}"))?;
     let own_code = region.and_then(region_code);
     let accept = region.is_none() || own_code == Some(n.code().value()) || d.len() >= 11;
-    accept.then_some((n, t))
+    accept.then_some((n, t, r))
 }
 
 /// Strip labels, URI parameters, extensions and Excel damage; keep `[+]digits`.
@@ -1008,6 +1025,17 @@ mod tests {
             let Some(c) = clean(&raw) else { continue };
             let region = parse_region(r);
             checked += 1;
+            // The slow path's E.164 and region, made without the crate's
+            // formatter and global database, are the crate's own.
+            if let Some((n, _, found)) = resolve(&c, region) {
+                let e164 = slow_normalise(&c, region).e164;
+                assert_eq!(
+                    e164,
+                    Some(n.format().mode(phonenumber::Mode::E164).to_string()),
+                    "{raw}"
+                );
+                assert_eq!(found, n.country().id().map(|id| id.as_ref().to_owned()), "{raw}");
+            }
             if let Some(fast) = fast_resolve(&c, region) {
                 fast_hits += 1;
                 let slow = slow_normalise(&c, region);
