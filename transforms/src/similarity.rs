@@ -3,9 +3,10 @@
 //! `strsim::jaro_winkler` allocates two flag vectors per call and walks
 //! `char`s; names and cities are short ASCII, compared millions of times
 //! per run (a profile of 100k records linked against 1M masters: strsim's
-//! Jaro ~4 % of all samples, plus its allocations). Here short ASCII strings keep their match flags in two `u64`
-//! bit sets; anything else goes to strsim. The result is bit-for-bit
-//! strsim's (same arithmetic in the same order; a test compares them).
+//! Jaro ~4 % of all samples, plus its allocations). Here short ASCII
+//! strings keep their match flags in two `u64` bit sets; anything else goes
+//! to strsim. The result is bit-for-bit strsim's (same arithmetic in the
+//! same order; a test compares them).
 
 /// Jaro-Winkler similarity in [0, 1], as `strsim::jaro_winkler`.
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {

@@ -1,6 +1,7 @@
 //! Comparison levels: each compared field of two records falls into one
 //! level (0 = the strongest agreement), or none when a side is missing.
 
+use smallvec::SmallVec;
 use strsim::damerau_levenshtein;
 
 use super::config::{ComparisonConfig, ComparisonKind};
@@ -374,96 +375,62 @@ fn compare_names(a: &[String], b: &[String]) -> usize {
 /// ("kaming li" / "ka ming li" / "li ka ming") = swapped (1); a shared word
 /// and the rest alike (Jaro-Winkler >= 0.92) = alike (2). The same letters
 /// in another order are a typo ("mathtew" / "matthew"), not a swap.
-fn compare_words(x: &str, y: &str) -> usize {
+fn compare_words<'a>(x: &'a str, y: &'a str) -> usize {
     // Most candidate pairs are other people: without the same letters
     // (which the same words also need) and without a shared word, nothing
     // below can match, so skip its allocations.
     let letters = |s: &str| s.bytes().filter(|&c| c != b' ').count();
-    let same_letters = letters(x) == letters(y);
-    if !same_letters && !x.split(' ').any(|w| w.len() >= 2 && y.split(' ').any(|v| v == w)) {
+    let (lx, ly) = (letters(x), letters(y));
+    let shares_a_word = x.split(' ').any(|w| shared_word(w, y.split(' ')));
+    if lx != ly && !shares_a_word {
         return 8;
     }
-    // Sorted words on the stack: this runs for most pairs that share a
-    // surname, i.e. most candidate pairs.
-    let (mut bx, mut by) = ([""; 8], [""; 8]);
-    let (vx, vy): (Vec<&str>, Vec<&str>);
-    let (wx, wy): (&[&str], &[&str]) = match (sorted_words(x, &mut bx), sorted_words(y, &mut by)) {
-        (Some(nx), Some(ny)) => (&bx[..nx], &by[..ny]),
-        _ => {
-            (vx, vy) = (sorted_word_vec(x), sorted_word_vec(y));
-            (&vx, &vy)
-        }
+    // Sorted words, on the stack for names of up to 8 words: this runs for
+    // most pairs that share a surname, i.e. most candidate pairs.
+    let sorted = |s: &'a str| {
+        let mut w: SmallVec<[&str; 8]> = s.split(' ').collect();
+        w.sort_unstable();
+        w
     };
+    let (wx, wy) = (sorted(x), sorted(y));
     if wx == wy {
         return 1;
     }
     // x's words rotated to start at byte k, spaces dropped, against y's
     // letters: walked in place, nothing joined.
-    let y_letters = || y.bytes().filter(|&c| c != b' ');
     let rotation_is_y = |k: usize| {
         let (head, tail) = x.split_at(k);
         tail.bytes()
             .chain(head.bytes())
             .filter(|&c| c != b' ')
-            .eq(y_letters())
+            .eq(y.bytes().filter(|&c| c != b' '))
     };
     let mut word_starts =
         (0..x.len()).filter(|&k| x.as_bytes()[k] != b' ' && (k == 0 || x.as_bytes()[k - 1] == b' '));
-    if same_letters && letters(y) >= 6 && word_starts.any(rotation_is_y) {
+    if lx == ly && ly >= 6 && word_starts.any(rotation_is_y) {
         return 1;
     }
-    // A word of two letters or more on both sides is shared; the rest of
-    // each side, joined, must be alike.
-    let shared_with = |t: &str, other: &[&str]| t.len() >= 2 && other.contains(&t);
-    if !wx.iter().any(|t| shared_with(t, wy)) {
+    if !shares_a_word {
         return 8;
     }
-    let (mut rx, mut ry) = ([0u8; 64], [0u8; 64]);
-    let (sx, sy): (String, String);
-    let rests = (
-        join_into(wx.iter().filter(|t| !shared_with(t, wy)), &mut rx),
-        join_into(wy.iter().filter(|t| !shared_with(t, wx)), &mut ry),
-    );
-    let (rx, ry): (&str, &str) = match rests {
-        (Some(a), Some(b)) => (a, b),
-        _ => {
-            sx = wx.iter().copied().filter(|t| !shared_with(t, wy)).collect();
-            sy = wy.iter().copied().filter(|t| !shared_with(t, wx)).collect();
-            (&sx, &sy)
-        }
+    // The rest of each side, joined, must be alike (on the stack up to 64
+    // letters; whole UTF-8 words joined are UTF-8).
+    let rest = |w: &[&str], other: &[&str]| -> SmallVec<[u8; 64]> {
+        w.iter()
+            .filter(|t| !shared_word(t, other.iter().copied()))
+            .flat_map(|t| t.bytes())
+            .collect()
     };
-    if rx.len() >= 3 && ry.len() >= 3 && jaro_winkler(rx, ry) >= 0.92 {
-        return 2;
+    let (rx, ry) = (rest(&wx, &wy), rest(&wy, &wx));
+    match (std::str::from_utf8(&rx), std::str::from_utf8(&ry)) {
+        (Ok(rx), Ok(ry)) if rx.len() >= 3 && ry.len() >= 3 && jaro_winkler(rx, ry) >= 0.92 => 2,
+        _ => 8,
     }
-    8
 }
 
-/// The words of `s`, sorted, in `buf`: their count, `None` when more than fit.
-fn sorted_words<'a>(s: &'a str, buf: &mut [&'a str; 8]) -> Option<usize> {
-    let mut n = 0;
-    for w in s.split(' ') {
-        *buf.get_mut(n)? = w;
-        n += 1;
-    }
-    buf[..n].sort_unstable();
-    Some(n)
-}
-
-fn sorted_word_vec(s: &str) -> Vec<&str> {
-    let mut v: Vec<&str> = s.split(' ').collect();
-    v.sort_unstable();
-    v
-}
-
-/// `words` joined without separators in `buf`, `None` when they do not fit.
-fn join_into<'b, 'w>(words: impl Iterator<Item = &'w &'w str>, buf: &'b mut [u8; 64]) -> Option<&'b str> {
-    let mut n = 0;
-    for w in words {
-        buf.get_mut(n..n + w.len())?.copy_from_slice(w.as_bytes());
-        n += w.len();
-    }
-    // Whole UTF-8 strings joined are UTF-8.
-    std::str::from_utf8(&buf[..n]).ok()
+/// A word of two letters or more that `other` has too.
+fn shared_word<'a>(w: &str, mut other: impl Iterator<Item = &'a str>) -> bool {
+    w.len() >= 2 && other.any(|v| v == w)
 }
 
 fn compare_name_parts(a: &[String], b: &[String]) -> usize {

@@ -329,15 +329,9 @@ fn region_types(meta: &phonenumber::metadata::Metadata) -> Option<std::rc::Rc<Re
 /// `PhoneNumber::number_type`, with each region's patterns compiled once per
 /// thread into plain `regex::Regex`es: phonenumber looks every pattern up in
 /// its LRU cache (hashing the pattern text) on every use, and that lookup
-/// was most of the cost of validating a number.
-#[cfg(test)]
-fn fast_number_type(db: &Database, n: &PhoneNumber) -> Type {
-    number_type_and_region(db, n).0
-}
-
-/// The type as [`fast_number_type`] and the region as `Country::id` gives
-/// it, from one metadata lookup in this thread's database (`Country::id`
-/// looks up again in the crate's global one).
+/// was most of the cost of validating a number. Also the region as
+/// `Country::id` gives it, from the same metadata lookup in this thread's
+/// database (`Country::id` looks up again in the crate's global one).
 fn number_type_and_region(db: &Database, n: &PhoneNumber) -> (Type, Option<String>) {
     let Some(meta) = n.metadata(db) else {
         return (Type::Unknown, None);
@@ -966,7 +960,7 @@ mod tests {
             for (raw, region) in samples {
                 let region = region.and_then(parse_region);
                 if let Ok(n) = phonenumber::parse_with(db, region, raw) {
-                    assert_eq!(fast_number_type(db, &n), n.number_type(db), "{raw}");
+                    assert_eq!(number_type_and_region(db, &n).0, n.number_type(db), "{raw}");
                 }
             }
         });
