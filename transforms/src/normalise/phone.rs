@@ -101,17 +101,12 @@ pub fn normalise_phone(raw: &str, country_hint: Option<Id>, default_region: Opti
 /// The full path through `phonenumber::parse_with` (and our fallbacks).
 fn slow_normalise(cleaned: &Cleaned, region: Option<Id>) -> PhoneResult {
     match resolve(cleaned, region) {
-        Some((n, t, region)) => {
-            // E.164 is "+<code><national>"; the crate's formatter would also
-            // match format patterns against its global database (a second
-            // copy of the metadata, compiled once more, behind one lock).
-            PhoneResult {
-                e164: Some(format!("+{}{}", n.code().value(), n.national())),
-                valid: true,
-                kind: Some(kind_name(t)),
-                region,
-            }
-        }
+        Some((n, t, region)) => PhoneResult {
+            e164: Some(e164(n.code().value(), n.national())),
+            valid: true,
+            kind: Some(kind_name(t)),
+            region,
+        },
         None => PhoneResult::default(),
     }
 }
@@ -261,7 +256,9 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
             return None;
         }
         let check = |meta: &phonenumber::metadata::Metadata, nsn: &str| -> Option<PhoneResult> {
-            if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() {
+            // Non-geographic numbers ("001": +800, +881, ...) have no region;
+            // the full path says so (`region_of`).
+            if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() || meta.id() == "001" {
                 return None;
             }
             let types = region_types(meta)?;
@@ -271,7 +268,7 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
                 return None;
             }
             Some(PhoneResult {
-                e164: Some(format!("+{}{nsn}", meta.country_code())),
+                e164: Some(e164(meta.country_code(), nsn)),
                 valid: true,
                 kind: Some(kind_name(t)),
                 region: Some(meta.id().to_owned()),
@@ -336,13 +333,26 @@ fn number_type_and_region(db: &Database, n: &PhoneNumber) -> (Type, Option<Strin
     let Some(meta) = n.metadata(db) else {
         return (Type::Unknown, None);
     };
-    let region = meta.id().parse::<Id>().ok().map(|id| id.as_ref().to_owned());
+    let region = region_of(meta);
     let t = match region_types(meta) {
         // Same input the crate uses: the national number without leading zeros.
         Some(t) => t.number_type(&n.national().value().to_string()),
         None => n.number_type(db),
     };
     (t, region)
+}
+
+/// The region of a metadata entry as `Country::id` gives it: alpha-2, or
+/// `None` for the non-geographic entries ("001").
+fn region_of(meta: &phonenumber::metadata::Metadata) -> Option<String> {
+    meta.id().parse::<Id>().ok().map(|id| id.as_ref().to_owned())
+}
+
+/// E.164 text: "+<code><national>". The crate's formatter would also match
+/// format patterns against its global database (a second copy of the
+/// metadata, compiled once more, behind one lock).
+fn e164(code: u16, national: impl std::fmt::Display) -> String {
+    format!("+{code}{national}")
 }
 
 fn region_code(region: Id) -> Option<u16> {
@@ -718,6 +728,19 @@ mod tests {
 
     fn e164(raw: &str, hint: Option<Id>, default: Option<Id>) -> Option<String> {
         normalise_phone(raw, hint, default).e164
+    }
+
+    #[test]
+    fn a_non_geographic_number_has_no_region_on_either_path() {
+        // UIFN +800: libphonenumber's example number of region "001".
+        let raw = "+800 1234 5678";
+        let r = normalise_phone(raw, None, Some(Id::IN));
+        assert_eq!(r.e164.as_deref(), Some("+80012345678"));
+        assert!(r.valid);
+        assert_eq!(r.region, None, "no alpha-2 for a non-geographic number");
+        let c = clean(raw).unwrap();
+        assert_eq!(slow_normalise(&c, None).region, None);
+        assert!(fast_resolve(&c, None).is_none(), "left to the full path");
     }
 
     #[test]
