@@ -295,21 +295,21 @@ pub fn apply_outbound(
     outcome.match_rule = rules.finish();
     outcome.stats.records_known -= linked;
     // The linker counted them as records seen before (no count change).
-    let m = &outcome.masters;
-    let ids = m.column_by_name("master_id").expect("masters").as_string::<i32>();
-    let counts = m
-        .column_by_name("record_count")
-        .expect("masters")
-        .as_primitive::<arrow::datatypes::Int64Type>();
-    let new_counts: Int64Array = (0..m.num_rows())
-        .map(|j| Some(counts.value(j) + per_master.get(ids.value(j)).copied().unwrap_or(0)))
-        .collect();
-    let idx = m.schema().index_of("record_count")?;
-    let mut cols = m.columns().to_vec();
-    cols[idx] = Arc::new(new_counts);
-    outcome.masters = RecordBatch::try_new(m.schema(), cols)?;
-    let extra = merges.finish(stamp)?;
-    outcome.merges = arrow::compute::concat_batches(&MERGES_SCHEMA, [&outcome.merges, &extra])?;
+    for m in &mut outcome.masters {
+        let ids = m.column_by_name("master_id").expect("masters").as_string::<i32>();
+        let counts = m
+            .column_by_name("record_count")
+            .expect("masters")
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let new_counts: Int64Array = (0..m.num_rows())
+            .map(|j| Some(counts.value(j) + per_master.get(ids.value(j)).copied().unwrap_or(0)))
+            .collect();
+        let idx = m.schema().index_of("record_count")?;
+        let mut cols = m.columns().to_vec();
+        cols[idx] = Arc::new(new_counts);
+        *m = RecordBatch::try_new(m.schema(), cols)?;
+    }
+    outcome.merges.push(merges.finish(stamp)?);
     info!(
         records = linked,
         "records linked to their master by outbound link"

@@ -514,6 +514,9 @@ async fn execute(
             _ => {}
         }
     }
+    // The raw rows served the rejects only: freed before the link's
+    // allocations rather than held to the end of the run.
+    drop(raw_batches);
     report.rows_rejected = rejects.len as u64;
     report.rejected_by_reason = rejects.by_reason.clone();
 
@@ -607,7 +610,7 @@ async fn execute(
         report.records_known = s.records_known;
         report.conflicts = s.conflicts;
         info!(
-            masters = outcome.masters.num_rows(),
+            masters = outcome.masters.iter().map(RecordBatch::num_rows).sum::<usize>(),
             seconds = stage_clock.elapsed().as_secs_f64(),
             "stage link done"
         );
@@ -660,7 +663,7 @@ async fn execute(
         tables.push(StagedTable {
             table: "masters".into(),
             mode: WriteMode::upsert_if(s.masters_updated > 0),
-            batches: vec![outcome.masters],
+            batches: outcome.masters,
         });
         tables.push(StagedTable {
             table: "project_links".into(),
@@ -670,7 +673,7 @@ async fn execute(
         tables.push(StagedTable {
             table: "merges".into(),
             mode: WriteMode::Upsert,
-            batches: vec![outcome.merges],
+            batches: outcome.merges,
         });
         if review.num_rows() > 0 {
             tables.push(StagedTable {

@@ -69,7 +69,9 @@ impl Survivorship<'static> {
 /// Golden records of a run, and per master the fields whose records
 /// disagreed: `{field: {kept, rule, others}}` for `merges`.
 pub(super) struct GoldenOut {
-    pub masters: RecordBatch,
+    /// MASTERS_SCHEMA rows, one batch per chunk of clusters: the warehouse
+    /// writes a list of batches, so joining them would only copy.
+    pub masters: Vec<RecordBatch>,
     pub conflicts: Vec<(String, serde_json::Value)>,
 }
 
@@ -111,12 +113,18 @@ pub(super) fn build_all_masters(
         .map(|c| build_masters(&ctx, c, stamp))
         .collect::<Result<Vec<_>, _>>()?;
     if parts.is_empty() {
+        // One empty batch: the table still gets its schema.
         return build_masters(&ctx, &[], stamp);
     }
-    let masters =
-        arrow::compute::concat_batches(&parts[0].masters.schema(), parts.iter().map(|p| &p.masters))?;
-    let conflicts = parts.into_iter().flat_map(|p| p.conflicts).collect();
-    Ok(GoldenOut { masters, conflicts })
+    let mut out = GoldenOut {
+        masters: Vec::with_capacity(parts.len()),
+        conflicts: Vec::new(),
+    };
+    for p in parts {
+        out.masters.extend(p.masters);
+        out.conflicts.extend(p.conflicts);
+    }
+    Ok(out)
 }
 
 /// Golden records rebuilt from scratch out of their records, for merges
@@ -143,7 +151,8 @@ pub fn golden_from_records(
     let known = vec![false; records.num_rows()];
     let surv = Survivorship { rules, history: None };
     let out = build_all_masters(records, &none, &clusters, &known, stamp, surv)?;
-    Ok((out.masters, out.conflicts))
+    let masters = arrow::compute::concat_batches(&MASTERS_SCHEMA, &out.masters)?;
+    Ok((masters, out.conflicts))
 }
 
 /// Earlier records by master id, without the ones this run sees again.
@@ -585,7 +594,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         .map(|(g, m)| (g.master_id.clone(), serde_json::Value::Object(m)))
         .collect();
     Ok(GoldenOut {
-        masters: RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?,
+        masters: vec![RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?],
         conflicts,
     })
 }
@@ -921,19 +930,19 @@ mod tests {
             let surv = Survivorship { rules: &r, history };
             build_all_masters(&lead, &existing, &clusters, &[true], &stamp, surv).unwrap()
         };
-        let out = build(Some(&hist));
+        let one = |out: GoldenOut| arrow::compute::concat_batches(&MASTERS_SCHEMA, &out.masters).unwrap();
+        let out = one(build(Some(&hist)));
         // r1 counts once, as Beta: Beta 2, Acme 1.
-        assert_eq!(text_of(&out.masters, "company", 0), "Beta");
+        assert_eq!(text_of(&out, "company", 0), "Beta");
         // Re-seen, not new: the count stays.
         let counts = out
-            .masters
             .column_by_name("record_count")
             .unwrap()
             .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(counts.value(0), 3);
         // Without the history only the golden record (Acme) and the lead
         // (Beta) are weighed: a tie, the newer (the golden record) wins.
-        let out = build(None);
-        assert_eq!(text_of(&out.masters, "company", 0), "Acme");
+        let out = one(build(None));
+        assert_eq!(text_of(&out, "company", 0), "Acme");
     }
 }

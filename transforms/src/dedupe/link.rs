@@ -59,10 +59,11 @@ pub struct LinkOutcome {
     pub master_id: StringArray,
     pub match_rule: StringArray,
     pub match_score: Float64Array,
-    /// New and changed masters (MASTERS_SCHEMA).
-    pub masters: RecordBatch,
-    /// Link and conflict decisions (MERGES_SCHEMA).
-    pub merges: RecordBatch,
+    /// New and changed masters (MASTERS_SCHEMA), in the parts they were
+    /// built in: the warehouse writes a list, so they are never joined.
+    pub masters: Vec<RecordBatch>,
+    /// Link and conflict decisions (MERGES_SCHEMA), in parts as `masters`.
+    pub merges: Vec<RecordBatch>,
     /// Pairs of masters for a person to decide (REVIEW_SCHEMA; probabilistic
     /// mode only).
     pub review: RecordBatch,
@@ -567,7 +568,6 @@ pub fn link(
         .chain(survivorship_parts)
         .map(|p| p.finish(stamp))
         .collect::<Result<Vec<_>, _>>()?;
-    let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &merge_parts)?;
     lap("decisions");
 
     Ok(LinkOutcome {
@@ -575,7 +575,7 @@ pub fn link(
         match_rule: rules.finish(),
         match_score: scores.finish(),
         masters: masters_out,
-        merges,
+        merges: merge_parts,
         review: RecordBatch::new_empty(crate::schema::REVIEW_SCHEMA.clone()),
         stats,
     })
@@ -684,7 +684,12 @@ mod tests {
     use super::*;
     use crate::schema::{MASTERS_SCHEMA, list_builder};
     use arrow::array::{Int64Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+    /// The parts of an outcome table as one batch.
+    fn one(schema: &SchemaRef, parts: &[RecordBatch]) -> RecordBatch {
+        arrow::compute::concat_batches(schema, parts).unwrap()
+    }
 
     /// (id, first, last, phone, email_key, project)
     type Lead<'a> = (
@@ -889,14 +894,15 @@ mod tests {
         assert_eq!(out.stats.masters_new, 3);
         assert_eq!(out.stats.merged_in_batch, 2);
         assert_eq!(out.stats.conflicts, 2, "phone and e-mail conflicts");
-        let kinds = out.merges.column_by_name("kind").unwrap().as_string::<i32>();
+        let merges = one(&MERGES_SCHEMA, &out.merges);
+        let kinds = merges.column_by_name("kind").unwrap().as_string::<i32>();
         assert_eq!(
             (0..kinds.len()).filter(|&i| kinds.value(i) == "conflict").count(),
             2
         );
-        assert_eq!(out.masters.num_rows(), 3);
+        let m = &one(&MASTERS_SCHEMA, &out.masters);
+        assert_eq!(m.num_rows(), 3);
         // Vikram's golden record keeps his phone and e-mail.
-        let m = &out.masters;
         let mid = m.column_by_name("master_id").unwrap().as_string::<i32>();
         let row = (0..m.num_rows()).find(|&i| mid.value(i) == ids[0]).unwrap();
         let emails = m.column_by_name("email_keys").unwrap().as_list::<i32>();
@@ -959,10 +965,11 @@ mod tests {
             "different first name on a shared phone"
         );
         assert_eq!(out.stats.matched_existing, 2);
-        let kinds = out.merges.column_by_name("kind").unwrap().as_string::<i32>();
+        let merges = one(&MERGES_SCHEMA, &out.merges);
+        let kinds = merges.column_by_name("kind").unwrap().as_string::<i32>();
         assert!((0..kinds.len()).any(|i| kinds.value(i) == "bridge"));
         // m-1 now counts the new record, keeps its first_seen, takes newer values.
-        let m = &out.masters;
+        let m = &one(&MASTERS_SCHEMA, &out.masters);
         let mid = m.column_by_name("master_id").unwrap().as_string::<i32>();
         let row = (0..m.num_rows()).find(|&i| mid.value(i) == "m-1").unwrap();
         let count = m
@@ -994,7 +1001,7 @@ mod tests {
         assert_eq!(out.match_rule.value(0), "known_record");
         assert_eq!(out.stats.records_known, 1);
         assert_eq!(
-            out.merges.num_rows(),
+            one(&MERGES_SCHEMA, &out.merges).num_rows(),
             0,
             "no new decision for a record seen before"
         );

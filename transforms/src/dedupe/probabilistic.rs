@@ -18,7 +18,7 @@ use super::link::{
     DedupeError, LinkOutcome, LinkStats, MergeRows, RunStamp, event_id, new_master_id, strings,
 };
 use crate::linkage::{Frame, Model, Scorer, link_frame};
-use crate::schema::{MERGES_SCHEMA, REVIEW_SCHEMA};
+use crate::schema::REVIEW_SCHEMA;
 
 /// Config columns that masters hold under another name (lists).
 pub const MASTER_RENAMES: &[(&str, &str)] = &[("phone", "phones"), ("email_key", "email_keys")];
@@ -264,7 +264,7 @@ pub async fn link_probabilistic(
         mb.push_survivorship(mid, values);
     }
     stats.masters_updated = clusters.iter().filter(|g| g.existing.is_some()).count() as u64;
-    let merges = arrow::compute::concat_batches(&MERGES_SCHEMA, &[mb.finish(stamp)?])?;
+    let merges = vec![mb.finish(stamp)?];
     Ok(LinkOutcome {
         master_id,
         match_rule: rule_col.finish(),
