@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
@@ -47,6 +47,10 @@ struct Fake {
     faults: VecDeque<Fault>,
     /// Assertions the token endpoint accepted (to check none is printed).
     assertions: Vec<String>,
+    /// Answers of the next token requests instead of a token: `503` (an
+    /// HTML error page, as Google's front ends send) or `echo` (a 400 whose
+    /// description quotes the request, assertion included).
+    token_faults: VecDeque<&'static str>,
     /// One line per request: `token`, `token-rejected`, `get <range>`,
     /// `401`, `429`, `503`, `malformed`.
     log: Vec<String>,
@@ -68,6 +72,25 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
     let f = form(&body);
     let mut fake = s.lock().unwrap();
     let assertion = f.get("assertion").cloned().unwrap_or_default();
+    match fake.token_faults.pop_front() {
+        Some("503") => {
+            fake.log.push("token-503".into());
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "<html><b>503.</b> That's an error.</html>",
+            )
+                .into_response();
+        }
+        Some(_) => {
+            fake.log.push("token-echo".into());
+            fake.assertions.push(assertion);
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid_request", "error_description": format!("echo: {body}")}),
+            );
+        }
+        None => {}
+    }
     let grant_ok =
         f.get("grant_type").map(String::as_str) == Some("urn:ietf:params:oauth:grant-type:jwt-bearer");
     if !grant_ok || !verify_assertion(&assertion, &format!("{}/token", fake.base)) {
@@ -733,6 +756,36 @@ fn google_sheets_deleted_rows_mark_their_records_and_leave_the_state() {
             .count("SELECT count(*) FROM records WHERE deleted_at IS NOT NULL"),
         0
     );
+}
+
+#[test]
+fn google_sheets_token_endpoint_failures_are_retried_and_never_echo_the_assertion() {
+    // Down twice (5xx), then up: the run goes on, and no data request went
+    // out without a token.
+    let gs = Gs::leads();
+    gs.fake.lock().unwrap().token_faults.extend(["503", "503"]);
+    let first = gs.run();
+    assert_eq!(first["rows_read"], 4, "{first}");
+    assert_eq!(gs.log(), ["token-503", "token-503", "token", "get Leads"]);
+
+    // An endpoint that quotes our request in its error: the signed
+    // assertion (a credential until it expires) is blanked.
+    let gs = Gs::leads();
+    gs.fake.lock().unwrap().token_faults.push_back("echo");
+    let o = gs.run_output();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("invalid_request") && out.contains("[redacted]"),
+        "{out}"
+    );
+    let assertion = gs.fake.lock().unwrap().assertions[0].clone();
+    assert!(assertion.starts_with("eyJ"), "{assertion:.20}");
+    assert!(
+        !out.contains(&assertion) && !out.contains("eyJ"),
+        "assertion printed:\n{out}"
+    );
+    assert_eq!(gs.log(), ["token-echo"], "a refusal is final; no data request");
 }
 
 #[test]

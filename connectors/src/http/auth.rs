@@ -190,6 +190,9 @@ impl TokenProvider {
             detail,
         };
         let mut secrets: Vec<&str> = Vec::new();
+        // The signed assertion is a credential too (it buys a token until it
+        // expires): blanked like the others if an error body echoes it.
+        let mut assertion_sent = String::new();
         // The serializer is not Send: build the body before any await.
         let body = {
             let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -240,10 +243,14 @@ impl TokenProvider {
                         .map_err(|e| refresh_err(0, format!("cannot sign the JWT assertion: {e}")))?;
                     form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
                         .append_pair("assertion", &assertion);
+                    assertion_sent = assertion;
                 }
             }
             form.finish()
         };
+        if !assertion_sent.is_empty() {
+            secrets.push(&assertion_sent);
+        }
         let resp = client
             .post(token_url.as_str())
             .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")

@@ -32,6 +32,8 @@ pub struct HttpClient {
     /// Treat only a 401 whose body holds this text as "token expired"
     /// (HubSpot: any 401 is not a reason to refresh, `EXPIRED_AUTHENTICATION` is).
     expired_401: Option<&'static str>,
+    /// A 429 whose body holds this says a quota for the day is spent.
+    quota_429: Option<&'static str>,
 }
 
 /// A non-error answer: 2xx, or 304 (not modified, no body).
@@ -63,6 +65,7 @@ impl HttpClient {
             scheme: "Bearer",
             refresh_on_401: false,
             expired_401: None,
+            quota_429: None,
         })
     }
 
@@ -86,6 +89,14 @@ impl HttpClient {
         self
     }
 
+    /// For APIs that say in a 429's body that a daily quota is spent
+    /// (HubSpot: `"policyName":"DAILY"`): waiting seconds cannot help, so
+    /// such a 429 ends the run at once (the next run resumes).
+    pub fn with_quota_429_saying(mut self, marker: &'static str) -> Self {
+        self.quota_429 = Some(marker);
+        self
+    }
+
     /// Requests made so far (retries included).
     pub fn requests(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)
@@ -93,8 +104,30 @@ impl HttpClient {
 
     /// The current session (token plus the hosts the token endpoint named),
     /// getting a token first if there is none.
+    /// A token endpoint that is down (connection error, 429, 5xx) is asked
+    /// again with the same backoff and budget as the API; an answer that
+    /// refuses the credentials is final.
     pub async fn session(&self) -> Result<Session, HttpError> {
-        self.auth.session(&self.client, &self.provider).await
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.auth.session(&self.client, &self.provider).await {
+                Err(HttpError::TokenRefresh { status, .. })
+                    if (status == 0 || status == 429 || status >= 500)
+                        && attempt <= self.options.max_retries =>
+                {
+                    warn!(provider = %self.provider, attempt, status, "token endpoint unavailable; retrying");
+                    if self.requests.fetch_add(1, Ordering::Relaxed) >= self.options.max_requests {
+                        return Err(HttpError::Budget {
+                            provider: self.provider.clone(),
+                            budget: self.options.max_requests,
+                        });
+                    }
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Sends a request (JSON body if given) and returns the body of a 2xx
@@ -184,8 +217,12 @@ impl HttpClient {
                             detail,
                         });
                     }
+                    let quota_spent = status == StatusCode::TOO_MANY_REQUESTS
+                        && self
+                            .quota_429
+                            .is_some_and(|m| body.split_whitespace().collect::<String>().contains(m));
                     let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                    if !retryable || attempt > self.options.max_retries {
+                    if !retryable || quota_spent || attempt > self.options.max_retries {
                         return Err(HttpError::Status {
                             provider: self.provider.clone(),
                             method: method.to_string(),
@@ -371,6 +408,133 @@ mod tests {
             }
         });
         Url::parse(&format!("http://{addr}/api")).unwrap()
+    }
+
+    /// An HTTP server answering its n-th connection with `responses[n]`
+    /// (the last one from then on).
+    async fn answer_in_turn(responses: Vec<String>) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let r = &responses[n.min(responses.len() - 1)];
+                n += 1;
+                let _ = sock.write_all(r.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        Url::parse(&format!("http://{addr}/token")).unwrap()
+    }
+
+    fn quick() -> HttpOptions {
+        HttpOptions {
+            backoff: Duration::from_millis(5),
+            max_retries: 2,
+            ..HttpOptions::default()
+        }
+    }
+
+    fn refresh_grant(url: &Url) -> TokenProvider {
+        TokenProvider::grant(
+            Grant::RefreshToken {
+                client_id: "app".into(),
+                client_secret: Some(Secret::new("client-secret-DO-NOT-PRINT")),
+                refresh_token: Secret::new("refresh-token-DO-NOT-PRINT"),
+            },
+            url.to_string(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_token_endpoint_that_fails_with_5xx_is_asked_again() {
+        let url = answer_in_turn(vec![
+            http_response("503 Service Unavailable", r#"{"message":"try later"}"#),
+            http_response("502 Bad Gateway", "<html>bad gateway</html>"),
+            http_response("200 OK", r#"{"access_token":"tok-1","expires_in":3600}"#),
+        ])
+        .await;
+        let client = HttpClient::new("hubspot", refresh_grant(&url), quick()).unwrap();
+        let session = client.session().await.unwrap();
+        assert_eq!(session.token.expose(), "tok-1");
+        assert_eq!(client.requests(), 2, "each retry counts against the budget");
+
+        // Down for good: the error says so, not "check the credentials".
+        let url = answer_in_turn(vec![http_response("503 Service Unavailable", "down")]).await;
+        let client = HttpClient::new("hubspot", refresh_grant(&url), quick()).unwrap();
+        let err = client.session().await.unwrap_err().to_string();
+        assert!(
+            err.contains("HTTP 503") && err.contains("unreachable or failing"),
+            "{err}"
+        );
+        assert!(!err.contains("credentials"), "{err}");
+
+        // A refusal is final: asked once.
+        let url = answer_in_turn(vec![http_response(
+            "400 Bad Request",
+            r#"{"error":"invalid_grant"}"#,
+        )])
+        .await;
+        let client = HttpClient::new("hubspot", refresh_grant(&url), quick()).unwrap();
+        let err = client.session().await.unwrap_err().to_string();
+        assert!(
+            err.contains("invalid_grant") && err.contains("credentials"),
+            "{err}"
+        );
+        assert_eq!(client.requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_daily_quota_429_ends_at_once_a_burst_429_is_retried() {
+        let daily = http_response(
+            "429 Too Many Requests",
+            r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#,
+        );
+        let burst = http_response(
+            "429 Too Many Requests",
+            r#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#,
+        );
+        let ok = http_response("200 OK", r#"{"results":[]}"#);
+        let client = || {
+            HttpClient::new("hubspot", TokenProvider::Static(Secret::new("pat-1")), quick())
+                .unwrap()
+                .with_quota_429_saying(r#""policyName":"DAILY""#)
+        };
+        let url = answer_in_turn(vec![daily, ok.clone()]).await;
+        let c = client();
+        let err = c.send(Method::GET, &url, None).await.unwrap_err();
+        assert_eq!(err.status(), Some(429));
+        assert!(err.to_string().contains("daily limit"), "{err}");
+        assert_eq!(c.requests(), 1, "not retried");
+
+        let url = answer_in_turn(vec![burst, ok]).await;
+        let c = client();
+        assert_eq!(
+            c.send(Method::GET, &url, None).await.unwrap(),
+            r#"{"results":[]}"#
+        );
+        assert_eq!(c.requests(), 2, "retried once");
+    }
+
+    #[test]
+    fn signed_jwts_are_blanked_wherever_they_appear() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJhQGIifQ.c2lnbmF0dXJl-_x";
+        let text = format!("echo: grant_type=jwt&assertion={jwt}&x=1 and \"{jwt}\"");
+        let out = redact(&text, &[]);
+        assert!(!out.contains("eyJ"), "{out}");
+        assert_eq!(out.matches("[redacted]").count(), 2, "{out}");
+        assert!(
+            out.starts_with("echo: grant_type=jwt&assertion=[redacted]&x=1"),
+            "{out}"
+        );
+        // Text that only starts like one stays.
+        assert_eq!(
+            redact("eyJust a word. Then more", &[]),
+            "eyJust a word. Then more"
+        );
     }
 
     fn http_response(status: &str, body: &str) -> String {

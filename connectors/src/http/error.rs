@@ -25,10 +25,7 @@ pub enum HttpError {
         /// The provider's error body (tokens blanked).
         detail: String,
     },
-    #[error(
-        "{provider}: token request at {url} failed (HTTP {status}): {detail}; check the source's credentials \
-         (client id and secret, refresh token, or JWT key and username) and its token URL"
-    )]
+    #[error("{provider}: token request at {url} failed (HTTP {status}): {detail}; {}", token_hint(*.status))]
     TokenRefresh {
         provider: String,
         url: String,
@@ -89,8 +86,21 @@ impl HttpError {
     }
 }
 
+/// What to check after a failed token request: the endpoint (no answer,
+/// 429, 5xx: it was asked again until the retries ran out) or the
+/// credentials (the endpoint answered and refused them).
+fn token_hint(status: u16) -> &'static str {
+    if status == 0 || status == 429 || status >= 500 {
+        "the token endpoint is unreachable or failing (retried); check its URL and the provider's status"
+    } else {
+        "check the source's credentials (client id and secret, refresh token, or JWT key and username) \
+         and its token URL"
+    }
+}
+
 /// `text` with every (non-trivial) secret replaced by `[redacted]`, for
-/// provider bodies that may echo what we sent.
+/// provider bodies that may echo what we sent. Signed JWTs (ours or the
+/// provider's) are blanked too, known or not: each one is a credential.
 pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();
     for s in secrets {
@@ -98,6 +108,28 @@ pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
             out = out.replace(s, "[redacted]");
         }
     }
+    redact_jwts(&out)
+}
+
+/// `text` with every compact JWS (`eyJ<header>.<payload>.<signature>`, the
+/// base64url of `{"`) replaced by `[redacted]`.
+pub fn redact_jwts(text: &str) -> String {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(b64(c) || c == '.')).unwrap_or(tail.len());
+        let candidate = &tail[..end];
+        if candidate.split('.').filter(|p| !p.is_empty()).count() >= 2 && candidate.contains('.') {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(candidate);
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
     out
 }
 

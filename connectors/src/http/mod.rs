@@ -12,4 +12,4 @@ mod error;
 pub use auth::{Grant, Session, TokenProvider};
 pub use client::{HttpClient, Reply, backoff, retry_after_value};
 pub use config::{HttpOptions, OAuthConfig, Secret};
-pub use error::HttpError;
+pub use error::{HttpError, redact_jwts};

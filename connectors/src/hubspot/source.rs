@@ -91,7 +91,8 @@ impl HubSpotSource {
             // early) gets one new token. Other 401s are not retried: HubSpot
             // says a 401 alone is no reason to refresh.
             http: HttpClient::new("hubspot", auth, config.http.clone())?
-                .with_refresh_on_401_saying("EXPIRED_AUTHENTICATION"),
+                .with_refresh_on_401_saying("EXPIRED_AUTHENTICATION")
+                .with_quota_429_saying(r#""policyName":"DAILY""#),
         })
     }
 

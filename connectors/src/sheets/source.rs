@@ -28,7 +28,7 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 use super::config::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URI, ID_COLUMN, SCOPE, SheetsConfig};
 use crate::crm::{CrmDeletion, CrmError, CrmFetch, CrmProbe, json_text};
 use crate::files::{SOURCE_COLUMN, SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, clean_headers};
-use crate::http::{HttpError, backoff, retry_after_value};
+use crate::http::{HttpError, backoff, redact_jwts, retry_after_value};
 
 const PROVIDER: &str = "google_sheets";
 /// Every column of a tab: ZZZ is the widest a sheet can be.
@@ -79,6 +79,34 @@ impl fmt::Debug for SheetsSource {
             .field("spreadsheet_id", &self.config.spreadsheet_id)
             .field("range", &self.range)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why no access token could be had, if so. Final when the endpoint
+/// refused the key (an OAuth error code); else (no answer, 5xx page,
+/// an answer without a token) worth another try.
+struct TokenFailure {
+    is_final: bool,
+    detail: String,
+}
+
+fn token_failure(outcome: Result<yup_oauth2::AccessToken, yup_oauth2::Error>) -> Option<TokenFailure> {
+    use yup_oauth2::error::AuthErrorCode;
+    match outcome {
+        Ok(t) if t.token().is_some_and(|t| !t.is_empty()) => None,
+        Ok(_) => Some(TokenFailure {
+            is_final: false,
+            detail: "the token endpoint's answer holds no access token".into(),
+        }),
+        Err(e) => Some(TokenFailure {
+            is_final: match &e {
+                yup_oauth2::Error::AuthError(a) => !matches!(a.error, AuthErrorCode::Other(_)),
+                yup_oauth2::Error::UserError(_) | yup_oauth2::Error::CredentialSourceError(_) => true,
+                _ => false,
+            },
+            // An error body may echo the signed assertion we sent.
+            detail: redact_jwts(&e.to_string()),
+        }),
     }
 }
 
@@ -281,6 +309,21 @@ impl SheetsSource {
         loop {
             attempt += 1;
             self.count_request()?;
+            // The token first, checked here: google-sheets4 would send the
+            // request without one when the endpoint answers without a token.
+            if let Some(failure) = token_failure(s.auth.token(&[SCOPE]).await) {
+                if failure.is_final || attempt > opts.max_retries {
+                    return Err(CrmError::Token {
+                        provider: PROVIDER,
+                        source_name: self.name.clone(),
+                        url: s.token_uri.clone(),
+                        detail: failure.detail,
+                    });
+                }
+                warn!(source = %self.name, attempt, "token endpoint failing; retrying");
+                tokio::time::sleep(backoff(opts.backoff, attempt)).await;
+                continue;
+            }
             let mut capture = Capture::default();
             let call = s
                 .hub
@@ -331,7 +374,7 @@ impl SheetsSource {
                             provider: PROVIDER,
                             source_name: self.name.clone(),
                             url: s.token_uri.clone(),
-                            detail: e.to_string(),
+                            detail: redact_jwts(&e.to_string()),
                         });
                     }
                     warn!(source = %self.name, attempt, "token endpoint unreachable; retrying");
@@ -369,7 +412,7 @@ impl SheetsSource {
                                     provider: PROVIDER,
                                     source_name: self.name.clone(),
                                     url: s.token_uri.clone(),
-                                    detail: e.to_string(),
+                                    detail: redact_jwts(&e.to_string()),
                                 })?;
                             continue;
                         }
@@ -600,7 +643,7 @@ impl SheetsSource {
                 provider: PROVIDER,
                 source_name: self.name.clone(),
                 url: self.display.clone(),
-                detail: e.to_string(),
+                detail: redact_jwts(&e.to_string()),
             })?;
         let mut headers = vec![ID_COLUMN.to_string()];
         headers.extend(table.headers.iter().cloned());
