@@ -47,8 +47,9 @@ struct Fake {
     faults: VecDeque<Fault>,
     /// Assertions the token endpoint accepted (to check none is printed).
     assertions: Vec<String>,
-    /// Answers of the next token requests instead of a token: `503` (an
-    /// HTML error page, as Google's front ends send) or `echo` (a 400 whose
+    /// Answers of the next token requests instead of a token: `503` (Google's
+    /// JSON error envelope, which yup-oauth2 takes for an answer without a
+    /// token), `503-html` (a front end's error page) or `echo` (a 400 whose
     /// description quotes the request, assertion included).
     token_faults: VecDeque<&'static str>,
     /// One line per request: `token`, `token-rejected`, `get <range>`,
@@ -74,6 +75,14 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
     let assertion = f.get("assertion").cloned().unwrap_or_default();
     match fake.token_faults.pop_front() {
         Some("503") => {
+            fake.log.push("token-503".into());
+            return google_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "The service is currently unavailable.",
+            );
+        }
+        Some("503-html") => {
             fake.log.push("token-503".into());
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -763,7 +772,7 @@ fn google_sheets_token_endpoint_failures_are_retried_and_never_echo_the_assertio
     // Down twice (5xx), then up: the run goes on, and no data request went
     // out without a token.
     let gs = Gs::leads();
-    gs.fake.lock().unwrap().token_faults.extend(["503", "503"]);
+    gs.fake.lock().unwrap().token_faults.extend(["503", "503-html"]);
     let first = gs.run();
     assert_eq!(first["rows_read"], 4, "{first}");
     assert_eq!(gs.log(), ["token-503", "token-503", "token", "get Leads"]);
@@ -781,6 +790,10 @@ fn google_sheets_token_endpoint_failures_are_retried_and_never_echo_the_assertio
     );
     let assertion = gs.fake.lock().unwrap().assertions[0].clone();
     assert!(assertion.starts_with("eyJ"), "{assertion:.20}");
+    // No part of it either: the signature with guessable claims rebuilds it.
+    for part in assertion.split('.').map(|p| p.trim_end_matches('=')) {
+        assert!(!out.contains(part), "part of the assertion printed:\n{out}");
+    }
     assert!(
         !out.contains(&assertion) && !out.contains("eyJ"),
         "assertion printed:\n{out}"

@@ -530,6 +530,9 @@ mod tests {
             out.starts_with("echo: grant_type=jwt&assertion=[redacted]&x=1"),
             "{out}"
         );
+        // URL-encoded in an echoed form body, padding and all.
+        let form = "assertion=eyJhbGciOiJSUzI1NiJ9%3D.eyJpc3MiOiJhQGIifQ%3D%3D.c2lnbmF0dXJl&scope=x";
+        assert_eq!(redact(form, &[]), "assertion=[redacted]&scope=x");
         // Text that only starts like one stays.
         assert_eq!(
             redact("eyJust a word. Then more", &[]),

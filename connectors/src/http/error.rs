@@ -112,9 +112,11 @@ pub(crate) fn redact(text: &str, secrets: &[&str]) -> String {
 }
 
 /// `text` with every compact JWS (`eyJ<header>.<payload>.<signature>`, the
-/// base64url of `{"`) replaced by `[redacted]`.
+/// base64url of `{"`) replaced by `[redacted]`, also when a form body
+/// quotes it URL-encoded (padding as `%3D`): the signature alone with
+/// guessable claims would rebuild it.
 pub fn redact_jwts(text: &str) -> String {
-    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=';
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '=' || c == '%';
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("eyJ") {

@@ -306,12 +306,22 @@ impl SheetsSource {
         );
         let mut attempt: u32 = 0;
         let mut refreshed = false;
+        let mut token_failed = false;
         loop {
             attempt += 1;
             self.count_request()?;
             // The token first, checked here: google-sheets4 would send the
             // request without one when the endpoint answers without a token.
-            if let Some(failure) = token_failure(s.auth.token(&[SCOPE]).await) {
+            // After a failure, ask the endpoint again: yup-oauth2 caches
+            // an answer without a token as if it were one.
+            let token = if token_failed {
+                s.auth.force_refreshed_token(&[SCOPE]).await
+            } else {
+                s.auth.token(&[SCOPE]).await
+            };
+            token_failed = false;
+            if let Some(failure) = token_failure(token) {
+                token_failed = true;
                 if failure.is_final || attempt > opts.max_retries {
                     return Err(CrmError::Token {
                         provider: PROVIDER,
