@@ -10,7 +10,7 @@ use url::Url;
 
 use super::auth::{Session, TokenProvider};
 use super::config::HttpOptions;
-use super::error::{HttpError, redact, snippet};
+use super::error::{HttpError, redact, snippet, token_endpoint_failing};
 
 /// Longest wait we accept from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -97,6 +97,17 @@ impl HttpClient {
         self
     }
 
+    /// One more request against the run's budget (`http.max_requests`).
+    fn count_request(&self) -> Result<(), HttpError> {
+        if self.requests.fetch_add(1, Ordering::Relaxed) >= self.options.max_requests {
+            return Err(HttpError::Budget {
+                provider: self.provider.clone(),
+                budget: self.options.max_requests,
+            });
+        }
+        Ok(())
+    }
+
     /// Requests made so far (retries included).
     pub fn requests(&self) -> u32 {
         self.requests.load(Ordering::Relaxed)
@@ -113,16 +124,10 @@ impl HttpClient {
             attempt += 1;
             match self.auth.session(&self.client, &self.provider).await {
                 Err(HttpError::TokenRefresh { status, .. })
-                    if (status == 0 || status == 429 || status >= 500)
-                        && attempt <= self.options.max_retries =>
+                    if token_endpoint_failing(status) && attempt <= self.options.max_retries =>
                 {
                     warn!(provider = %self.provider, attempt, status, "token endpoint unavailable; retrying");
-                    if self.requests.fetch_add(1, Ordering::Relaxed) >= self.options.max_requests {
-                        return Err(HttpError::Budget {
-                            provider: self.provider.clone(),
-                            budget: self.options.max_requests,
-                        });
-                    }
+                    self.count_request()?;
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
                 other => return other,
@@ -156,12 +161,7 @@ impl HttpClient {
         let mut refreshed = false;
         loop {
             attempt += 1;
-            if self.requests.fetch_add(1, Ordering::Relaxed) >= self.options.max_requests {
-                return Err(HttpError::Budget {
-                    provider: self.provider.clone(),
-                    budget: self.options.max_requests,
-                });
-            }
+            self.count_request()?;
             let token = self.session().await?.token;
             let mut req = self
                 .client
@@ -394,20 +394,9 @@ mod tests {
         assert!(errors[0].to_string().contains("hubspot") && errors[0].to_string().contains("401"));
     }
 
-    /// A one-shot HTTP server answering every connection with `response`.
+    /// An HTTP server answering every connection with `response`.
     async fn answer_with(response: String) -> Url {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let mut buf = [0u8; 4096];
-                let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(response.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            }
-        });
-        Url::parse(&format!("http://{addr}/api")).unwrap()
+        answer_in_turn(vec![response]).await
     }
 
     /// An HTTP server answering its n-th connection with `responses[n]`
@@ -427,7 +416,7 @@ mod tests {
                 let _ = sock.shutdown().await;
             }
         });
-        Url::parse(&format!("http://{addr}/token")).unwrap()
+        Url::parse(&format!("http://{addr}/api")).unwrap()
     }
 
     fn quick() -> HttpOptions {

@@ -86,11 +86,17 @@ impl HttpError {
     }
 }
 
+/// A token request that failed without a verdict on the credentials (no
+/// answer: status 0, 429, 5xx): worth asking again.
+pub(crate) fn token_endpoint_failing(status: u16) -> bool {
+    status == 0 || status == 429 || status >= 500
+}
+
 /// What to check after a failed token request: the endpoint (no answer,
 /// 429, 5xx: it was asked again until the retries ran out) or the
 /// credentials (the endpoint answered and refused them).
 fn token_hint(status: u16) -> &'static str {
-    if status == 0 || status == 429 || status >= 500 {
+    if token_endpoint_failing(status) {
         "the token endpoint is unreachable or failing (retried); check its URL and the provider's status"
     } else {
         "check the source's credentials (client id and secret, refresh token, or JWT key and username) \

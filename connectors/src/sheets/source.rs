@@ -294,6 +294,16 @@ impl SheetsSource {
         Ok(())
     }
 
+    /// A failed token request at the session's endpoint.
+    fn token_err(&self, s: &Session, detail: String) -> CrmError {
+        CrmError::Token {
+            provider: PROVIDER,
+            source_name: self.name.clone(),
+            url: s.token_uri.clone(),
+            detail,
+        }
+    }
+
     /// `values.get` of `range` (formatted values, rows), with the retry
     /// policy of the HTTP layer: 429 and 5xx and connection errors are
     /// retried after `Retry-After` or a jittered backoff, a 401 gets one new
@@ -323,12 +333,7 @@ impl SheetsSource {
             if let Some(failure) = token_failure(token) {
                 token_failed = true;
                 if failure.is_final || attempt > opts.max_retries {
-                    return Err(CrmError::Token {
-                        provider: PROVIDER,
-                        source_name: self.name.clone(),
-                        url: s.token_uri.clone(),
-                        detail: failure.detail,
-                    });
+                    return Err(self.token_err(s, failure.detail));
                 }
                 warn!(source = %self.name, attempt, "token endpoint failing; retrying");
                 tokio::time::sleep(backoff(opts.backoff, attempt)).await;
@@ -380,12 +385,7 @@ impl SheetsSource {
                     });
                     // Connection trouble is retried; an answer is final.
                     if !retryable || attempt > opts.max_retries {
-                        return Err(CrmError::Token {
-                            provider: PROVIDER,
-                            source_name: self.name.clone(),
-                            url: s.token_uri.clone(),
-                            detail: redact_jwts(&e.to_string()),
-                        });
+                        return Err(self.token_err(s, redact_jwts(&e.to_string())));
                     }
                     warn!(source = %self.name, attempt, "token endpoint unreachable; retrying");
                     backoff(opts.backoff, attempt)
@@ -418,12 +418,7 @@ impl SheetsSource {
                             s.auth
                                 .force_refreshed_token(&[SCOPE])
                                 .await
-                                .map_err(|e| CrmError::Token {
-                                    provider: PROVIDER,
-                                    source_name: self.name.clone(),
-                                    url: s.token_uri.clone(),
-                                    detail: redact_jwts(&e.to_string()),
-                                })?;
+                                .map_err(|e| self.token_err(s, redact_jwts(&e.to_string())))?;
                             continue;
                         }
                         401 => {
