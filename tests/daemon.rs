@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Sandbox, bin, leadflow, text};
+use super::{Sandbox, bin, exited, leadflow, text};
 
 pub(super) const TOKEN: &str = "daemon-test-token-7f3a";
 
@@ -512,7 +512,7 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
     let (sb, _) = daemon_sandbox("schedule: \"0 */5 * * *\"\n    every: 5m\n    time_zone: Mars/Olympus");
     sb.edit_config("listen: 127.0.0.1:", "listen: localhost:");
     let o = leadflow(&["validate", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in [
         "pipeline.yaml:2: daemon.listen:",
@@ -531,7 +531,7 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
         .env("LEADFLOW_LOG_FORMAT", "text")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("LEADFLOW_API_TOKEN"), "{err}");
     sb.edit_config("  token_env: LEADFLOW_API_TOKEN\n", "");
@@ -540,7 +540,7 @@ fn daemon_config_problems_are_listed_with_lines_and_a_missing_token_stops_the_st
         .env("LEADFLOW_LOG_FORMAT", "text")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("auth: none"),
         "{}",

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::fake::{CrmSandbox, form, json_response, serve, token_of};
-use super::text;
+use super::{exited, text};
 
 const TENANT: &str = "contoso.onmicrosoft.com";
 const CLIENT_ID: &str = "51f81489-12ee-4a9e-aaae-a2591f45987d";
@@ -602,8 +602,7 @@ fn dynamics_malformed_page_or_foreign_next_link_fail_and_keep_the_cursor() {
     d.edit(1, "changed@contoso.com", 2, at(4, 3));
     d.fake.lock().unwrap().faults.push_back(Fault::Malformed);
     let o = d.run_with();
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("dynamics source `d365`") && all.contains("malformed response"),
         "{all}"
@@ -615,8 +614,7 @@ fn dynamics_malformed_page_or_foreign_next_link_fail_and_keep_the_cursor() {
     d.fake.lock().unwrap().faults.push_back(Fault::ForeignNextLink);
     d.log();
     let o = d.run_with();
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("another host") && all.contains("contoso.evil.example"),
         "{all}"
@@ -633,8 +631,7 @@ fn dynamics_malformed_page_or_foreign_next_link_fail_and_keep_the_cursor() {
 fn dynamics_check_ok_and_a_bad_secret_fails_without_leaking_it() {
     let d = Dyn::new(3);
     let o = d.crm.check(&[("DYN_SECRET", SECRET)]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{all}");
+    let all = exited(&o, 0);
     assert!(
         all.contains("crm/d365 (dynamics): ok") && all.contains("2 record(s)"),
         "{all}"
@@ -643,8 +640,7 @@ fn dynamics_check_ok_and_a_bad_secret_fails_without_leaking_it() {
 
     let wrong = "dyn-WRONG-secret~zzz";
     let o = d.crm.check(&[("DYN_SECRET", wrong)]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("FAILED") && all.contains("AADSTS7000215"), "{all}");
     assert!(!all.contains(wrong), "secret leaked: {all}");
 }
@@ -771,8 +767,7 @@ fn dynamics_change_tracking_off_on_the_table_fails_clearly() {
     let d = Dyn::tracking(3);
     d.fake.lock().unwrap().tracking_off = true;
     let o = d.run_with();
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("no @odata.deltaLink") && all.contains("Track changes"),
         "{all}"

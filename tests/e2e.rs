@@ -79,6 +79,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The output of a command that must have exited with `code`, as text for
+/// the checks that follow (a failure shows it whole).
+fn exited(o: &Output, code: i32) -> String {
+    let all = text(o);
+    assert_eq!(o.status.code(), Some(code), "{all}");
+    all
+}
+
 /// A work dir with the example drops copied in and a config pointing at them.
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -295,7 +303,7 @@ fn a_bad_config_lists_every_problem_and_exits_2() {
     )
     .unwrap();
     let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in ["LEADFLOW_TEST_UNSET_VAR", "colour", "fax", "token"] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
@@ -317,7 +325,7 @@ fn semantic_problems_are_listed_together() {
     )
     .unwrap();
     let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in ["bad name", "XX", "projekt", "SELECT"] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
@@ -498,7 +506,7 @@ fn a_missing_drop_folder_is_a_config_error() {
     let path = dir.path().join("p.yaml");
     std::fs::write(&path, "pipelines:\n  - name: p\n    sources:\n      - name: drops\n        files:\n          path: ./no-such-folder\n").unwrap();
     let o = leadflow(&["run", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     assert!(text(&o).contains("no-such-folder"), "{}", text(&o));
 }
 
@@ -507,7 +515,7 @@ fn an_sql_stage_naming_an_unknown_column_is_a_config_error() {
     let sb = Sandbox::new();
     sb.add_sql_stage("SELECT * FROM leads WHERE no_such_column = 1");
     let o = leadflow(&["validate", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     assert!(
         text(&o).contains("no_such_column") && text(&o).contains("pipelines.0.sql.0"),
         "{}",
@@ -520,7 +528,7 @@ fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
     let sb = Sandbox::new();
     sb.add_sql_stage("SELECT * FROM leads WHERE arrow_cast(city, 'Int64') > 0");
     let o = leadflow(&["run", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    exited(&o, 1);
     assert!(text(&o).contains("sql stage 0"), "{}", text(&o));
     assert_eq!(
         sb.count("SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%sql stage 0%'"),
@@ -537,14 +545,14 @@ fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
 fn check_lists_a_file_drop_and_writes_nothing() {
     let sb = Sandbox::new();
     let o = leadflow(&["check", &sb.config(), "--json"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    exited(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v[0]["kind"], "files", "{v}");
     assert_eq!(v[0]["ok"], true, "{v}");
     assert!(v[0]["detail"].as_str().unwrap().contains("file(s) listed"), "{v}");
     assert!(!sb.path().join("warehouse").exists(), "check writes nothing");
     let o = leadflow(&["check", &sb.config(), "--pipeline", "nope"], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     sb.edit_config("dedupe:", "dedupe_typo:");
     let o = leadflow(&["check", &sb.config()], &[]);
     assert_eq!(o.status.code(), Some(2), "config invalid: {}", text(&o));

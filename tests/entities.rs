@@ -6,7 +6,7 @@
 use datafusion::prelude::SessionContext;
 
 use super::linkage::{HEADER, strings, text_rows};
-use super::{Sandbox, leadflow, text};
+use super::{Sandbox, exited, leadflow, text};
 
 fn sandbox() -> Sandbox {
     let sb = Sandbox {
@@ -142,7 +142,7 @@ fn channel_partners_get_their_own_masters_and_never_mix_with_leads() {
         &["show", &cfg, "--phone", "+919811100001", "--entity", "vendor"],
         &[],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
 }
 
 #[test]
@@ -150,7 +150,7 @@ fn a_bad_entity_name_is_a_config_error() {
     let sb = sandbox();
     sb.edit_config("entity: channel_partner", "entity: Channel Partners");
     let o = leadflow(&["validate", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("pipelines.1.entity") && err.contains("lower-case"),
@@ -289,7 +289,7 @@ fn entity_settings_name_a_real_entity_and_its_own_sources() {
          source_priority: [drops]\npipelines:\n",
     );
     let o = leadflow(&["validate", &cfg], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in [
         "entities.vendor: no pipeline has `entity: vendor`",

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::fake::{CrmSandbox, form, json_response, serve};
-use super::{leadflow, text};
+use super::{exited, leadflow, text};
 
 const TOKEN: &str = "pat-na1-good-token-1234";
 
@@ -470,8 +470,7 @@ fn hubspot_bad_token_fails_with_a_clear_error_and_no_token_text() {
     let crm = Crm::new(2);
     let secret = "pat-na1-WRONG-secret-9876";
     let o = crm.run_with(secret);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("hubspot") && all.contains("401"), "{all}");
     assert!(all.contains("credentials"), "{all}");
     assert!(
@@ -488,8 +487,7 @@ fn hubspot_malformed_page_fails_and_keeps_the_cursor() {
     crm.edit(1, "changed1@example.com", "2026-03-01T00:00:00.000Z");
     crm.fake.lock().unwrap().faults.push_back(Fault::Malformed);
     let o = crm.run_with(TOKEN);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("malformed response"), "{all}");
     assert_eq!(crm.cursor(), "2026-01-02T10:00:00.000Z", "cursor unchanged");
     assert_eq!(crm.email_of("1"), "p1@example.com");
@@ -538,7 +536,7 @@ fn hubspot_401_that_is_not_an_expiry_is_not_retried() {
     // Tokens still come from the endpoint, but the API knows none of them.
     crm.fake.lock().unwrap().revoked_app = true;
     let o = crm.crm.run_with(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    exited(&o, 1);
     let all = text(&o);
     assert!(
         all.contains("401") && all.contains("INVALID_AUTHENTICATION"),
@@ -562,7 +560,7 @@ fn hubspot_config_problems_are_listed_and_stop_the_run() {
     )
     .unwrap();
     let o = leadflow(&["validate", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in [
         "either `token` or `oauth`",
@@ -573,7 +571,7 @@ fn hubspot_config_problems_are_listed_and_stop_the_run() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     let o = leadflow(&["run", path.to_str().unwrap()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     assert!(!dir.path().join("warehouse").exists());
 }
 
@@ -622,7 +620,7 @@ fn hubspot_outbound_link_joins_its_master_and_never_makes_a_new_person() {
 
     // The CLI refuses a master that does not exist, and says which.
     let o = crm.crm_link("900", "m-nobody");
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    exited(&o, 3);
     assert!(text(&o).contains("m-nobody"), "{}", text(&o));
     // leadflow created contact 900 in HubSpot for master 1 (a push): say so.
     let o = crm.crm_link("900", &master);
@@ -641,7 +639,7 @@ fn hubspot_outbound_link_joins_its_master_and_never_makes_a_new_person() {
     // A CRM record belongs to one person: another master is refused.
     let other = crm.crm.value_of("master_id", "2");
     let o = crm.crm_link("900", &other);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    exited(&o, 4);
     assert_eq!(
         crm.count("SELECT count(*) FROM crm_links WHERE direction = 'outbound'"),
         1
@@ -997,7 +995,7 @@ fn an_account_clash_or_an_account_on_files_is_a_config_error() {
     );
     let crm = CrmSandbox::new("hs", &yaml);
     let o = leadflow(&["validate", &crm.sandbox.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in [
         "sources `hs` and `again` both read hubspot contacts of the same account",

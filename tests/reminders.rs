@@ -14,7 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use leadflow::reminders::{self, ReminderError, ReminderState};
 use sha2::Sha256;
 
-use crate::{BIN, Sandbox, text};
+use crate::{BIN, Sandbox, exited, text};
 
 /// The binary under test. LEADFLOW_E2E_BIN overrides it: worktrees that
 /// share one target dir can swap `target/debug/leadflow` during a run.
@@ -306,13 +306,13 @@ fn the_tick_command_emits_overdue_events_on_short_deadlines() {
     );
     // Closed reminders answer with distinct exit codes.
     let o = leadflow(&["reminders", "contacted", &sb.config(), &ids[1]], &[]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    exited(&o, 4);
     assert!(text(&o).contains("already expired"), "{}", text(&o));
     let o = leadflow(
         &["reminders", "snooze", &sb.config(), "rem-nope", "--minutes", "5"],
         &[],
     );
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    exited(&o, 3);
 }
 
 #[test]
@@ -545,7 +545,7 @@ fn bad_reminder_and_event_config_is_listed_with_keys() {
         "events:\n  outputs:\n    - name: hook\n      webhook: {url: \"ftp://x\", max_attempts: 0}\n    - name: hook\n",
     );
     let o = leadflow(&["validate", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let t = text(&o);
     for key in [
         "pipelines.0.reminders.repeat_every",

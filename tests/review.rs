@@ -6,7 +6,7 @@
 use arrow::array::AsArray;
 
 use super::linkage::{HEADER, strings};
-use super::{Sandbox, leadflow, text};
+use super::{Sandbox, exited, leadflow, text};
 
 fn sandbox(first: &str) -> Sandbox {
     super::linkage::sandbox_with(
@@ -111,7 +111,7 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
             .contains("email differs")
     );
     let o = leadflow(&["review", "show", &cfg, "rv-nope"], &[]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    exited(&o, 3);
 
     let both_before = sb.sql(&format!(
         "SELECT * FROM masters WHERE master_id IN ('{n1}', '{n2}')"
@@ -238,7 +238,7 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     );
     // A decided review answers 4 (conflict).
     let o = leadflow(&["review", "approve", &cfg, &neha_id], &[]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    exited(&o, 4);
 
     // Reject the other pair.
     let r = json(&["review", "reject", &cfg, &rahul_id, "--json"]);
@@ -354,7 +354,7 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     );
     // Twice is refused.
     let o = leadflow(&["master", "unmerge", &cfg, &merge_event], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     // And a manual merge by id works the same way, the kept one surviving.
     let m = json(&["master", "merge", &cfg, &n1, &n2, "--keep", &n2, "--json"]);
     assert_eq!(m["master_id"], n2.as_str());

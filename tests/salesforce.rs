@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::fake::{CrmSandbox, form, host, json_response, other_host, serve, token_of};
-use super::{repo, text};
+use super::{exited, repo, text};
 
 const CLIENT_ID: &str = "3MVG9-leadflow-test-app";
 const SECRET: &str = "sf-consumer-secret-123";
@@ -498,8 +498,7 @@ fn salesforce_request_limit_ends_the_run_and_the_next_run_resumes() {
     sf.edit(1, "changed1@example.com", at(1, 3));
     sf.fake.lock().unwrap().faults.push_back(Fault::LimitExceeded);
     let o = sf.crm.run_with(&sf.env());
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("REQUEST_LIMIT_EXCEEDED") && all.contains("request limit is used up"),
         "{all}"
@@ -534,8 +533,7 @@ fn salesforce_malformed_page_names_the_source_and_keeps_the_cursor() {
     sf.edit(2, "changed2@example.com", at(5, 3));
     sf.fake.lock().unwrap().faults.push_back(Fault::Malformed);
     let o = sf.crm.run_with(&sf.env());
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("malformed response") && all.contains("salesforce source `sf`") && all.contains("no Id"),
         "{all}"
@@ -569,8 +567,7 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
         ),
     );
     let o = wrong.crm.run_with(&[]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("invalid_grant"), "{all}");
     assert!(!all.contains("BEGIN PRIVATE KEY"), "{all}");
 
@@ -583,7 +580,7 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
         ),
     );
     let o = other_key.crm.run_with(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    exited(&o, 1);
     assert!(text(&o).contains("invalid_grant"), "{}", text(&o));
     assert_eq!(other_key.log(), ["token-jwt"]);
 
@@ -596,7 +593,7 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
         ),
     );
     let o = other_aud.crm.run_with(&[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    exited(&o, 1);
     assert_eq!(other_aud.log(), ["token-jwt"]);
 }
 
@@ -604,8 +601,7 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
 fn salesforce_check_tests_the_connection_and_writes_nothing() {
     let sf = Sf::new(3);
     let o = sf.crm.check(&sf.env());
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{all}");
+    let all = exited(&o, 0);
     assert!(all.contains("crm/sf (salesforce): ok"), "{all}");
     assert!(all.contains("2 record(s)"), "one page of 2: {all}");
     assert_eq!(sf.log(), ["token", "query"]);
@@ -613,8 +609,7 @@ fn salesforce_check_tests_the_connection_and_writes_nothing() {
 
     let wrong = "5Aep861-WRONG-refresh-999";
     let o = sf.crm.check(&[("SF_SECRET", SECRET), ("SF_REFRESH", wrong)]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("FAILED") && all.contains("invalid_grant"), "{all}");
     assert!(
         !all.contains(wrong) && !all.contains(SECRET),

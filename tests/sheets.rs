@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::fake::{CrmSandbox, form, json_response, serve, token_of};
-use super::{repo, text};
+use super::{exited, repo, text};
 
 const SPREADSHEET: &str = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms";
 const CLIENT_EMAIL: &str = "leadflow-etl@leadflow-test.iam.gserviceaccount.com";
@@ -50,7 +50,8 @@ struct Fake {
     /// Answers of the next token requests instead of a token: `503` (Google's
     /// JSON error envelope, which yup-oauth2 takes for an answer without a
     /// token), `503-html` (a front end's error page) or `echo` (a 400 whose
-    /// description quotes the request, assertion included).
+    /// description quotes the request, assertion included); `ok` answers
+    /// as usual (to fault a later request).
     token_faults: VecDeque<&'static str>,
     /// One line per request: `token`, `token-rejected`, `get <range>`,
     /// `401`, `429`, `503`, `malformed`.
@@ -90,6 +91,7 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
             )
                 .into_response();
         }
+        Some("ok") | None => {}
         Some(_) => {
             fake.log.push("token-echo".into());
             fake.assertions.push(assertion);
@@ -98,7 +100,6 @@ async fn token(State(s): State<Shared>, body: String) -> Response {
                 json!({"error": "invalid_request", "error_description": format!("echo: {body}")}),
             );
         }
-        None => {}
     }
     let grant_ok =
         f.get("grant_type").map(String::as_str) == Some("urn:ietf:params:oauth:grant-type:jwt-bearer");
@@ -544,8 +545,7 @@ fn google_sheets_header_the_mapping_needs_or_an_unknown_tab_fail_clearly_and_wri
     let gs = Gs::leads();
     gs.edit(|rows| rows[1][5] = "Company".into());
     let o = gs.run_output();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(
         out.contains("\"Company Name\"") && out.contains("mapping.columns") && out.contains("range Leads"),
         "{out}"
@@ -562,8 +562,7 @@ fn google_sheets_header_the_mapping_needs_or_an_unknown_tab_fail_clearly_and_wri
     // A tab that does not exist: Google's 400 INVALID_ARGUMENT, named.
     let gs = Gs::new("          range: Laeds\n", "");
     let o = gs.run_output();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(
         out.contains("range Laeds") && out.contains("Unable to parse range") && out.contains("check `range`"),
         "{out}"
@@ -597,13 +596,15 @@ fn google_sheets_retries_429_and_503_and_renews_a_revoked_token() {
         "503: backoff of 20ms: {after_503:?}"
     );
 
-    // The token is revoked before the next data request: one new token,
-    // the same request again.
+    // The token is revoked before the next data request: one new token
+    // (its endpoint fails once and is asked again), the same request again.
     gs.edit(|rows| rows[2][3] = "ada.lovelace@example.com".into());
     {
         let mut f = gs.fake.lock().unwrap();
         f.expire_after = Some(0);
         f.faults = VecDeque::from([Fault::RateLimited { retry_after: false }]);
+        // The run's first token is issued, its renewal fails once.
+        f.token_faults = VecDeque::from(["ok", "503-html"]);
     }
     let report = gs.run();
     assert_eq!(report["rows_read"], 1, "{report}");
@@ -613,6 +614,7 @@ fn google_sheets_retries_429_and_503_and_renews_a_revoked_token() {
             "token",
             "get Leads",
             "401",
+            "token-503",
             "token",
             "get Leads",
             "429",
@@ -630,8 +632,7 @@ fn google_sheets_malformed_answer_fails_and_keeps_the_state() {
     gs.edit(|rows| rows[5][1] = "Alan M.".into());
     gs.fake.lock().unwrap().faults = VecDeque::from([Fault::Malformed]);
     let o = gs.run_output();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(
         out.contains("malformed response") && out.contains("not a ValueRange"),
         "{out}"
@@ -782,8 +783,7 @@ fn google_sheets_token_endpoint_failures_are_retried_and_never_echo_the_assertio
     let gs = Gs::leads();
     gs.fake.lock().unwrap().token_faults.push_back("echo");
     let o = gs.run_output();
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(
         out.contains("invalid_request") && out.contains("[redacted]"),
         "{out}"
@@ -830,8 +830,7 @@ fn google_sheets_never_prints_the_key_or_a_token() {
     let o = gs
         .crm
         .run_with(&[("SHEETS_KEY", bad.as_str()), ("LEADFLOW_LOG", "debug")]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(out.contains("invalid_grant") && out.contains("/token"), "{out}");
     let other_line = other.lines().nth(3).unwrap();
     assert!(!out.contains(other_line) && !out.contains(&key_line()), "{out}");
@@ -840,8 +839,7 @@ fn google_sheets_never_prints_the_key_or_a_token() {
     let o = gs
         .crm
         .run_with(&[("SHEETS_KEY", "{\"private_key\": \"-----BEGIN SECRET")]);
-    let out = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    let out = exited(&o, 1);
     assert!(
         out.contains("not a service-account key") && !out.contains("BEGIN SECRET"),
         "{out}"

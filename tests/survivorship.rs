@@ -4,7 +4,7 @@
 //! `merges`; bad rules are config errors.
 
 use super::linkage::{HEADER, sandbox_with, strings};
-use super::{leadflow, text};
+use super::{exited, leadflow};
 
 #[test]
 fn most_frequent_counts_earlier_records_and_overruled_values_reach_merges() {
@@ -57,14 +57,14 @@ fn bad_survivorship_rules_are_listed_before_any_work() {
         "survivorship:\n  fields:\n    name: source_priority\n  source_priority: [drops, hubspot_crm, drops]\n",
     );
     let o = leadflow(&["validate", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     for needle in ["survivorship.source_priority", "hubspot_crm", "listed twice"] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     sb.edit_config("name: source_priority", "company: oldest");
     let o = leadflow(&["run", &sb.config()], &[]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    exited(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("oldest"), "{err}");
     assert!(!sb.path().join("warehouse").exists());

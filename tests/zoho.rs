@@ -19,8 +19,8 @@ use axum::routing::{get, post};
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::{Value, json};
 
+use super::exited;
 use super::fake::{CrmSandbox, form, host, json_response, other_host, serve, token_of};
-use super::text;
 
 const CLIENT_ID: &str = "1000.LEADFLOWTESTCLIENT";
 const SECRET: &str = "zoho-client-secret-789";
@@ -535,8 +535,7 @@ fn zoho_malformed_page_names_the_source_and_keeps_the_cursor() {
     z.edit(1, "changed@zylker.com", at(3, 3));
     z.fake.lock().unwrap().faults.push_back(Fault::Malformed);
     let o = z.crm.run_with(&z.env());
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("zoho source `zoho`") && all.contains("malformed response") && all.contains("no id"),
         "{all}"
@@ -551,8 +550,7 @@ fn zoho_malformed_page_names_the_source_and_keeps_the_cursor() {
 fn zoho_token_error_in_an_http_200_fails_the_check_without_the_secret() {
     let z = Zoho::new(3);
     let o = z.crm.check(&z.env());
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{all}");
+    let all = exited(&o, 0);
     assert!(
         all.contains("crm/zoho (zoho): ok") && all.contains("2 record(s)"),
         "{all}"
@@ -561,8 +559,7 @@ fn zoho_token_error_in_an_http_200_fails_the_check_without_the_secret() {
 
     let wrong = "zoho-WRONG-secret-000";
     let o = z.crm.check(&[("ZOHO_SECRET", wrong), ("ZOHO_REFRESH", REFRESH)]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(all.contains("FAILED") && all.contains("invalid_client"), "{all}");
     assert!(
         !all.contains(wrong) && !all.contains(REFRESH),
@@ -571,8 +568,7 @@ fn zoho_token_error_in_an_http_200_fails_the_check_without_the_secret() {
     let o = z
         .crm
         .run_with(&[("ZOHO_SECRET", wrong), ("ZOHO_REFRESH", REFRESH)]);
-    let all = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{all}");
+    let all = exited(&o, 1);
     assert!(
         all.contains("token request") && all.contains("invalid_client"),
         "{all}"

@@ -91,7 +91,6 @@ struct TokenFailure {
 }
 
 fn token_failure(outcome: Result<yup_oauth2::AccessToken, yup_oauth2::Error>) -> Option<TokenFailure> {
-    use yup_oauth2::error::AuthErrorCode;
     match outcome {
         Ok(t) if t.token().is_some_and(|t| !t.is_empty()) => None,
         Ok(_) => Some(TokenFailure {
@@ -99,14 +98,22 @@ fn token_failure(outcome: Result<yup_oauth2::AccessToken, yup_oauth2::Error>) ->
             detail: "the token endpoint's answer holds no access token".into(),
         }),
         Err(e) => Some(TokenFailure {
-            is_final: match &e {
-                yup_oauth2::Error::AuthError(a) => !matches!(a.error, AuthErrorCode::Other(_)),
-                yup_oauth2::Error::UserError(_) | yup_oauth2::Error::CredentialSourceError(_) => true,
-                _ => false,
-            },
+            is_final: token_error_is_final(&e),
             // An error body may echo the signed assertion we sent.
             detail: redact_jwts(&e.to_string()),
         }),
+    }
+}
+
+/// The endpoint refused the key (an OAuth error code) or the key itself is
+/// unusable: asking again cannot help. Anything else (no answer, a 5xx
+/// page, an answer that is not a token) may pass on another try.
+fn token_error_is_final(e: &yup_oauth2::Error) -> bool {
+    use yup_oauth2::error::AuthErrorCode;
+    match e {
+        yup_oauth2::Error::AuthError(a) => !matches!(a.error, AuthErrorCode::Other(_)),
+        yup_oauth2::Error::UserError(_) | yup_oauth2::Error::CredentialSourceError(_) => true,
+        _ => false,
     }
 }
 
@@ -316,22 +323,22 @@ impl SheetsSource {
         );
         let mut attempt: u32 = 0;
         let mut refreshed = false;
-        let mut token_failed = false;
+        let mut force_refresh = false;
         loop {
             attempt += 1;
             self.count_request()?;
             // The token first, checked here: google-sheets4 would send the
             // request without one when the endpoint answers without a token.
-            // After a failure, ask the endpoint again: yup-oauth2 caches
-            // an answer without a token as if it were one.
-            let token = if token_failed {
+            // After a failure or a 401, ask the endpoint again: yup-oauth2
+            // caches an answer without a token as if it were one.
+            let token = if force_refresh {
                 s.auth.force_refreshed_token(&[SCOPE]).await
             } else {
                 s.auth.token(&[SCOPE]).await
             };
-            token_failed = false;
+            force_refresh = false;
             if let Some(failure) = token_failure(token) {
-                token_failed = true;
+                force_refresh = true;
                 if failure.is_final || attempt > opts.max_retries {
                     return Err(self.token_err(s, failure.detail));
                 }
@@ -377,17 +384,17 @@ impl SheetsSource {
                     });
                 }
                 Ok(Err(common::Error::MissingToken(e))) => {
-                    let retryable = e.downcast_ref::<yup_oauth2::Error>().is_some_and(|e| {
-                        matches!(
-                            e,
-                            yup_oauth2::Error::HttpError(_) | yup_oauth2::Error::HttpClientError(_)
-                        )
-                    });
-                    // Connection trouble is retried; an answer is final.
-                    if !retryable || attempt > opts.max_retries {
+                    // The token lapsed between our check and the call: the
+                    // same rule as that check (an OAuth refusal is final),
+                    // and the next try asks the endpoint anew.
+                    let is_final = e
+                        .downcast_ref::<yup_oauth2::Error>()
+                        .is_none_or(token_error_is_final);
+                    if is_final || attempt > opts.max_retries {
                         return Err(self.token_err(s, redact_jwts(&e.to_string())));
                     }
-                    warn!(source = %self.name, attempt, "token endpoint unreachable; retrying");
+                    force_refresh = true;
+                    warn!(source = %self.name, attempt, "token endpoint failing; retrying");
                     backoff(opts.backoff, attempt)
                 }
                 Ok(Err(common::Error::HttpError(e))) => {
@@ -413,12 +420,11 @@ impl SheetsSource {
                             // new token, then the same request again.
                             refreshed = true;
                             attempt -= 1;
+                            // The loop's token step asks for it, with its
+                            // retries for a failing endpoint.
                             warn!(source = %self.name, "access token rejected (401); getting a new one");
                             self.count_request()?;
-                            s.auth
-                                .force_refreshed_token(&[SCOPE])
-                                .await
-                                .map_err(|e| self.token_err(s, redact_jwts(&e.to_string())))?;
+                            force_refresh = true;
                             continue;
                         }
                         401 => {

@@ -256,11 +256,12 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
             return None;
         }
         let check = |meta: &phonenumber::metadata::Metadata, nsn: &str| -> Option<PhoneResult> {
-            // Non-geographic numbers ("001": +800, +881, ...) have no region;
-            // the full path says so (`region_of`).
-            if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() || meta.id() == "001" {
+            if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() {
                 return None;
             }
+            // Non-geographic numbers (+800, +881, ...) have no region: the
+            // full path gives them none.
+            let region = region_of(meta)?;
             let types = region_types(meta)?;
             // The crate validates the national number without leading zeros.
             let t = types.number_type(nsn.trim_start_matches('0'));
@@ -271,7 +272,7 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
                 e164: Some(e164(meta.country_code(), nsn)),
                 valid: true,
                 kind: Some(kind_name(t)),
-                region: Some(meta.id().to_owned()),
+                region: Some(region),
             })
         };
         if c.plus {
