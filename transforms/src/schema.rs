@@ -63,7 +63,15 @@ fn list_utf8(name: &str) -> Field {
 
 /// A builder for the warehouse's `list<string>` columns.
 pub fn list_builder() -> arrow::array::ListBuilder<arrow::array::StringBuilder> {
-    arrow::array::ListBuilder::new(arrow::array::StringBuilder::new()).with_field(list_item())
+    list_builder_with(arrow::array::StringBuilder::new(), 1024)
+}
+
+/// [`list_builder`] over `values`, room for `lists` lists.
+pub fn list_builder_with(
+    values: arrow::array::StringBuilder,
+    lists: usize,
+) -> arrow::array::ListBuilder<arrow::array::StringBuilder> {
+    arrow::array::ListBuilder::with_capacity(values, lists).with_field(list_item())
 }
 
 /// A mapped lead batch: meta columns, then every canonical field as Utf8.

@@ -190,6 +190,9 @@ struct RegionTypes {
     fixed: Option<Desc>,
     mobile: Option<Desc>,
     fixed_is_mobile: bool,
+    /// [`region_of`] the metadata, kept: parsing the id per number showed
+    /// in the profile.
+    region: Option<String>,
 }
 
 impl RegionTypes {
@@ -216,6 +219,7 @@ impl RegionTypes {
             mobile: desc(d.mobile()),
             fixed_is_mobile: d.fixed_line().map(|x| x.national_number().as_str())
                 == d.mobile().map(|x| x.national_number().as_str()),
+            region: region_of(m),
         })
     }
 
@@ -259,10 +263,10 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
             if meta.national_prefix_transform_rule().is_some() || nsn.is_empty() {
                 return None;
             }
+            let types = region_types(meta)?;
             // Non-geographic numbers (+800, +881, ...) have no region: the
             // full path gives them none.
-            let region = region_of(meta)?;
-            let types = region_types(meta)?;
+            let region = types.region.as_deref()?;
             // The crate validates the national number without leading zeros.
             let t = types.number_type(nsn.trim_start_matches('0'));
             if t == Type::Unknown || nsn.starts_with('0') && meta.id() != "IT" {
@@ -272,7 +276,7 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
                 e164: Some(e164(meta.country_code(), nsn)),
                 valid: true,
                 kind: Some(kind_name(t)),
-                region: Some(region),
+                region: Some(region.to_owned()),
             })
         };
         if c.plus {
@@ -334,13 +338,11 @@ fn number_type_and_region(db: &Database, n: &PhoneNumber) -> (Type, Option<Strin
     let Some(meta) = n.metadata(db) else {
         return (Type::Unknown, None);
     };
-    let region = region_of(meta);
-    let t = match region_types(meta) {
+    match region_types(meta) {
         // Same input the crate uses: the national number without leading zeros.
-        Some(t) => t.number_type(&n.national().value().to_string()),
-        None => n.number_type(db),
-    };
-    (t, region)
+        Some(t) => (t.number_type(&n.national().value().to_string()), t.region.clone()),
+        None => (n.number_type(db), region_of(meta)),
+    }
 }
 
 /// The region of a metadata entry as `Country::id` gives it: alpha-2, or
