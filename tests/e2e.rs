@@ -506,8 +506,8 @@ fn a_missing_drop_folder_is_a_config_error() {
     let path = dir.path().join("p.yaml");
     std::fs::write(&path, "pipelines:\n  - name: p\n    sources:\n      - name: drops\n        files:\n          path: ./no-such-folder\n").unwrap();
     let o = leadflow(&["run", path.to_str().unwrap()], &[]);
-    exited(&o, 2);
-    assert!(text(&o).contains("no-such-folder"), "{}", text(&o));
+    let all = exited(&o, 2);
+    assert!(all.contains("no-such-folder"), "{all}");
 }
 
 #[test]
@@ -515,11 +515,10 @@ fn an_sql_stage_naming_an_unknown_column_is_a_config_error() {
     let sb = Sandbox::new();
     sb.add_sql_stage("SELECT * FROM leads WHERE no_such_column = 1");
     let o = leadflow(&["validate", &sb.config()], &[]);
-    exited(&o, 2);
+    let all = exited(&o, 2);
     assert!(
-        text(&o).contains("no_such_column") && text(&o).contains("pipelines.0.sql.0"),
-        "{}",
-        text(&o)
+        all.contains("no_such_column") && all.contains("pipelines.0.sql.0"),
+        "{all}"
     );
 }
 
@@ -528,8 +527,8 @@ fn a_failing_run_exits_1_and_leaves_a_failed_runs_row() {
     let sb = Sandbox::new();
     sb.add_sql_stage("SELECT * FROM leads WHERE arrow_cast(city, 'Int64') > 0");
     let o = leadflow(&["run", &sb.config()], &[]);
-    exited(&o, 1);
-    assert!(text(&o).contains("sql stage 0"), "{}", text(&o));
+    let all = exited(&o, 1);
+    assert!(all.contains("sql stage 0"), "{all}");
     assert_eq!(
         sb.count("SELECT count(*) FROM runs WHERE status = 'failed' AND error LIKE '%sql stage 0%'"),
         1

@@ -536,8 +536,7 @@ fn hubspot_401_that_is_not_an_expiry_is_not_retried() {
     // Tokens still come from the endpoint, but the API knows none of them.
     crm.fake.lock().unwrap().revoked_app = true;
     let o = crm.crm.run_with(&[]);
-    exited(&o, 1);
-    let all = text(&o);
+    let all = exited(&o, 1);
     assert!(
         all.contains("401") && all.contains("INVALID_AUTHENTICATION"),
         "{all}"
@@ -620,8 +619,8 @@ fn hubspot_outbound_link_joins_its_master_and_never_makes_a_new_person() {
 
     // The CLI refuses a master that does not exist, and says which.
     let o = crm.crm_link("900", "m-nobody");
-    exited(&o, 3);
-    assert!(text(&o).contains("m-nobody"), "{}", text(&o));
+    let all = exited(&o, 3);
+    assert!(all.contains("m-nobody"), "{all}");
     // leadflow created contact 900 in HubSpot for master 1 (a push): say so.
     let o = crm.crm_link("900", &master);
     assert!(o.status.success(), "{}", text(&o));

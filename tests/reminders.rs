@@ -306,8 +306,8 @@ fn the_tick_command_emits_overdue_events_on_short_deadlines() {
     );
     // Closed reminders answer with distinct exit codes.
     let o = leadflow(&["reminders", "contacted", &sb.config(), &ids[1]], &[]);
-    exited(&o, 4);
-    assert!(text(&o).contains("already expired"), "{}", text(&o));
+    let all = exited(&o, 4);
+    assert!(all.contains("already expired"), "{all}");
     let o = leadflow(
         &["reminders", "snooze", &sb.config(), "rem-nope", "--minutes", "5"],
         &[],
@@ -545,8 +545,7 @@ fn bad_reminder_and_event_config_is_listed_with_keys() {
         "events:\n  outputs:\n    - name: hook\n      webhook: {url: \"ftp://x\", max_attempts: 0}\n    - name: hook\n",
     );
     let o = leadflow(&["validate", &sb.config()], &[]);
-    exited(&o, 2);
-    let t = text(&o);
+    let t = exited(&o, 2);
     for key in [
         "pipelines.0.reminders.repeat_every",
         "pipelines.0.assignment.owners",

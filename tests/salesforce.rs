@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::fake::{CrmSandbox, form, host, json_response, other_host, serve, token_of};
-use super::{exited, repo, text};
+use super::{exited, repo};
 
 const CLIENT_ID: &str = "3MVG9-leadflow-test-app";
 const SECRET: &str = "sf-consumer-secret-123";
@@ -580,8 +580,8 @@ fn salesforce_jwt_bearer_assertion_is_verified_with_the_public_key() {
         ),
     );
     let o = other_key.crm.run_with(&[]);
-    exited(&o, 1);
-    assert!(text(&o).contains("invalid_grant"), "{}", text(&o));
+    let all = exited(&o, 1);
+    assert!(all.contains("invalid_grant"), "{all}");
     assert_eq!(other_key.log(), ["token-jwt"]);
 
     // `jwt_audience` replaces the login URL as `aud` (this fake wants its own).

@@ -63,7 +63,7 @@ fn list_utf8(name: &str) -> Field {
 
 /// A builder for the warehouse's `list<string>` columns.
 pub fn list_builder() -> arrow::array::ListBuilder<arrow::array::StringBuilder> {
-    list_builder_with(arrow::array::StringBuilder::new(), 1024)
+    list_builder_with(arrow::array::StringBuilder::new(), 0)
 }
 
 /// [`list_builder`] over `values`, room for `lists` lists.

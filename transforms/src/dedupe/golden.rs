@@ -342,14 +342,6 @@ impl<'a> Cols<'a> {
         })
     }
 
-    /// A builder for `rows` values of this column, sized by the run's
-    /// average value. Grown by doubling, these buffers were copied at each
-    /// step into freshly faulted pages (the profile's page faults); capacity
-    /// never written is never touched.
-    fn builder(&self, rows: usize) -> StringBuilder {
-        StringBuilder::with_capacity(rows, rows * value_bytes(self.lead))
-    }
-
     fn at(&self, o: Origin) -> Option<&'a str> {
         match o {
             Origin::Master(j) => self.master.and_then(|a| opt(a, j)),
@@ -359,11 +351,13 @@ impl<'a> Cols<'a> {
     }
 }
 
-/// Bytes to reserve per value of `a` (its average plus a quarter): see
-/// [`Cols::builder`].
-fn value_bytes(a: &StringArray) -> usize {
-    let avg = a.value_data().len().div_ceil(a.len().max(1));
-    avg + avg / 4 + 1
+/// A builder for `rows` values like those of `like` (the run's column),
+/// sized by its average value plus a quarter. Grown by doubling, these
+/// buffers were copied at each step into freshly faulted pages (the
+/// profile's page faults); capacity never written is never touched.
+fn sized_builder(like: &StringArray, rows: usize) -> StringBuilder {
+    let avg = like.value_data().len().div_ceil(like.len().max(1));
+    StringBuilder::with_capacity(rows, rows * (avg + avg / 4 + 1))
 }
 
 fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<GoldenOut, DedupeError> {
@@ -442,7 +436,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         Cols::of(ctx, "full_name")?,
     );
     let rule = ctx.rules.rule(SurvivorField::Name);
-    let mut nb = [first.builder(k), last.builder(k), full.builder(k)];
+    let mut nb = [first.lead, last.lead, full.lead].map(|a| sized_builder(a, k));
     let mut cands: Vec<Cand<NameValue>> = Vec::new();
     for (c, pool) in origins.iter().enumerate() {
         cands.clear();
@@ -492,7 +486,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
             None
         };
         let rule = ctx.rules.rule(sf);
-        let mut b = col.builder(k);
+        let mut b = sized_builder(col.lead, k);
         let mut cands: Vec<Cand<&str>> = Vec::new();
         for pool in &origins {
             cands.clear();
@@ -522,7 +516,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         let lc = strings(leads, lead_col)?;
         let keys = strings(leads, "email_key")?;
         // Most people have one value: a list per cluster plus its item.
-        let mut b = crate::schema::list_builder_with(StringBuilder::with_capacity(k, k * value_bytes(lc)), k);
+        let mut b = crate::schema::list_builder_with(sized_builder(lc, k), k);
         let mut seen: Vec<&str> = Vec::new();
         for g in clusters {
             let old: Vec<String> = match (&existing, g.existing) {
@@ -558,7 +552,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
     ] {
         let col = Cols::of(ctx, sf.as_str())?;
         let rule = ctx.rules.rule(sf);
-        let mut b = col.builder(k);
+        let mut b = sized_builder(col.lead, k);
         let mut cands: Vec<Cand<&str>> = Vec::new();
         for (c, pool) in origins.iter().enumerate() {
             cands.clear();
@@ -710,13 +704,12 @@ pub fn project_links(
     // million string pairs sort in half the time on two cores.
     order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let k = order.len();
-    // Sized up front (ids and projects exactly): grown by doubling, these
-    // were copied at each step into freshly faulted pages.
+    // Sized up front (see `sized_builder`), ids and projects exactly.
     let (mut mb, mut pb, mut sb, mut ob) = (
         StringBuilder::with_capacity(k, order.iter().map(|(key, _)| key.0.len()).sum()),
         StringBuilder::with_capacity(k, order.iter().map(|(key, _)| key.1.len()).sum()),
-        StringBuilder::with_capacity(k, k * 8),
-        StringBuilder::with_capacity(k, k * 16),
+        sized_builder(status, k),
+        sized_builder(owner, k),
     );
     let (mut counts, mut fs, mut ls) = (Vec::with_capacity(k), ts_builder(k), ts_builder(k));
     for (key, at) in &order {
