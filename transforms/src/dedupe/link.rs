@@ -377,7 +377,7 @@ pub fn link(
             clusters_out.push(Golden {
                 master_id: String::new(),
                 existing,
-                rows: Vec::new(),
+                rows: Default::default(),
             });
         }
         let c = cluster_of_root[r];

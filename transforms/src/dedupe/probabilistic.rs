@@ -114,7 +114,7 @@ pub async fn link_probabilistic(
             clusters.push(Golden {
                 master_id,
                 existing,
-                rows: Vec::new(),
+                rows: Default::default(),
             });
             clusters.len() - 1
         });

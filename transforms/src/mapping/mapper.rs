@@ -7,10 +7,10 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, StringArray, StringBuilder, UInt64Array, UInt64Builder};
 use arrow::record_batch::RecordBatch;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_128;
 
 use super::config::{Defaults, MappingConfig};
-use super::names::{clean_name_part, clean_spaces, split_full_name};
+use super::names::NameBuffers;
 use crate::schema::{self, LEAD_FIELDS, MAPPED_SCHEMA};
 
 /// Mapping configuration problems, all reported together.
@@ -582,17 +582,21 @@ impl FileMapping {
         // Record ids: content hash of the row within its file, plus an
         // occurrence number for exact repeats (added in `apply_all`), so
         // re-reading a changed file gives unchanged rows their old ids.
+        // The row's bytes are gathered and hashed in one call: the same
+        // digest as feeding them to a streaming hasher (ids must never
+        // change), without its per-row state and per-value calls.
+        let mut row = Vec::with_capacity(256);
         let digests: Vec<u128> = (0..n)
             .map(|i| {
-                let mut h = Xxh3::new();
-                h.update(file_key.as_bytes());
+                row.clear();
+                row.extend_from_slice(file_key.as_bytes());
                 for a in &data {
-                    h.update(&[0x1f]);
+                    row.push(0x1f);
                     if !a.is_null(i) {
-                        h.update(a.value(i).trim().as_bytes());
+                        row.extend_from_slice(a.value(i).trim().as_bytes());
                     }
                 }
-                h.digest128()
+                xxh3_128(&row)
             })
             .collect();
 
@@ -603,28 +607,15 @@ impl FileMapping {
         let mut builders: Vec<StringBuilder> = (0..LEAD_FIELDS.len())
             .map(|_| StringBuilder::with_capacity(n, n * 12))
             .collect();
+        let mut names = NameBuffers::default();
         for i in 0..n {
             // Names: split a single Name column; build full from parts.
-            let first = self.value(&data, fi_first, i).and_then(clean_name_part);
-            let last = self.value(&data, fi_last, i).and_then(clean_name_part);
-            let full_raw = self.value(&data, fi_full, i);
-            let (first, last, full) = match (first, last, full_raw) {
-                (None, None, Some(full)) => {
-                    let p = split_full_name(full);
-                    (p.first, p.last, p.full)
-                }
-                (f, l, full) => {
-                    let joined = clean_spaces(&format!(
-                        "{} {}",
-                        f.as_deref().unwrap_or(""),
-                        l.as_deref().unwrap_or("")
-                    ));
-                    let full = full
-                        .map(clean_spaces)
-                        .or(if joined.is_empty() { None } else { Some(joined) });
-                    (f, l, full)
-                }
-            };
+            let name = names.lead_name(
+                self.value(&data, fi_first, i),
+                self.value(&data, fi_last, i),
+                self.value(&data, fi_full, i),
+            );
+            let (first, last, full) = (name.first, name.last, name.full);
             builders[fi_first].append_option(first);
             builders[fi_last].append_option(last);
             builders[fi_full].append_option(full);
@@ -803,6 +794,15 @@ mod tests {
         assert_eq!(ids(&a), ids(&b));
         assert_ne!(ids(&a)[0], ids(&c)[0], "the file is part of the identity");
         assert_eq!(ids(&a)[2], format!("{}-2", ids(&a)[0]));
+        // The id of a row is pinned: file key, then 0x1f + trimmed value per
+        // column, XXH3-128 (warehouses hold ids made by earlier versions).
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"a.csv");
+        h.update(&[0x1f]);
+        h.update(b"1");
+        assert_eq!(ids(&a)[0], format!("{:032x}", h.digest128()));
+        // The same value from Python's `xxhash.xxh3_128_intdigest`.
+        assert_eq!(ids(&a)[0], "33bba5dd8115f8fd30aad5c2f9046966");
     }
 
     #[test]

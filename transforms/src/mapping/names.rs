@@ -17,47 +17,57 @@ pub struct NameParts {
 /// Collapse runs of whitespace and trim.
 pub fn clean_spaces(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    clean_spaces_into(s, &mut out);
+    out
+}
+
+fn clean_spaces_into(s: &str, out: &mut String) {
+    out.clear();
     for w in s.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
         }
         out.push_str(w);
     }
-    out
 }
 
 fn is_honorific(token: &str) -> bool {
-    let t = token.trim_end_matches('.').to_ascii_lowercase();
-    HONORIFICS.contains(&t.as_str())
+    let t = token.trim_end_matches('.');
+    HONORIFICS.iter().any(|h| h.eq_ignore_ascii_case(t))
 }
 
 /// Title-case a name that was typed all upper or all lower case; leave mixed
-/// case alone ("McDonald", "van der Berg" typed deliberately).
-pub fn fix_case(s: &str) -> String {
+/// case alone ("McDonald", "van der Berg" typed deliberately). The result is
+/// `s` itself or written into `buf`.
+fn fix_case<'a>(s: &'a str, buf: &'a mut String) -> &'a str {
     let has_upper = s.chars().any(char::is_uppercase);
     let has_lower = s.chars().any(char::is_lowercase);
     if has_upper && has_lower {
-        return s.to_string();
+        return s;
     }
-    let mut out = String::with_capacity(s.len());
+    buf.clear();
     let mut start = true;
     for c in s.chars() {
         if start {
-            out.extend(c.to_uppercase());
+            buf.extend(c.to_uppercase());
         } else {
-            out.extend(c.to_lowercase());
+            buf.extend(c.to_lowercase());
         }
         start = c.is_whitespace() || c == '-' || c == '\'';
     }
-    out
+    buf
 }
 
-fn strip_honorifics(s: &str) -> String {
-    let mut tokens: Vec<&str> = s.split_whitespace().collect();
-    while tokens.len() > 1 && is_honorific(tokens[0]) {
-        tokens.remove(0);
+/// Leading honorifics dropped, never the last word ("Dr." alone stays).
+/// `s` is single-spaced (cleaned), so the result is a slice of it.
+fn strip_honorifics(s: &str) -> &str {
+    let mut s = s.trim();
+    while let Some((head, rest)) = s.split_once(' ')
+        && is_honorific(head)
+    {
+        s = rest;
     }
-    tokens.join(" ")
+    s
 }
 
 /// Surname particles: "Ludwig van Beethoven" has the surname "van
@@ -72,65 +82,175 @@ fn is_particle(token: &str) -> bool {
     SURNAME_PARTICLES.iter().any(|p| p.eq_ignore_ascii_case(token))
 }
 
-fn non_empty(s: String) -> Option<String> {
+fn non_empty(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-/// Split one "Name" cell into first/last: "Last, First", honorifics, stray
-/// spaces. Middle names stay in `full` only.
-pub fn split_full_name(raw: &str) -> NameParts {
-    let cleaned = clean_spaces(raw);
-    if cleaned.is_empty() {
-        return NameParts::default();
-    }
-    let (first_part, last_part) = match cleaned.split_once(',') {
-        // "Sharma, Priya" (a trailing ", Jr" style suffix is rare in leads; the
-        // comma form is far more often an export's "Last, First").
-        Some((last, first)) if !first.trim().is_empty() && !last.trim().is_empty() => (
-            strip_honorifics(first.trim()),
-            Some(strip_honorifics(last.trim())),
-        ),
-        _ => (strip_honorifics(cleaned.trim_matches(',')), None),
-    };
-    let first_part = fix_case(&first_part);
-    match last_part {
-        Some(last) => {
-            let last = fix_case(&last);
-            let first = first_part.split(' ').next().unwrap_or("").to_string();
-            let full = clean_spaces(&format!("{first_part} {last}"));
-            NameParts {
-                first: non_empty(first),
-                last: non_empty(last),
-                full: non_empty(full),
-            }
+/// A lead's name parts, borrowed from a [`NameBuffers`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NamePartsRef<'a> {
+    pub first: Option<&'a str>,
+    pub last: Option<&'a str>,
+    pub full: Option<&'a str>,
+}
+
+impl NamePartsRef<'_> {
+    pub fn into_owned(self) -> NameParts {
+        NameParts {
+            first: self.first.map(str::to_string),
+            last: self.last.map(str::to_string),
+            full: self.full.map(str::to_string),
         }
-        None => {
-            let tokens: Vec<&str> = first_part.split(' ').collect();
-            let first = tokens.first().map(|s| s.to_string()).unwrap_or_default();
-            let last = if tokens.len() > 1 {
-                // The surname starts at the particles before the last word
-                // ("Maria de la Cruz"), never at the first word.
-                let mut start = tokens.len() - 1;
-                while start > 1 && is_particle(tokens[start - 1]) {
-                    start -= 1;
+    }
+}
+
+/// Scratch text for cleaning and splitting names, reused row after row:
+/// done with owned strings, one name cost about ten allocations (1M rows
+/// in the mapping stage).
+#[derive(Debug, Default)]
+pub struct NameBuffers {
+    first_clean: String,
+    first_case: String,
+    last_clean: String,
+    last_case: String,
+    full: String,
+    split: SplitBuffers,
+}
+
+#[derive(Debug, Default)]
+struct SplitBuffers {
+    clean: String,
+    first: String,
+    last: String,
+    full: String,
+}
+
+impl NameBuffers {
+    /// A lead's first, last and full name from whichever of its first-name,
+    /// last-name and full-name cells it has: parts cleaned, a lone full
+    /// name split, a missing full name joined from the parts.
+    pub fn lead_name(
+        &mut self,
+        first: Option<&str>,
+        last: Option<&str>,
+        full: Option<&str>,
+    ) -> NamePartsRef<'_> {
+        let NameBuffers {
+            first_clean,
+            first_case,
+            last_clean,
+            last_case,
+            full: full_buf,
+            split,
+        } = self;
+        let first = first.and_then(move |raw| clean_part(raw, first_clean, first_case));
+        let last = last.and_then(move |raw| clean_part(raw, last_clean, last_case));
+        if first.is_none()
+            && last.is_none()
+            && let Some(full) = full
+        {
+            return split.split(full);
+        }
+        let full = match full {
+            Some(raw) => {
+                clean_spaces_into(raw, full_buf);
+                Some(full_buf.as_str())
+            }
+            None => {
+                full_buf.clear();
+                full_buf.push_str(first.unwrap_or(""));
+                if first.is_some() && last.is_some() {
+                    full_buf.push(' ');
                 }
-                tokens[start..].join(" ")
-            } else {
-                String::new()
-            };
-            NameParts {
-                first: non_empty(first),
-                last: non_empty(last),
-                full: non_empty(first_part),
+                full_buf.push_str(last.unwrap_or(""));
+                non_empty(full_buf)
+            }
+        };
+        NamePartsRef { first, last, full }
+    }
+}
+
+/// A name that arrived in its own column (first or last), cleaned.
+fn clean_part<'a>(raw: &str, clean: &'a mut String, case: &'a mut String) -> Option<&'a str> {
+    clean_spaces_into(raw, clean);
+    let clean: &'a str = clean;
+    non_empty(fix_case(strip_honorifics(clean), case))
+}
+
+impl SplitBuffers {
+    /// Split one "Name" cell into first/last: "Last, First", honorifics,
+    /// stray spaces. Middle names stay in `full` only.
+    fn split(&mut self, raw: &str) -> NamePartsRef<'_> {
+        let SplitBuffers {
+            clean,
+            first,
+            last,
+            full,
+        } = self;
+        clean_spaces_into(raw, clean);
+        let clean: &str = clean;
+        if clean.is_empty() {
+            return NamePartsRef::default();
+        }
+        let (first_part, last_part) = match clean.split_once(',') {
+            // "Sharma, Priya" (a trailing ", Jr" style suffix is rare in leads; the
+            // comma form is far more often an export's "Last, First").
+            Some((l, f)) if !f.trim().is_empty() && !l.trim().is_empty() => {
+                (strip_honorifics(f), Some(strip_honorifics(l)))
+            }
+            _ => (strip_honorifics(clean.trim_matches(',')), None),
+        };
+        let first_part = fix_case(first_part, first);
+        let given = first_part.split(' ').next().unwrap_or("");
+        match last_part {
+            Some(l) => {
+                let l = fix_case(l, last);
+                full.clear();
+                full.push_str(first_part);
+                if !first_part.is_empty() && !l.is_empty() {
+                    full.push(' ');
+                }
+                full.push_str(l);
+                NamePartsRef {
+                    first: non_empty(given),
+                    last: non_empty(l),
+                    full: non_empty(full),
+                }
+            }
+            None => {
+                // The surname starts at the particles before the last word
+                // ("Maria de la Cruz"), never at the first word; `cut` is
+                // the space before it.
+                let surname = match first_part.rfind(' ') {
+                    None => "",
+                    Some(mut cut) => {
+                        while let Some(prev) = first_part[..cut].rfind(' ')
+                            && is_particle(&first_part[prev + 1..cut])
+                        {
+                            cut = prev;
+                        }
+                        &first_part[cut + 1..]
+                    }
+                };
+                NamePartsRef {
+                    first: non_empty(given),
+                    last: non_empty(surname),
+                    full: non_empty(first_part),
+                }
             }
         }
     }
+}
+
+/// Split one "Name" cell into first/last (owned; see [`NameBuffers`]).
+pub fn split_full_name(raw: &str) -> NameParts {
+    SplitBuffers::default().split(raw).into_owned()
 }
 
 /// Clean a name that arrived in its own column (first or last).
 pub fn clean_name_part(raw: &str) -> Option<String> {
-    let s = strip_honorifics(&clean_spaces(raw));
-    non_empty(fix_case(&s))
+    let (mut clean, mut case) = (String::new(), String::new());
+    clean_part(raw, &mut clean, &mut case).map(str::to_string)
 }
 
 #[cfg(test)]
