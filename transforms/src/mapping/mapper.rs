@@ -615,10 +615,9 @@ impl FileMapping {
                 self.value(&data, fi_last, i),
                 self.value(&data, fi_full, i),
             );
-            let (first, last, full) = (name.first, name.last, name.full);
-            builders[fi_first].append_option(first);
-            builders[fi_last].append_option(last);
-            builders[fi_full].append_option(full);
+            builders[fi_first].append_option(name.first);
+            builders[fi_last].append_option(name.last);
+            builders[fi_full].append_option(name.full);
             for (fi, b) in builders.iter_mut().enumerate() {
                 if fi == fi_first || fi == fi_last || fi == fi_full {
                     continue;

@@ -6,21 +6,7 @@ const HONORIFICS: &[&str] = &[
     "adv", "capt", "col", "rev", "fr",
 ];
 
-/// A name split into parts; `full` is "First [Middle] Last".
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct NameParts {
-    pub first: Option<String>,
-    pub last: Option<String>,
-    pub full: Option<String>,
-}
-
-/// Collapse runs of whitespace and trim.
-pub fn clean_spaces(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    clean_spaces_into(s, &mut out);
-    out
-}
-
+/// Collapse runs of whitespace and trim, into `out`.
 fn clean_spaces_into(s: &str, out: &mut String) {
     out.clear();
     for w in s.split_whitespace() {
@@ -86,22 +72,13 @@ fn non_empty(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-/// A lead's name parts, borrowed from a [`NameBuffers`].
+/// A lead's name parts (`full` is "First [Middle] Last"), borrowed from a
+/// [`NameBuffers`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct NamePartsRef<'a> {
     pub first: Option<&'a str>,
     pub last: Option<&'a str>,
     pub full: Option<&'a str>,
-}
-
-impl NamePartsRef<'_> {
-    pub fn into_owned(self) -> NameParts {
-        NameParts {
-            first: self.first.map(str::to_string),
-            last: self.last.map(str::to_string),
-            full: self.full.map(str::to_string),
-        }
-    }
 }
 
 /// Scratch text for cleaning and splitting names, reused row after row:
@@ -242,24 +219,15 @@ impl SplitBuffers {
     }
 }
 
-/// Split one "Name" cell into first/last (owned; see [`NameBuffers`]).
-pub fn split_full_name(raw: &str) -> NameParts {
-    SplitBuffers::default().split(raw).into_owned()
-}
-
-/// Clean a name that arrived in its own column (first or last).
-pub fn clean_name_part(raw: &str) -> Option<String> {
-    let (mut clean, mut case) = (String::new(), String::new());
-    clean_part(raw, &mut clean, &mut case).map(str::to_string)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parts(s: &str) -> (Option<String>, Option<String>, Option<String>) {
-        let p = split_full_name(s);
-        (p.first, p.last, p.full)
+        let mut buffers = SplitBuffers::default();
+        let p = buffers.split(s);
+        let owned = |v: Option<&str>| v.map(str::to_string);
+        (owned(p.first), owned(p.last), owned(p.full))
     }
 
     #[test]
@@ -310,6 +278,11 @@ mod tests {
         assert_eq!(parts("Anil Kumar Sharma").1, Some("Sharma".into()));
         // An honorific alone is kept: it is all there is.
         assert_eq!(parts("Dr.").0, Some("Dr.".into()));
+    }
+
+    fn clean_name_part(raw: &str) -> Option<String> {
+        let (mut clean, mut case) = (String::new(), String::new());
+        clean_part(raw, &mut clean, &mut case).map(str::to_string)
     }
 
     #[test]
