@@ -30,7 +30,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{LoadedConfig, PipelineConfig, resolve_files};
 use crate::crm_links;
-use crate::progress::Progress;
+use crate::progress::{Progress, StageClock};
 use crate::stages;
 
 #[derive(Debug, thiserror::Error)]
@@ -274,7 +274,7 @@ async fn execute(
         .map_err(|e| RunError::Other(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))?;
 
     // ---- read sources ------------------------------------------------------
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
     let mut raw_batches: Vec<RecordBatch> = Vec::new();
     let mut mapped: Vec<RecordBatch> = Vec::new();
     let mut rejects = RejectRows::default();
@@ -455,19 +455,21 @@ async fn execute(
     info!(
         rows = report.rows_read,
         files = report.files_imported,
-        seconds = stage_clock.elapsed().as_secs_f64(),
+        seconds = stage_clock.seconds(),
+        cpu_seconds = stage_clock.cpu_seconds(),
         "stage read+map done"
     );
 
     // ---- normalise, sql, validate -----------------------------------------
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
     let normalised = stages::normalise(&ctx, mapped).await?;
     let normalised = stages::user_stages(&ctx, normalised, &pipeline.sql).await?;
     info!(
-        seconds = stage_clock.elapsed().as_secs_f64(),
+        seconds = stage_clock.seconds(),
+        cpu_seconds = stage_clock.cpu_seconds(),
         "stage normalise done"
     );
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
     let mut good: Vec<(RecordBatch, Option<BooleanArray>)> = Vec::new();
     // Rules per batch on every core; rejects in order after.
     let checked: Vec<_> = {
@@ -522,10 +524,11 @@ async fn execute(
 
     info!(
         rejected = report.rows_rejected,
-        seconds = stage_clock.elapsed().as_secs_f64(),
+        seconds = stage_clock.seconds(),
+        cpu_seconds = stage_clock.cpu_seconds(),
         "stage validate done"
     );
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
 
     // ---- link --------------------------------------------------------------
     let mut tables: Vec<StagedTable> = vec![StagedTable {
@@ -555,10 +558,11 @@ async fn execute(
             rows = leads.num_rows(),
             candidates = candidates.num_rows(),
             known = known.len(),
-            seconds = stage_clock.elapsed().as_secs_f64(),
+            seconds = stage_clock.seconds(),
+            cpu_seconds = stage_clock.cpu_seconds(),
             "stage candidates done"
         );
-        let stage_clock = Instant::now();
+        let stage_clock = StageClock::start();
         // Rules other than `newest` weigh every record of a master: read the
         // earlier records of the masters this run may touch.
         let rules = loaded.config.survivorship_for(pipeline.entity.as_deref());
@@ -611,10 +615,11 @@ async fn execute(
         report.conflicts = s.conflicts;
         info!(
             masters = outcome.masters.iter().map(RecordBatch::num_rows).sum::<usize>(),
-            seconds = stage_clock.elapsed().as_secs_f64(),
+            seconds = stage_clock.seconds(),
+            cpu_seconds = stage_clock.cpu_seconds(),
             "stage link done"
         );
-        let stage_clock = Instant::now();
+        let stage_clock = StageClock::start();
         let known_flags: Vec<bool> = outcome
             .match_rule
             .iter()
@@ -652,7 +657,8 @@ async fn execute(
         report.records_written = records.num_rows() as u64;
         link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
         info!(
-            seconds = stage_clock.elapsed().as_secs_f64(),
+            seconds = stage_clock.seconds(),
+            cpu_seconds = stage_clock.cpu_seconds(),
             "stage project links+records done"
         );
         tables.push(StagedTable {
@@ -743,18 +749,19 @@ async fn execute(
     } else {
         None
     };
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
     let staged = crate::reminders::stage_for_run(warehouse, pipeline, &report.run_id, &mut tables)
         .await
         .map_err(|e| RunError::Other(format!("reminders: {e}")))?;
     report.reminders_created = staged.reminders_created as u64;
     info!(
-        seconds = stage_clock.elapsed().as_secs_f64(),
+        seconds = stage_clock.seconds(),
+        cpu_seconds = stage_clock.cpu_seconds(),
         "stage reminders done"
     );
 
     // ---- commit ------------------------------------------------------------
-    let stage_clock = Instant::now();
+    let stage_clock = StageClock::start();
     // Tables with nothing to write are left alone: a run over unchanged
     // input changes no table but `runs`.
     tables.retain(|t| t.table == "runs" || t.batches.iter().any(|b| b.num_rows() > 0));
@@ -775,7 +782,11 @@ async fn execute(
         })
         .await?;
 
-    info!(seconds = stage_clock.elapsed().as_secs_f64(), "stage commit done");
+    info!(
+        seconds = stage_clock.seconds(),
+        cpu_seconds = stage_clock.cpu_seconds(),
+        "stage commit done"
+    );
 
     // Only after the commit: a crash before this re-reads, never loses.
     for f in &imported {

@@ -393,7 +393,7 @@ impl Mapper {
         if self.keep_extras {
             for (ci, h) in headers.iter().enumerate() {
                 if !claimed[ci] {
-                    extras.push((ci, h.clone()));
+                    extras.push((ci, serde_json::to_string(h).expect("string serialises")));
                 }
             }
         }
@@ -432,6 +432,8 @@ pub struct FileMapping {
     sources: Vec<Option<usize>>,
     /// Per field, further columns read where `sources` gives no value.
     fallbacks: Vec<Vec<usize>>,
+    /// Unclaimed columns kept in `_extras`: (column, its header as a JSON
+    /// string, quoted once here rather than on every row).
     extras: Vec<(usize, String)>,
     /// (lead field, source header) pairs, for logs and `leadflow validate`.
     pub mapped: BTreeMap<String, String>,
@@ -646,22 +648,22 @@ impl FileMapping {
         }
 
         let mut extras = StringBuilder::with_capacity(n, n * 16);
-        let mut buf = String::new();
+        let mut buf: Vec<u8> = Vec::new();
         for i in 0..n {
             buf.clear();
             for (ci, name) in &self.extras {
                 if let Some(v) = trimmed(data[*ci], i) {
-                    buf.push(if buf.is_empty() { '{' } else { ',' });
-                    buf.push_str(&serde_json::to_string(name).expect("string serialises"));
-                    buf.push(':');
-                    buf.push_str(&serde_json::to_string(v).expect("string serialises"));
+                    buf.push(if buf.is_empty() { b'{' } else { b',' });
+                    buf.extend_from_slice(name.as_bytes());
+                    buf.push(b':');
+                    serde_json::to_writer(&mut buf, v).expect("string serialises");
                 }
             }
             if buf.is_empty() {
                 extras.append_null();
             } else {
-                buf.push('}');
-                extras.append_value(&buf);
+                buf.push(b'}');
+                extras.append_value(std::str::from_utf8(&buf).expect("JSON text is UTF-8"));
             }
         }
 
