@@ -76,7 +76,10 @@ pub(super) struct GoldenOut {
     /// MASTERS_SCHEMA rows, one batch per chunk of clusters: the warehouse
     /// writes a list of batches, so joining them would only copy.
     pub masters: Vec<RecordBatch>,
-    pub conflicts: Vec<(String, serde_json::Value)>,
+    /// (master id, its disagreements as JSON text): one per master whose
+    /// records differ, often a third of the masters, so written as text at
+    /// once rather than built as `serde_json::Value` trees.
+    pub conflicts: Vec<(String, String)>,
 }
 
 /// Build MASTERS_SCHEMA rows for the clusters by the survivorship rules
@@ -156,7 +159,17 @@ pub fn golden_from_records(
     let surv = Survivorship { rules, history: None };
     let out = build_all_masters(records, &none, &clusters, &known, stamp, surv)?;
     let masters = arrow::compute::concat_batches(&MASTERS_SCHEMA, &out.masters)?;
-    Ok((masters, out.conflicts))
+    let conflicts = out
+        .conflicts
+        .into_iter()
+        .map(|(id, text)| {
+            (
+                id,
+                serde_json::from_str(&text).expect("the builder writes valid JSON"),
+            )
+        })
+        .collect();
+    Ok((masters, conflicts))
 }
 
 /// Earlier records by master id, without the ones this run sees again.
@@ -308,13 +321,16 @@ fn same_text(a: &str, b: &str) -> bool {
                 .flat_map(char::to_lowercase))
 }
 
-/// `{kept, rule, others}` when the candidates hold more than one value.
+/// `{"kept":..,"others":[..],"rule":..}` as JSON text when the candidates
+/// hold more than one value. Keys in the order serde_json's maps keep them
+/// (sorted), so the text, and the `merges` id hashed from it, is the same
+/// as when it was built as a `serde_json::Value`.
 fn conflict<V>(
     rule: SurvivorRule,
     cands: &[Cand<V>],
     kept: usize,
     text: impl Fn(&V) -> &str,
-) -> Option<serde_json::Value> {
+) -> Option<Vec<u8>> {
     let k = text(&cands[kept].value);
     if cands.iter().all(|c| same_text(text(&c.value), k)) {
         return None;
@@ -326,7 +342,44 @@ fn conflict<V>(
             others.push(v);
         }
     }
-    Some(serde_json::json!({"kept": k, "rule": rule.as_str(), "others": others}))
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"{\"kept\":");
+    json_string(&mut out, k);
+    out.extend_from_slice(b",\"others\":[");
+    for (i, o) in others.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(&mut out, o);
+    }
+    out.extend_from_slice(b"],\"rule\":");
+    json_string(&mut out, rule.as_str());
+    out.push(b'}');
+    Some(out)
+}
+
+/// A JSON string literal, escaped as serde_json escapes it.
+fn json_string(out: &mut Vec<u8>, v: &str) {
+    serde_json::to_writer(out, v).expect("a string serialises");
+}
+
+/// One master's disagreements, `{"field":{..},..}` with the fields sorted
+/// (as a serde_json map orders them). Field names are plain identifiers.
+fn conflicts_text(mut fields: Vec<(&'static str, Vec<u8>)>) -> String {
+    fields.sort_unstable_by_key(|(f, _)| *f);
+    let mut out = Vec::with_capacity(2 + fields.iter().map(|(f, x)| f.len() + x.len() + 4).sum::<usize>());
+    out.push(b'{');
+    for (i, (f, x)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(f.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(x);
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text of UTF-8 strings is UTF-8")
 }
 
 /// A text column of the leads, the candidates and (if read) the history.
@@ -417,7 +470,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         bounds.push(flat.len());
     }
     let origins: Vec<&[Cand<Origin>]> = bounds.windows(2).map(|w| &flat[w[0]..w[1]]).collect();
-    let mut conflicts: Vec<serde_json::Map<String, serde_json::Value>> = vec![Default::default(); k];
+    let mut conflicts: Vec<Vec<(&'static str, Vec<u8>)>> = vec![Vec::new(); k];
     // Disagreements are reported when new records join a master, not each
     // time a source re-sends records it sent before.
     let report: Vec<bool> = clusters
@@ -468,7 +521,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
             && report[c]
             && let Some(x) = conflict(rule, &cands, kk, name_text)
         {
-            conflicts[c].insert("name".into(), x);
+            conflicts[c].push(("name", x));
         }
         let parts = kept.map(|kk| cands[kk].value.0).unwrap_or([None; 3]);
         for (b, v) in nb.iter_mut().zip(parts) {
@@ -566,7 +619,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
                 && report[c]
                 && let Some(x) = conflict(rule, &cands, kk, plain)
             {
-                conflicts[c].insert(sf.as_str().into(), x);
+                conflicts[c].push((sf.as_str(), x));
             }
             b.append_option(kept.map(|kk| cands[kk].value));
         }
@@ -605,7 +658,7 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         .iter()
         .zip(conflicts)
         .filter(|(_, m)| !m.is_empty())
-        .map(|(g, m)| (g.master_id.clone(), serde_json::Value::Object(m)))
+        .map(|(g, m)| (g.master_id.clone(), conflicts_text(m)))
         .collect();
     Ok(GoldenOut {
         masters: vec![RecordBatch::try_new(MASTERS_SCHEMA.clone(), out)?],
@@ -784,6 +837,44 @@ mod tests {
             })
             .collect();
         RecordBatch::try_new(RECORDS_SCHEMA.clone(), cols).unwrap()
+    }
+
+    /// The disagreement text hashes into a `merges` id: it must stay byte
+    /// for byte what serde_json wrote when it was built as a `Value`.
+    #[test]
+    fn conflict_text_is_what_serde_json_wrote() {
+        let values = [
+            "Zoë \"Z\" O'Brien",
+            "back\\slash\ttab\u{1}",
+            "zoë  \"z\" o'brien",
+            "Plain",
+            "日本",
+        ];
+        let cands: Vec<Cand<&str>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Cand {
+                time: i as i64,
+                order: i as i64,
+                rank: 0,
+                value: *v,
+            })
+            .collect();
+        let text = conflict(SurvivorRule::MostFrequent, &cands, 0, |v: &&str| v).unwrap();
+        // The same-text duplicate ("zoë  \"z\"...") is not listed again.
+        let others = ["back\\slash\ttab\u{1}", "Plain", "日本"];
+        let value = serde_json::json!({"kept": values[0], "rule": "most_frequent", "others": others});
+        assert_eq!(String::from_utf8(text.clone()).unwrap(), value.to_string());
+
+        let whole = conflicts_text(vec![
+            ("name", text.clone()),
+            ("city", b"{\"kept\":\"A\"}".to_vec()),
+        ]);
+        let mut map = serde_json::Map::new();
+        map.insert("name".into(), value);
+        map.insert("city".into(), serde_json::json!({"kept": "A"}));
+        assert_eq!(whole, serde_json::Value::Object(map).to_string());
+        assert!(conflict(SurvivorRule::Newest, &cands[..1], 0, |v: &&str| v).is_none());
     }
 
     #[test]

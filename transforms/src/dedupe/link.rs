@@ -623,10 +623,9 @@ impl MergeRows {
     /// The fields a master's records disagree on and what the golden
     /// record kept. The id is the content's, so the same disagreement seen
     /// again (or a run re-applied after a crash) rewrites its row.
-    pub(super) fn push_survivorship(&mut self, master_id: &str, values: &serde_json::Value) {
-        let text = values.to_string();
+    pub(super) fn push_survivorship(&mut self, master_id: &str, text: &str) {
         self.event_id
-            .append_value(event_id(&["survivorship", master_id, &text]));
+            .append_value(event_id(&["survivorship", master_id, text]));
         self.kind.append_value("survivorship");
         self.master_id.append_value(master_id);
         self.other_master_id.append_null();
