@@ -1,6 +1,7 @@
 //! Linking a run's leads to masters by exact keys.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -95,12 +96,36 @@ pub(super) fn list_values(a: &ListArray, i: usize) -> Vec<String> {
 /// Master id of a new person: derived from the first record that created
 /// them, so re-running the same input gives the same id.
 pub fn new_master_id(source: &str, record_id: &str) -> String {
-    let h = xxh3_128(format!("{source}\u{1f}{record_id}").as_bytes());
-    format!("m-{:024x}", h >> 32)
+    format!("m-{:024x}", joined_digest(&[source, record_id]) >> 32)
 }
 
 pub(super) fn event_id(parts: &[&str]) -> String {
-    format!("e-{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()))
+    let mut id = String::with_capacity(34);
+    write_event_id(&mut id, parts);
+    id
+}
+
+/// [`event_id`] appended to `out` (a buffer reused across rows).
+pub(super) fn write_event_id(out: &mut String, parts: &[&str]) {
+    write!(out, "e-{:032x}", joined_digest(parts)).expect("write to String");
+}
+
+/// xxh3-128 of the parts joined by U+001F, gathered in a per-thread buffer
+/// (ids are made for every master and decision: no String per join).
+fn joined_digest(parts: &[&str]) -> u128 {
+    thread_local! {
+        static JOINED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    JOINED.with_borrow_mut(|b| {
+        b.clear();
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                b.push(0x1f);
+            }
+            b.extend_from_slice(p.as_bytes());
+        }
+        xxh3_128(b)
+    })
 }
 
 /// Distinct people one key may stand for before it counts as a hub.
@@ -429,12 +454,18 @@ pub fn link(
     lap("golden records");
     // Decisions: every key link, every conflict.
     let mut mb = MergeRows::default();
-    let describe = |node: usize| -> String {
+    let describe_into = |out: &mut String, node: usize| {
         if node < n {
-            format!("record {}/{}", source.value(node), record_id.value(node))
+            write!(out, "record {}/{}", source.value(node), record_id.value(node))
         } else {
-            format!("master {}", master_ids.value(node - n))
+            write!(out, "master {}", master_ids.value(node - n))
         }
+        .expect("write to String")
+    };
+    let describe = |node: usize| -> String {
+        let mut out = String::new();
+        describe_into(&mut out, node);
+        out
     };
     let name_of = |node: usize| -> String {
         let (f, l) = if node < n {
@@ -453,19 +484,30 @@ pub fn link(
         .into_par_iter()
         .map(|c| {
             let mut part = MergeRows::default();
+            // Id and explanation written into buffers reused row to row.
+            let (mut id, mut why) = (String::with_capacity(34), String::with_capacity(96));
             for i in c * CHUNK..n.min((c + 1) * CHUNK) {
                 if let Rule::Key(k) = rule[i] {
                     let mid = master_id.value(i);
-                    let with = via[i].map(|(_, a)| describe(a as usize)).unwrap_or_default();
+                    id.clear();
+                    write_event_id(&mut id, &["link", source.value(i), record_id.value(i), mid]);
+                    why.clear();
+                    why.push_str("exact ");
+                    why.push_str(k.as_str());
+                    why.push_str(" match with ");
+                    if let Some((_, a)) = via[i] {
+                        describe_into(&mut why, a as usize);
+                    }
+                    why.push_str("; names agree");
                     part.push(
-                        event_id(&["link", source.value(i), record_id.value(i), mid]),
+                        &id,
                         "link",
                         Some(mid),
                         None,
                         Some((source.value(i), record_id.value(i))),
                         k.as_str(),
                         1.0,
-                        format!("exact {} match with {with}; names agree", k.as_str()),
+                        &why,
                     );
                 }
             }
@@ -599,14 +641,14 @@ impl MergeRows {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn push(
         &mut self,
-        event_id: String,
+        event_id: impl AsRef<str>,
         kind: &str,
         master_id: Option<&str>,
         other: Option<&str>,
         record: Option<(&str, &str)>,
         rule: &str,
         score: f64,
-        explanation: String,
+        explanation: impl AsRef<str>,
     ) {
         self.event_id.append_value(event_id);
         self.kind.append_value(kind);
@@ -815,6 +857,26 @@ mod tests {
                 (g.kind, g.key.to_string(), nodes)
             })
             .collect()
+    }
+
+    /// Master and event ids live in the warehouse: the buffer that gathers
+    /// the parts must hash the same bytes `join` + `format!` did.
+    #[test]
+    fn ids_hash_the_parts_joined_as_before() {
+        let old_event = |parts: &[&str]| format!("e-{:032x}", xxh3_128(parts.join("\u{1f}").as_bytes()));
+        for parts in [
+            &["link", "drops", "r-1", "m-1"][..],
+            &["hub", "phone", "+911234"],
+            &["x"],
+            &[],
+        ] {
+            assert_eq!(event_id(parts), old_event(parts));
+        }
+        let old_master = format!("m-{:024x}", xxh3_128("drops\u{1f}r-1".as_bytes()) >> 32);
+        assert_eq!(new_master_id("drops", "r-1"), old_master);
+        let mut buf = String::from("kept ");
+        write_event_id(&mut buf, &["a", "b"]);
+        assert_eq!(buf, format!("kept {}", event_id(&["a", "b"])));
     }
 
     #[test]
