@@ -674,7 +674,7 @@ async fn execute(
         tables.push(StagedTable {
             table: "project_links".into(),
             mode: links_mode,
-            batches: vec![links],
+            batches: links,
         });
         tables.push(StagedTable {
             table: "merges".into(),
