@@ -784,17 +784,17 @@ pub fn project_links(
     }
     order
         .par_chunks(CHUNK)
-        .map(|order| -> Result<RecordBatch, DedupeError> {
-            let k = order.len();
+        .map(|part| -> Result<RecordBatch, DedupeError> {
+            let k = part.len();
             // Sized up front (see `sized_builder`), ids and projects exactly.
             let (mut mb, mut pb, mut sb, mut ob) = (
-                StringBuilder::with_capacity(k, order.iter().map(|(key, _)| key.0.len()).sum()),
-                StringBuilder::with_capacity(k, order.iter().map(|(key, _)| key.1.len()).sum()),
+                StringBuilder::with_capacity(k, part.iter().map(|(key, _)| key.0.len()).sum()),
+                StringBuilder::with_capacity(k, part.iter().map(|(key, _)| key.1.len()).sum()),
                 sized_builder(status, k),
                 sized_builder(owner, k),
             );
             let (mut counts, mut fs, mut ls) = (Vec::with_capacity(k), ts_builder(k), ts_builder(k));
-            for (key, at) in order.iter() {
+            for (key, at) in part {
                 let l = &links[*at as usize];
                 let prior = index.get(key).copied();
                 mb.append_value(key.0);
