@@ -466,7 +466,7 @@ impl std::hash::Hasher for DigestHasher {
         self.0
     }
     fn write_u128(&mut self, d: u128) {
-        self.0 = self.0.rotate_left(5) ^ (d as u64) ^ ((d >> 64) as u64);
+        self.0 = self.0.rotate_left(5) ^ (d as u64) ^ ((d >> 64) as u64).rotate_left(32);
     }
     // Only u128 keys use this hasher; anything else still hashes well.
     fn write(&mut self, bytes: &[u8]) {

@@ -193,6 +193,9 @@ struct RegionTypes {
     /// [`region_of`] the metadata, kept: parsing the id per number showed
     /// in the profile.
     region: Option<String>,
+    /// The region's international (IDD) prefix, compiled as the crate
+    /// compiles it ("00" for India, Britain and most of the world).
+    idd: Option<regex::Regex>,
 }
 
 impl RegionTypes {
@@ -220,6 +223,12 @@ impl RegionTypes {
             fixed_is_mobile: d.fixed_line().map(|x| x.national_number().as_str())
                 == d.mobile().map(|x| x.national_number().as_str()),
             region: region_of(m),
+            idd: m.international_prefix().and_then(|re| {
+                regex::RegexBuilder::new(re.as_str())
+                    .ignore_whitespace(true)
+                    .build()
+                    .ok()
+            }),
         })
     }
 
@@ -279,21 +288,40 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
                 region: Some(region.to_owned()),
             })
         };
-        if c.plus {
-            for cc_len in 1..=3.min(d.len() - 1) {
+        // `+CC NSN`: the first country code that exists, then the first
+        // region of the code the number is valid for (as the crate does).
+        let international = |d: &str| -> Option<PhoneResult> {
+            for cc_len in 1..=3.min(d.len().saturating_sub(1)) {
                 let Ok(cc) = d[..cc_len].parse::<u16>() else {
                     return None;
                 };
                 if let Some(metas) = db.by_code(&cc) {
-                    // The crate picks the first region of the code the number is valid for.
                     return metas.into_iter().find_map(|m| check(m, &d[cc_len..]));
                 }
             }
-            return None;
+            None
+        };
+        if c.plus {
+            return international(d);
         }
         let meta = db.by_id(region?.as_ref())?;
         if d.starts_with("00") {
-            return None;
+            // "0091 98765 43210" read with region IN: like the crate, strip
+            // the region's international prefix where it matches at the start
+            // and is not followed by a 0 (no country code starts with 0), and
+            // read the rest as `+CC NSN`. Anything else: the full parser.
+            let end = region_types(meta)?
+                .idd
+                .as_ref()?
+                .find(d)
+                .filter(|m| m.start() == 0)?
+                .end();
+            let rest = &d[end..];
+            return if rest.is_empty() || rest.starts_with('0') {
+                None
+            } else {
+                international(rest)
+            };
         }
         // A national number that starts with the region's own country code
         // may be read either way: the full parser decides.
@@ -994,6 +1022,22 @@ mod tests {
 
     /// The fast path must say exactly what the full parser says, or nothing.
     #[test]
+    fn idd_prefixed_numbers_take_the_fast_path_with_the_full_parsers_answer() {
+        for (raw, region) in [
+            ("0091 92196 05590", Id::IN),
+            ("0044 7400 123456", Id::GB),
+            ("00852 6187 8211", Id::IN),
+        ] {
+            let c = clean(raw).unwrap();
+            let slow = slow_normalise(&c, Some(region));
+            assert!(slow.valid, "{raw}");
+            assert_eq!(fast_resolve(&c, Some(region)), Some(slow), "{raw}");
+        }
+        // Followed by a 0, "00" is no international prefix: the full parser decides.
+        assert_eq!(fast_resolve(&clean("0009876543210").unwrap(), Some(Id::IN)), None);
+    }
+
+    #[test]
     fn fast_path_agrees_with_the_full_parser_on_random_numbers() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = move || {
@@ -1034,10 +1078,18 @@ mod tests {
                 }
                 _ => {}
             }
-            let raw = match next() % 3 {
+            let raw = match next() % 4 {
                 0 => format!(
                     "+{}{}",
                     region_code(parse_region(r).unwrap()).unwrap(),
+                    digits.trim_start_matches('0')
+                ),
+                // Dialled from abroad with the "00" prefix, as Indian and
+                // European sheets write it.
+                1 => format!(
+                    "00{} {}",
+                    region_code(parse_region(regions[(next() % regions.len() as u64) as usize]).unwrap())
+                        .unwrap(),
                     digits.trim_start_matches('0')
                 ),
                 _ => digits.clone(),
