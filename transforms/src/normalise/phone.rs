@@ -196,6 +196,8 @@ struct RegionTypes {
     /// The region's international (IDD) prefix, compiled as the crate
     /// compiles it ("00" for India, Britain and most of the world).
     idd: Option<regex::Regex>,
+    /// The region's country calling code as text ("91").
+    code: String,
 }
 
 impl RegionTypes {
@@ -223,6 +225,7 @@ impl RegionTypes {
             fixed_is_mobile: d.fixed_line().map(|x| x.national_number().as_str())
                 == d.mobile().map(|x| x.national_number().as_str()),
             region: region_of(m),
+            code: m.country_code().to_string(),
             idd: m.international_prefix().and_then(|re| {
                 regex::RegexBuilder::new(re.as_str())
                     .ignore_whitespace(true)
@@ -323,10 +326,31 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
                 international(rest)
             };
         }
-        // A national number that starts with the region's own country code
-        // may be read either way: the full parser decides.
-        if d.starts_with(&meta.country_code().to_string()) {
-            return None;
+        // "91-93971 75471" read with region IN starts with the region's own
+        // country code. The crate drops the code when the digits as they
+        // stand are no number of the region (the general pattern fails, or
+        // the length is not possible) and reads the rest as that country's
+        // number; where that is valid, it is the answer. Otherwise (or when
+        // the code stays) the digits are read nationally, as the full path's
+        // trunk-prefix fallback (`resolve`) reads them.
+        let types = region_types(meta)?;
+        if let Some(rest) = d.strip_prefix(types.code.as_str()) {
+            let general = meta.descriptors().general();
+            if !types.general.is_match(d) || !possible_length(general, d.len()) {
+                let metas = db.by_code(&meta.country_code())?;
+                if let Some(found) = metas.iter().find_map(|m| check(m, rest)) {
+                    return Some(found);
+                }
+                // Declined rather than invalid, or a region without a trunk
+                // prefix (no national fallback there): the full path decides.
+                if rest.is_empty()
+                    || rest.starts_with('0')
+                    || meta.national_prefix().is_none_or(str::is_empty)
+                    || metas.iter().any(|m| m.national_prefix_transform_rule().is_some())
+                {
+                    return None;
+                }
+            }
         }
         let nsn = match meta.national_prefix() {
             Some(p) if !p.is_empty() && d.starts_with(p) => &d[p.len()..],
@@ -342,6 +366,23 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
             .into_iter()
             .find_map(|m| check(m, nsn))
     })
+}
+
+/// `phonenumber::validator::length(meta, number, Type::Unknown).is_possible()`
+/// for a national number of `len` digits, step by step as the crate has it.
+fn possible_length(general: &phonenumber::metadata::Descriptor, len: usize) -> bool {
+    let len = len as u16;
+    let possible = general.possible_length();
+    let (Some(&min), Some(&max)) = (possible.first(), possible.last()) else {
+        return false;
+    };
+    if general.possible_local_length().contains(&len) || len == min {
+        return true;
+    }
+    if len < min || len > max {
+        return false;
+    }
+    possible.contains(&len)
 }
 
 fn region_types(meta: &phonenumber::metadata::Metadata) -> Option<std::rc::Rc<RegionTypes>> {
@@ -1027,6 +1068,8 @@ mod tests {
             ("0091 92196 05590", Id::IN),
             ("0044 7400 123456", Id::GB),
             ("00852 6187 8211", Id::IN),
+            ("91-93971 75471", Id::IN),
+            ("9154178049", Id::IN),
         ] {
             let c = clean(raw).unwrap();
             let slow = slow_normalise(&c, Some(region));
@@ -1078,9 +1121,15 @@ mod tests {
                 }
                 _ => {}
             }
-            let raw = match next() % 4 {
+            let raw = match next() % 5 {
                 0 => format!(
                     "+{}{}",
+                    region_code(parse_region(r).unwrap()).unwrap(),
+                    digits.trim_start_matches('0')
+                ),
+                // The country code typed without '+', as "91-93971 75471".
+                2 => format!(
+                    "{}-{}",
                     region_code(parse_region(r).unwrap()).unwrap(),
                     digits.trim_start_matches('0')
                 ),
