@@ -448,7 +448,7 @@ pub struct FileMapping {
 /// halves. The numbering of a file's digests is the one serial step of the
 /// mapping: a streaming xxh3 over each key was most of it (1M rows: 1.2 %
 /// of a bench run's CPU samples).
-#[derive(Default, Clone, Copy)]
+#[derive(Default)]
 struct DigestHash;
 
 impl std::hash::BuildHasher for DigestHash {
@@ -458,7 +458,6 @@ impl std::hash::BuildHasher for DigestHash {
     }
 }
 
-#[derive(Default)]
 struct DigestHasher(u64);
 
 impl std::hash::Hasher for DigestHasher {

@@ -308,17 +308,13 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
             return international(d);
         }
         let meta = db.by_id(region?.as_ref())?;
+        let types = region_types(meta)?;
         if d.starts_with("00") {
             // "0091 98765 43210" read with region IN: like the crate, strip
             // the region's international prefix where it matches at the start
             // and is not followed by a 0 (no country code starts with 0), and
             // read the rest as `+CC NSN`. Anything else: the full parser.
-            let end = region_types(meta)?
-                .idd
-                .as_ref()?
-                .find(d)
-                .filter(|m| m.start() == 0)?
-                .end();
+            let end = types.idd.as_ref()?.find(d).filter(|m| m.start() == 0)?.end();
             let rest = &d[end..];
             return if rest.is_empty() || rest.starts_with('0') {
                 None
@@ -333,7 +329,6 @@ fn fast_resolve(c: &Cleaned, region: Option<Id>) -> Option<PhoneResult> {
         // number; where that is valid, it is the answer. Otherwise (or when
         // the code stays) the digits are read nationally, as the full path's
         // trunk-prefix fallback (`resolve`) reads them.
-        let types = region_types(meta)?;
         if let Some(rest) = d.strip_prefix(types.code.as_str()) {
             let general = meta.descriptors().general();
             if !types.general.is_match(d) || !possible_length(general, d.len()) {
@@ -1061,9 +1056,10 @@ mod tests {
         });
     }
 
-    /// The fast path must say exactly what the full parser says, or nothing.
+    /// Numbers typed with the region's IDD prefix or its bare country code
+    /// take the fast path, with the full parser's answer.
     #[test]
-    fn idd_prefixed_numbers_take_the_fast_path_with_the_full_parsers_answer() {
+    fn prefixed_numbers_take_the_fast_path_with_the_full_parsers_answer() {
         for (raw, region) in [
             ("0091 92196 05590", Id::IN),
             ("0044 7400 123456", Id::GB),
@@ -1080,6 +1076,7 @@ mod tests {
         assert_eq!(fast_resolve(&clean("0009876543210").unwrap(), Some(Id::IN)), None);
     }
 
+    /// The fast path must say exactly what the full parser says, or nothing.
     #[test]
     fn fast_path_agrees_with_the_full_parser_on_random_numbers() {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
