@@ -113,38 +113,110 @@ struct EntityTables {
 }
 
 /// Parquet settings for a write. Delta-rs encodes a table's file on one
-/// thread, so encoding work is the commit's critical path: dictionary
-/// encoding is kept only for text columns that repeat (a sample of the
-/// first batch decides; ids, phones and e-mails are nearly unique and
-/// would build a dictionary only to throw it away), and statistics are kept
-/// per column chunk, which is what Delta's file skipping uses. Every column
-/// keeps its min/max: Python `deltalake` readers prune files by the log's
-/// statistics and returned no rows for an e-mail filter when that column's
-/// min/max and null count were left out (BENCHMARKS.md, sixth session).
+/// thread, so encoding work is the commit's critical path. A sample of the
+/// first batch decides per column:
+/// - dictionary encoding only where values repeat (ids, phones, e-mails and
+///   timestamps are nearly unique: Parquet would intern them into a
+///   dictionary only to throw it away at its size limit);
+/// - Snappy only where it pays: a nearly-unique column whose sample shrinks
+///   by less than a fifth (hashed ids, timestamps) is written uncompressed,
+///   since compressing it costs as much CPU as a compressible column and
+///   saves almost nothing (BENCHMARKS.md, fourteenth session).
+///
+/// Statistics are kept per column chunk, which is what Delta's file
+/// skipping uses. Every column keeps its min/max: Python `deltalake` readers
+/// prune files by the log's statistics and returned no rows for an e-mail
+/// filter when that column's min/max and null count were left out
+/// (BENCHMARKS.md, sixth session).
 fn writer_properties(batches: &[RecordBatch]) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::Chunk);
     if let Some(first) = batches.iter().find(|b| b.num_rows() > 0) {
-        let sample = first.num_rows().min(2048);
-        let schema = first.schema();
-        for (field, column) in schema.fields().iter().zip(first.columns()) {
-            let Some(text) = column.as_string_opt::<i32>() else {
+        let rows = first.num_rows().min(SAMPLE_ROWS);
+        for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+            let Some(sample) = ColumnSample::of(field.name(), &column.slice(0, rows)) else {
                 continue;
             };
-            let mut seen = std::collections::HashSet::with_capacity(sample);
-            let mut values = 0usize;
-            let head = text.slice(0, sample);
-            for v in head.iter().flatten() {
-                values += 1;
-                seen.insert(v);
-            }
-            if values >= 256 && seen.len() * 2 > values {
-                b = b.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            if sample.values >= 256 && sample.distinct * 2 > sample.values {
+                b = b.set_column_dictionary_enabled(sample.path.clone(), false);
+                if sample.compresses_poorly() {
+                    b = b.set_column_compression(sample.path, Compression::UNCOMPRESSED);
+                }
             }
         }
     }
     b.build()
+}
+
+/// Rows of the first batch that decide a column's encoding.
+const SAMPLE_ROWS: usize = 2048;
+
+/// A column's first rows as Parquet's PLAIN encoding lays them out, and how
+/// many of them differ.
+struct ColumnSample {
+    path: ColumnPath,
+    values: usize,
+    distinct: usize,
+    plain: Vec<u8>,
+}
+
+impl ColumnSample {
+    /// Text, lists of text (their element column) and fixed-width numbers
+    /// (integers, floats, timestamps); other types keep the defaults.
+    fn of(name: &str, column: &arrow::array::ArrayRef) -> Option<Self> {
+        use arrow::array::Array as _;
+        let mut seen = std::collections::HashSet::new();
+        let mut plain = Vec::new();
+        let mut values = 0usize;
+        let mut text = |t: &arrow::array::StringArray, plain: &mut Vec<u8>| {
+            for v in t.iter().flatten() {
+                values += 1;
+                seen.insert(v.as_bytes().to_vec());
+                plain.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                plain.extend_from_slice(v.as_bytes());
+            }
+        };
+        let path = if let Some(t) = column.as_string_opt::<i32>() {
+            text(t, &mut plain);
+            ColumnPath::from(name)
+        } else if let Some(list) = column.as_list_opt::<i32>() {
+            let offsets = list.value_offsets();
+            let (start, end) = (offsets[0] as usize, offsets[list.len()] as usize);
+            let items = list.values().slice(start, end - start);
+            text(items.as_string_opt::<i32>()?, &mut plain);
+            ColumnPath::new(vec![name.into(), "list".into(), "element".into()])
+        } else {
+            let width = column.data_type().primitive_width()?;
+            let data = column.to_data();
+            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..][..data.len() * width];
+            for (i, v) in bytes.chunks_exact(width).enumerate() {
+                if column.is_valid(i) {
+                    values += 1;
+                    seen.insert(v.to_vec());
+                    plain.extend_from_slice(v);
+                }
+            }
+            ColumnPath::from(name)
+        };
+        Some(Self {
+            path,
+            values,
+            distinct: seen.len(),
+            plain,
+        })
+    }
+
+    /// Snappy saves less than a fifth of the sample's bytes.
+    fn compresses_poorly(&self) -> bool {
+        if self.plain.len() < 4096 {
+            return false;
+        }
+        let packed = snap::raw::Encoder::new()
+            .compress_vec(&self.plain)
+            .map_or(self.plain.len(), |c| c.len());
+        packed * 5 > self.plain.len() * 4
+    }
 }
 
 /// MERGE's match on the key columns (`target` / `source` aliases); a
@@ -927,6 +999,81 @@ mod tests {
         let email = ColumnPath::from("email");
         assert!(!props.dictionary_enabled(&email), "unique text: no dictionary");
         assert_eq!(props.statistics_enabled(&email), EnabledStatistics::Chunk);
+    }
+
+    #[test]
+    fn hashed_ids_and_unique_times_skip_dictionary_and_snappy_but_text_keeps_snappy() {
+        use arrow::array::{ListBuilder, StringBuilder, TimestampMicrosecondArray};
+        let n = 3000u64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("email", DataType::Utf8, true),
+            Field::new(
+                "seen",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                true,
+            ),
+            Field::new("status", DataType::Utf8, true),
+            Field::new(
+                "emails",
+                DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
+                true,
+            ),
+        ]));
+        let hex = |i: u64| format!("m-{:032x}", xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()));
+        let ids: StringArray = (0..n).map(|i| Some(hex(i))).collect();
+        let emails: StringArray = (0..n).map(|i| Some(format!("person.{i}@example.com"))).collect();
+        let seen: TimestampMicrosecondArray = (0..n)
+            .map(|i| {
+                Some(1_700_000_000_000_000 + (xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()) >> 24) as i64)
+            })
+            .collect();
+        let status: StringArray = (0..n)
+            .map(|i| Some(["new", "hot", "cold"][i as usize % 3]))
+            .collect();
+        let mut lists = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+            "element",
+            DataType::Utf8,
+            true,
+        )));
+        for i in 0..n {
+            lists.values().append_value(hex(i));
+            lists.append(true);
+        }
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(ids),
+                Arc::new(emails),
+                Arc::new(seen),
+                Arc::new(status),
+                Arc::new(lists.finish()),
+            ],
+        )
+        .unwrap();
+        let props = writer_properties(&[batch]);
+        let path = ColumnPath::from;
+        let element = ColumnPath::new(vec!["emails".into(), "list".into(), "element".into()]);
+        for p in [path("id"), path("seen"), element] {
+            assert!(!props.dictionary_enabled(&p), "{p}: unique values, no dictionary");
+            assert_eq!(
+                props.compression(&p),
+                Compression::UNCOMPRESSED,
+                "{p}: snappy saves little"
+            );
+            assert_eq!(props.statistics_enabled(&p), EnabledStatistics::Chunk);
+        }
+        assert!(!props.dictionary_enabled(&path("email")));
+        assert_eq!(
+            props.compression(&path("email")),
+            Compression::SNAPPY,
+            "text compresses"
+        );
+        assert!(
+            props.dictionary_enabled(&path("status")),
+            "repeated values keep the dictionary"
+        );
+        assert_eq!(props.compression(&path("status")), Compression::SNAPPY);
     }
 
     async fn open(dir: &Path, spec: TableSpec) -> Warehouse {
