@@ -853,12 +853,51 @@ fn arrival_order(
     let at = |&(k, i): &(usize, usize)| pos[k].value(i);
     if !picks.windows(2).all(|w| at(&w[0]) < at(&w[1])) {
         picks.sort_unstable_by_key(at);
+        let columns = (0..schema.fields().len())
+            .into_par_iter()
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = batches.iter().map(|(b, _)| b.column(c).as_ref()).collect();
+                arrow::compute::interleave(&arrays, &picks)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    // The usual case: the batches already hold the rows in arrival order,
+    // so the kept rows are runs of consecutive rows, each copied in one
+    // piece rather than gathered row by row.
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    for &(k, i) in &picks {
+        match runs.last_mut() {
+            Some((rk, _, end)) if *rk == k && *end == i => *end += 1,
+            _ => runs.push((k, i, i + 1)),
+        }
     }
     let columns = (0..schema.fields().len())
         .into_par_iter()
-        .map(|c| {
-            let arrays: Vec<&dyn Array> = batches.iter().map(|(b, _)| b.column(c).as_ref()).collect();
-            arrow::compute::interleave(&arrays, &picks)
+        .map(|c| -> Result<ArrayRef, arrow::error::ArrowError> {
+            use arrow::array::{Capacities, MutableArrayData};
+            let data: Vec<_> = batches.iter().map(|(b, _)| b.column(c).to_data()).collect();
+            let capacity = match batches[0].0.column(c).as_string_opt::<i32>() {
+                // Text: offsets and value bytes sized up front (an upper bound).
+                Some(_) => Capacities::Binary(
+                    picks.len(),
+                    Some(
+                        batches
+                            .iter()
+                            .map(|(b, _)| {
+                                let offsets = b.column(c).as_string::<i32>().value_offsets();
+                                (offsets[offsets.len() - 1] - offsets[0]) as usize
+                            })
+                            .sum(),
+                    ),
+                ),
+                None => Capacities::Array(picks.len()),
+            };
+            let mut out = MutableArrayData::with_capacities(data.iter().collect(), false, capacity);
+            for &(k, start, end) in &runs {
+                out.try_extend(k, start, end)?;
+            }
+            Ok(arrow::array::make_array(out.freeze()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
