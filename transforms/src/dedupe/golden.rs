@@ -511,6 +511,15 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
     let mut nb = [first.lead, last.lead, full.lead].map(|a| sized_builder(a, k));
     let mut cands: Vec<Cand<NameValue>> = Vec::new();
     for (c, pool) in origins.iter().enumerate() {
+        // One candidate (most masters): it is the value, nothing disagrees.
+        if let [o] = pool {
+            let parts = [first.at(o.value), last.at(o.value), full.at(o.value)];
+            let named = parts[0].is_some() || parts[2].is_some();
+            for (b, v) in nb.iter_mut().zip(parts) {
+                b.append_option(v.filter(|_| named));
+            }
+            continue;
+        }
         cands.clear();
         for o in *pool {
             let parts = [first.at(o.value), last.at(o.value), full.at(o.value)];
@@ -560,14 +569,20 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         let rule = ctx.rules.rule(sf);
         let mut b = sized_builder(col.lead, k);
         let mut cands: Vec<Cand<&str>> = Vec::new();
+        let keyed = |o: &Cand<Origin>| match (&key, o.value) {
+            (Some(_), Origin::Master(_)) | (None, _) => true,
+            (Some(k), at) => k.at(at).is_some(),
+        };
         for pool in &origins {
+            if let [o] = pool {
+                b.append_option(col.at(o.value).filter(|_| keyed(o)));
+                continue;
+            }
             cands.clear();
             for o in *pool {
-                let keyed = match (&key, o.value) {
-                    (Some(_), Origin::Master(_)) | (None, _) => true,
-                    (Some(k), at) => k.at(at).is_some(),
-                };
-                if keyed && let Some(v) = col.at(o.value) {
+                if keyed(o)
+                    && let Some(v) = col.at(o.value)
+                {
                     cands.push(o.with(v));
                 }
             }
@@ -627,6 +642,10 @@ fn build_masters(ctx: &Ctx, clusters: &[Golden], stamp: &RunStamp) -> Result<Gol
         let mut b = sized_builder(col.lead, k);
         let mut cands: Vec<Cand<&str>> = Vec::new();
         for (c, pool) in origins.iter().enumerate() {
+            if let [o] = pool {
+                b.append_option(col.at(o.value));
+                continue;
+            }
             cands.clear();
             cands.extend(pool.iter().filter_map(|o| col.at(o.value).map(|v| o.with(v))));
             let kept = choose(rule, &cands, plain);
