@@ -837,6 +837,9 @@ fn arrival_order(
             .clone()
     };
     batches.retain(|(b, _)| b.num_rows() > 0);
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
     batches.sort_by_key(|(b, _)| positions(b).value(0));
     let pos: Vec<_> = batches.iter().map(|(b, _)| positions(b)).collect();
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(batches.iter().map(|(b, _)| b.num_rows()).sum());
@@ -1637,6 +1640,16 @@ mod tests {
         let out = arrival_order(&schema, batches).unwrap();
         assert_eq!(order_of(&out), vec![0, 2, 5, 1 << 32 | 3, 1 << 32 | 7]);
         assert_eq!(text(&out, "v").value(3), format!("row{}", 1u64 << 32 | 3));
+    }
+
+    #[test]
+    fn arrival_order_of_empty_batches_or_no_kept_rows_is_an_empty_batch() {
+        let empty = vec![(batch(&[]), None), (batch(&[]), None)];
+        let schema = empty[0].0.schema();
+        assert_eq!(arrival_order(&schema, empty).unwrap().num_rows(), 0);
+        let none_kept = vec![(batch(&[0, 1]), Some(BooleanArray::from(vec![false, false])))];
+        let out = arrival_order(&schema, none_kept).unwrap();
+        assert_eq!((out.num_rows(), out.num_columns()), (0, 2));
     }
 
     #[test]

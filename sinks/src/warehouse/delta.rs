@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::AsArray;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::prelude::{SessionContext, col};
 use deltalake::DeltaTable;
@@ -166,13 +166,15 @@ impl ColumnSample {
     /// (integers, floats, timestamps); other types keep the defaults.
     fn of(name: &str, column: &arrow::array::ArrayRef) -> Option<Self> {
         use arrow::array::Array as _;
+        // Distinct values counted by a 64-bit hash of their bytes (a
+        // heuristic: a rare collision changes nothing that matters).
         let mut seen = std::collections::HashSet::new();
         let mut plain = Vec::new();
         let mut values = 0usize;
         let mut text = |t: &arrow::array::StringArray, plain: &mut Vec<u8>| {
             for v in t.iter().flatten() {
                 values += 1;
-                seen.insert(v.as_bytes().to_vec());
+                seen.insert(xxhash_rust::xxh3::xxh3_64(v.as_bytes()));
                 plain.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 plain.extend_from_slice(v.as_bytes());
             }
@@ -185,7 +187,11 @@ impl ColumnSample {
             let (start, end) = (offsets[0] as usize, offsets[list.len()] as usize);
             let items = list.values().slice(start, end - start);
             text(items.as_string_opt::<i32>()?, &mut plain);
-            ColumnPath::new(vec![name.into(), "list".into(), "element".into()])
+            // Parquet's three-level list: <name>.list.<item field's name>.
+            let DataType::List(item) = column.data_type() else {
+                return None;
+            };
+            ColumnPath::new(vec![name.into(), "list".into(), item.name().clone()])
         } else {
             let width = column.data_type().primitive_width()?;
             let data = column.to_data();
@@ -193,7 +199,7 @@ impl ColumnSample {
             for (i, v) in bytes.chunks_exact(width).enumerate() {
                 if column.is_valid(i) {
                     values += 1;
-                    seen.insert(v.to_vec());
+                    seen.insert(xxhash_rust::xxh3::xxh3_64(v));
                     plain.extend_from_slice(v);
                 }
             }
