@@ -880,21 +880,20 @@ fn arrival_order(
         .map(|c| -> Result<ArrayRef, arrow::error::ArrowError> {
             use arrow::array::{Capacities, MutableArrayData};
             let data: Vec<_> = batches.iter().map(|(b, _)| b.column(c).to_data()).collect();
-            let capacity = match batches[0].0.column(c).as_string_opt::<i32>() {
+            let capacity = match schema.field(c).data_type() {
                 // Text: offsets and value bytes sized up front (an upper bound).
-                Some(_) => Capacities::Binary(
+                DataType::Utf8 => Capacities::Binary(
                     picks.len(),
                     Some(
-                        batches
-                            .iter()
-                            .map(|(b, _)| {
-                                let offsets = b.column(c).as_string::<i32>().value_offsets();
-                                (offsets[offsets.len() - 1] - offsets[0]) as usize
+                        data.iter()
+                            .map(|d| {
+                                let offsets = d.buffer::<i32>(0);
+                                (offsets[d.len()] - offsets[0]) as usize
                             })
                             .sum(),
                     ),
                 ),
-                None => Capacities::Array(picks.len()),
+                _ => Capacities::Array(picks.len()),
             };
             let mut out = MutableArrayData::with_capacities(data.iter().collect(), false, capacity);
             for &(k, start, end) in &runs {

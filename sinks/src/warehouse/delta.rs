@@ -179,31 +179,35 @@ impl ColumnSample {
                 plain.extend_from_slice(v.as_bytes());
             }
         };
-        let path = if let Some(t) = column.as_string_opt::<i32>() {
-            text(t, &mut plain);
-            ColumnPath::from(name)
-        } else if let Some(list) = column.as_list_opt::<i32>() {
-            let offsets = list.value_offsets();
-            let (start, end) = (offsets[0] as usize, offsets[list.len()] as usize);
-            let items = list.values().slice(start, end - start);
-            text(items.as_string_opt::<i32>()?, &mut plain);
-            // Parquet's three-level list: <name>.list.<item field's name>.
-            let DataType::List(item) = column.data_type() else {
-                return None;
-            };
-            ColumnPath::new(vec![name.into(), "list".into(), item.name().clone()])
-        } else {
-            let width = column.data_type().primitive_width()?;
-            let data = column.to_data();
-            let bytes = &data.buffers()[0].as_slice()[data.offset() * width..][..data.len() * width];
-            for (i, v) in bytes.chunks_exact(width).enumerate() {
-                if column.is_valid(i) {
-                    values += 1;
-                    seen.insert(xxhash_rust::xxh3::xxh3_64(v));
-                    plain.extend_from_slice(v);
-                }
+        let path = match column.data_type() {
+            DataType::Utf8 => {
+                text(column.as_string::<i32>(), &mut plain);
+                ColumnPath::from(name)
             }
-            ColumnPath::from(name)
+            // Parquet's three-level list: <name>.list.<item field's name>.
+            DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+                let list = column.as_list::<i32>();
+                let offsets = list.value_offsets();
+                let (start, end) = (offsets[0] as usize, offsets[list.len()] as usize);
+                text(
+                    list.values().slice(start, end - start).as_string::<i32>(),
+                    &mut plain,
+                );
+                ColumnPath::new(vec![name.into(), "list".into(), item.name().clone()])
+            }
+            other => {
+                let width = other.primitive_width()?;
+                let data = column.to_data();
+                let bytes = &data.buffers()[0].as_slice()[data.offset() * width..][..data.len() * width];
+                for (i, v) in bytes.chunks_exact(width).enumerate() {
+                    if column.is_valid(i) {
+                        values += 1;
+                        seen.insert(xxhash_rust::xxh3::xxh3_64(v));
+                        plain.extend_from_slice(v);
+                    }
+                }
+                ColumnPath::from(name)
+            }
         };
         Some(Self {
             path,

@@ -164,67 +164,45 @@ pub(super) fn group_by_hash<K: Ord>(
     // (hash, index): equal keys end up side by side, in index order.
     hashed.par_sort_unstable();
     let mut members: Vec<u32> = hashed.par_iter().map(|e| e.1).collect();
-    // The grouping pass reads every key (a check of equal hashes by value):
-    // cut the sorted list at hash boundaries and group the pieces on every core.
-    let pieces = rayon::current_num_threads() * 4;
-    let mut cuts = vec![0usize];
-    for p in 1..pieces {
-        let last = *cuts.last().expect("starts with 0");
-        let mut at = (hashed.len() * p / pieces).max(last);
-        while at > 0 && at < hashed.len() && hashed[at].0 == hashed[at - 1].0 {
-            at += 1;
-        }
-        if at > last && at < hashed.len() {
-            cuts.push(at);
-        }
-    }
-    cuts.push(hashed.len());
-    let mut parts: Vec<(usize, &mut [u32])> = Vec::with_capacity(cuts.len());
-    let mut rest = members.as_mut_slice();
-    for w in cuts.windows(2) {
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
-        parts.push((w[0], head));
-        rest = tail;
-    }
-    let mut spans: Vec<(u32, u32)> = parts
-        .into_par_iter()
-        .flat_map_iter(|(base, part)| group_sorted(&hashed[base..base + part.len()], part, base, &key))
-        .collect();
-    spans.par_sort_unstable_by_key(|s| members[s.0 as usize]);
-    HashGroups { members, spans }
-}
-
-/// The groups of one piece of the (hash, index) list (`hashed`, its indices
-/// in `members`), as spans offset by `base`: a run of one hash is one group
-/// unless a collision hides two keys in it.
-fn group_sorted<K: Ord>(
-    hashed: &[(u64, u32)],
-    members: &mut [u32],
-    base: usize,
-    key: &impl Fn(u32) -> Option<K>,
-) -> Vec<(u32, u32)> {
-    let mut spans = Vec::new();
+    // Runs of one hash (integers compared), then each run checked by value
+    // on every core: that check reads every key. A run hiding two keys (a
+    // hash collision, rare) is split by key, each part in order.
+    let mut runs: Vec<(u32, u32)> = Vec::new();
     let mut at = 0;
     while at < hashed.len() {
         let h = hashed[at].0;
         let end = at + hashed[at..].iter().take_while(|e| e.0 == h).count();
-        let first = key(members[at]);
-        if members[at..end].iter().all(|&i| key(i) == first) {
-            spans.push(((base + at) as u32, (base + end) as u32));
-        } else {
-            // A hash collision: split the run by key, each part in order.
-            members[at..end].sort_by_cached_key(|&i| (key(i), i));
-            let mut k = at;
-            while k < end {
-                let part = key(members[k]);
-                let len = members[k..end].iter().take_while(|&&i| key(i) == part).count();
-                spans.push(((base + k) as u32, (base + k + len) as u32));
-                k += len;
-            }
-        }
+        runs.push((at as u32, end as u32));
         at = end;
     }
-    spans
+    let mixed: Vec<bool> = runs
+        .par_iter()
+        .map(|&(a, b)| {
+            let run = &members[a as usize..b as usize];
+            run.len() > 1 && {
+                let first = key(run[0]);
+                run[1..].iter().any(|&i| key(i) != first)
+            }
+        })
+        .collect();
+    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(runs.len());
+    for (&(a, b), mixed) in runs.iter().zip(mixed) {
+        if !mixed {
+            spans.push((a, b));
+            continue;
+        }
+        let run = &mut members[a as usize..b as usize];
+        run.sort_by_cached_key(|&i| (key(i), i));
+        let mut k = 0;
+        while k < run.len() {
+            let part = key(run[k]);
+            let len = run[k..].iter().take_while(|&&i| key(i) == part).count();
+            spans.push((a + k as u32, a + (k + len) as u32));
+            k += len;
+        }
+    }
+    spans.par_sort_unstable_by_key(|s| members[s.0 as usize]);
+    HashGroups { members, spans }
 }
 
 /// Groups `keys` (kind, value, node; masters first, then leads in order) by
@@ -944,8 +922,8 @@ mod tests {
         assert_eq!(grouped(&g, &m), want);
     }
 
-    /// Enough keys that the grouping pass runs in several pieces, on
-    /// hashes that collide a lot: the groups are what a map by value gives.
+    /// Many keys on hashes that collide a lot (runs checked on the pool,
+    /// mixed runs split): the groups are what a map by value gives.
     #[test]
     fn key_groups_in_pieces_match_a_grouping_by_value() {
         use MatchKey::{Email, Phone};
