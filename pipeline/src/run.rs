@@ -537,8 +537,18 @@ async fn execute(
         batches: vec![rejects.finish(&stamp)?],
     }];
     let mut link_rows = crm_links::LinkRows::default();
+    let mut ahead: Vec<leadflow_sinks::EncodedAhead> = Vec::new();
     if let Some(schema) = good.first().map(|(b, _)| b.schema()) {
         let leads = arrival_order(&schema, good)?;
+        let sheets: HashSet<&str> = pipeline
+            .sources
+            .iter()
+            .filter(|s| s.google_sheets.is_some())
+            .map(|s| s.name.as_str())
+            .collect();
+        // Most of `records` is known now: its encoding starts beside the link.
+        let lead_columns = record_lead_columns(&leads, &crm_sources, &sheets, &stamp)?;
+        ahead.push(warehouse.encode_ahead("records", lead_columns.clone()).await?);
         // A warehouse's first load has nothing to look up: skip the joins.
         let run_links = crm_links::RunLinks::load(&ctx, warehouse, &leads, &crm_sources).await?;
         let pins = run_links.outbound_pins(&leads);
@@ -632,12 +642,6 @@ async fn execute(
         };
         let links_mode = WriteMode::upsert_if(existing_links.num_rows() > 0);
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
-        let sheets: HashSet<&str> = pipeline
-            .sources
-            .iter()
-            .filter(|s| s.google_sheets.is_some())
-            .map(|s| s.name.as_str())
-            .collect();
         // Independent of each other and each mostly one core: side by side.
         let (links, records) = rayon::join(
             || {
@@ -650,7 +654,7 @@ async fn execute(
                     &stamp,
                 )
             },
-            || records_batch(&leads, &outcome, &crm_sources, &sheets, &stamp),
+            || records_batch(&lead_columns, &outcome),
         );
         let links = links.map_err(|e| RunError::Other(e.to_string()))?;
         let records = records?;
@@ -774,7 +778,7 @@ async fn execute(
     };
     let fault = opts.fault_after_table.clone();
     warehouse
-        .commit(&commit, |table| {
+        .commit_with(&commit, ahead, |table| {
             if fault.as_deref() == Some(table) {
                 eprintln!("LEADFLOW_FAULT_AFTER_TABLE={table}: aborting as a crash would");
                 std::process::abort();
@@ -1385,13 +1389,15 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
 }
 
 /// The `records` rows of the run's valid leads.
-fn records_batch(
+/// The `records` columns that come from the leads alone: every column but
+/// the link's three (`master_id`, `match_rule`, `match_score`), in schema
+/// order. Known before linking, so their encoding can start then.
+fn record_lead_columns(
     leads: &RecordBatch,
-    outcome: &dedupe::LinkOutcome,
     crm: &crm_links::CrmSources,
     sheets: &HashSet<&str>,
     stamp: &RunStamp,
-) -> Result<RecordBatch, RunError> {
+) -> Result<Vec<(String, ArrayRef)>, RunError> {
     let n = leads.num_rows();
     let source = text(leads, "source");
     let rid = text(leads, "source_record_id");
@@ -1403,14 +1409,12 @@ fn records_batch(
         (0..n).map(|i| crm.get(source.value(i))).collect()
     };
     let origin = |i: usize| origins[i];
-    let cols = RECORDS_SCHEMA
+    RECORDS_SCHEMA
         .fields()
         .iter()
-        .map(|f| -> Result<ArrayRef, RunError> {
-            Ok(match f.name().as_str() {
-                "master_id" => Arc::new(outcome.master_id.clone()),
-                "match_rule" => Arc::new(outcome.match_rule.clone()),
-                "match_score" => Arc::new(outcome.match_score.clone()),
+        .filter(|f| !LINK_COLUMNS.contains(&f.name().as_str()))
+        .map(|f| -> Result<(String, ArrayRef), RunError> {
+            let column: ArrayRef = match f.name().as_str() {
                 "run_id" => Arc::new(StringArray::from(vec![stamp.run_id.as_str(); n])),
                 "ingested_at" => {
                     Arc::new(TimestampMicrosecondArray::from(vec![stamp.now_us; n]).with_timezone("UTC"))
@@ -1439,6 +1443,33 @@ fn records_batch(
                         .ok_or_else(|| RunError::Other(format!("normalised leads lack column {name}")))?;
                     arrow::compute::cast(c, f.data_type())?
                 }
+            };
+            Ok((f.name().clone(), column))
+        })
+        .collect()
+}
+
+/// The `records` columns the link decides.
+const LINK_COLUMNS: [&str; 3] = ["master_id", "match_rule", "match_score"];
+
+/// The run's `records` rows: the lead columns and the link's decisions.
+fn records_batch(
+    lead_columns: &[(String, ArrayRef)],
+    outcome: &dedupe::LinkOutcome,
+) -> Result<RecordBatch, RunError> {
+    let mut from_leads = lead_columns.iter();
+    let cols = RECORDS_SCHEMA
+        .fields()
+        .iter()
+        .map(|f| -> Result<ArrayRef, RunError> {
+            Ok(match f.name().as_str() {
+                "master_id" => Arc::new(outcome.master_id.clone()),
+                "match_rule" => Arc::new(outcome.match_rule.clone()),
+                "match_score" => Arc::new(outcome.match_score.clone()),
+                name => match from_leads.next() {
+                    Some((n, c)) if n == name => c.clone(),
+                    _ => return Err(RunError::Other(format!("records column {name} out of order"))),
+                },
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -6,7 +6,7 @@ pub mod warehouse;
 
 pub use events::{EventOutput, EventsConfig};
 pub use warehouse::{
-    StagedCommit, StagedTable, TableSpec, Warehouse, WarehouseConfig, WarehouseError, WriteMode,
+    EncodedAhead, StagedCommit, StagedTable, TableSpec, Warehouse, WarehouseConfig, WarehouseError, WriteMode,
 };
 
 /// Did a write lose a race with another writer of the same Delta table?

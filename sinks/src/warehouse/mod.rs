@@ -4,11 +4,12 @@
 //! at any point is finished by the next run and nothing is applied twice.
 
 mod config;
+mod data_files;
 mod delta;
 mod rewrite;
 mod staging;
 
 pub use config::WarehouseConfig;
-pub use delta::{TableSpec, Warehouse, WarehouseError, WriteMode};
+pub use delta::{EncodedAhead, TableSpec, Warehouse, WarehouseError, WriteMode};
 pub use rewrite::RewriteError;
 pub use staging::{StagedCommit, StagedTable};
