@@ -234,6 +234,7 @@ impl Encoder {
 /// task not started yet onto the rayon pool (`finish`).
 pub(super) struct AheadWork {
     encoder: Encoder,
+    tasks: usize,
     state: std::sync::Mutex<AheadState>,
     idle: std::sync::Condvar,
 }
@@ -263,6 +264,7 @@ impl AheadWork {
         todo.reverse();
         Self {
             encoder,
+            tasks: todo.len(),
             state: std::sync::Mutex::new(AheadState {
                 todo,
                 running: 0,
@@ -295,6 +297,11 @@ impl AheadWork {
         self.idle.notify_all();
     }
 
+    /// Drops the tasks not started yet: their chunks will not be used.
+    pub(super) fn cancel(&self) {
+        self.lock().todo.clear();
+    }
+
     /// The background worker: takes tasks until none is left.
     pub(super) fn work(&self) {
         loop {
@@ -322,6 +329,11 @@ impl AheadWork {
             st.running += st.todo.len();
             std::mem::take(&mut st.todo)
         };
+        tracing::debug!(
+            tasks = self.tasks,
+            taken_by_commit = rest.len(),
+            "columns encoded ahead"
+        );
         rest.par_iter()
             .for_each(|(file, field, values)| self.run(*file, *field, values));
         let mut st = self.lock();

@@ -815,7 +815,8 @@ impl Warehouse {
         let rows: usize = t.batches.iter().map(RecordBatch::num_rows).sum();
         let as_files = rows > 0 && (t.mode == WriteMode::Append || !self.has_data(&t.table).await?);
         if !as_files {
-            if ahead.is_some() {
+            if let Some(a) = ahead {
+                a.work.cancel();
                 debug!(table = %t.table, "columns encoded ahead unused: the table is upserted");
             }
             let dir = dir.to_path_buf();
@@ -967,7 +968,8 @@ impl Warehouse {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let ahead = match ahead {
             Some(a) if a.rows == rows && a.schema == schema => Some(a.work),
-            Some(_) => {
+            Some(a) => {
+                a.work.cancel();
                 debug!(table = name, "columns encoded ahead unused: other rows or schema");
                 None
             }
