@@ -7,6 +7,9 @@
 //! - the encoded pages go from the column chunks straight to the file, with
 //!   none of the async writer's intermediate buffers.
 //!
+//! Columns known before the rest of the table can be encoded ahead of the
+//! commit (`AheadWork`, for `Warehouse::encode_ahead`).
+//!
 //! The `Add` actions carry the statistics delta-rs would have written (the
 //! same columns, the same JSON): Delta readers prune files by them, and
 //! `Warehouse::row_count` reads `numRecords`. A unit test writes the same
