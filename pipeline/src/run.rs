@@ -642,22 +642,17 @@ async fn execute(
         };
         let links_mode = WriteMode::upsert_if(existing_links.num_rows() > 0);
         let default_status = pipeline.defaults.status.clone().unwrap_or_else(|| "new".into());
-        // Independent of each other and each mostly one core: side by side.
-        let (links, records) = rayon::join(
-            || {
-                dedupe::project_links(
-                    &leads,
-                    &outcome.master_id,
-                    &known_flags,
-                    &existing_links,
-                    &default_status,
-                    &stamp,
-                )
-            },
-            || records_batch(&lead_columns, &outcome),
-        );
-        let links = links.map_err(|e| RunError::Other(e.to_string()))?;
-        let records = records?;
+        let links = dedupe::project_links(
+            &leads,
+            &outcome.master_id,
+            &known_flags,
+            &existing_links,
+            &default_status,
+            &stamp,
+        )
+        .map_err(|e| RunError::Other(e.to_string()))?;
+        // The lead columns were built (and are being encoded) before linking.
+        let records = records_batch(&lead_columns, &outcome)?;
         report.records_written = records.num_rows() as u64;
         link_rows.add_seen(&run_links, &leads, &outcome.master_id, &pipeline.name, &stamp);
         info!(
@@ -1388,7 +1383,6 @@ async fn existing_links(ctx: &SessionContext, master_ids: &StringArray) -> Resul
     conform(&b, &lschema::PROJECT_LINKS_SCHEMA)
 }
 
-/// The `records` rows of the run's valid leads.
 /// The `records` columns that come from the leads alone: every column but
 /// the link's three (`master_id`, `match_rule`, `match_score`), in schema
 /// order. Known before linking, so their encoding can start then.

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, new_null_array};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::Timelike as _;
 use deltalake::kernel::Add;
@@ -195,7 +195,7 @@ impl Encoder {
             .collect();
         // The biggest files first, so the last tasks to start are small.
         let weight = |f: &[RecordBatch]| f.iter().map(RecordBatch::get_array_memory_size).sum::<usize>();
-        work.sort_by_key(|(_, f, _)| std::cmp::Reverse(weight(f)));
+        work.sort_by_cached_key(|(_, f, _)| std::cmp::Reverse(weight(f)));
         let mut adds: Vec<(usize, Add)> = work
             .into_par_iter()
             .map(|(i, batches, mut done)| {
@@ -242,9 +242,12 @@ pub(super) struct AheadWork {
     idle: std::sync::Condvar,
 }
 
+type AheadTask = (usize, usize, ArrayRef, Vec<ArrowColumnWriter>);
+
 struct AheadState {
-    /// Not started: (file, field, the file's rows of the column).
-    todo: Vec<(usize, usize, ArrayRef)>,
+    /// Not started: (file, field, the file's rows of the column, the
+    /// field's column writers of that file).
+    todo: Vec<AheadTask>,
     running: usize,
     done: Chunks,
     failed: Option<DataFileError>,
@@ -253,7 +256,11 @@ struct AheadState {
 impl AheadWork {
     /// Tasks for `columns` (top-level field index, the whole column), cut
     /// into files of `rows_per_file` rows as the commit cuts them.
-    pub(super) fn new(encoder: Encoder, columns: &[(usize, ArrayRef)], rows_per_file: usize) -> Self {
+    pub(super) fn new(
+        encoder: Encoder,
+        columns: &[(usize, ArrayRef)],
+        rows_per_file: usize,
+    ) -> Result<Self, DataFileError> {
         let rows = columns.first().map_or(0, |(_, a)| a.len());
         let fields = encoder.schema.fields().len();
         let mut todo = Vec::new();
@@ -261,11 +268,17 @@ impl AheadWork {
         for (file, start) in (0..rows).step_by(rows_per_file.max(1)).enumerate() {
             let n = rows_per_file.min(rows - start);
             done.push((0..fields).map(|_| None).collect());
-            todo.extend(columns.iter().map(|(f, a)| (file, *f, a.slice(start, n))));
+            // One set of writers per file, as the commit makes them.
+            let mut writers = encoder.writers()?;
+            todo.extend(
+                columns
+                    .iter()
+                    .map(|(f, a)| (file, *f, a.slice(start, n), std::mem::take(&mut writers[*f]))),
+            );
         }
         // Popped from the end: the first file's first column first.
         todo.reverse();
-        Self {
+        Ok(Self {
             encoder,
             tasks: todo.len(),
             state: std::sync::Mutex::new(AheadState {
@@ -275,7 +288,7 @@ impl AheadWork {
                 failed: None,
             }),
             idle: std::sync::Condvar::new(),
-        }
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
@@ -284,11 +297,8 @@ impl AheadWork {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn run(&self, file: usize, field: usize, values: &ArrayRef) {
-        let chunks = self.encoder.writers().and_then(|mut ws| {
-            self.encoder
-                .encode(field, std::mem::take(&mut ws[field]), [values])
-        });
+    fn run(&self, (file, field, values, writers): AheadTask) {
+        let chunks = self.encoder.encode(field, writers, [&values]);
         let mut st = self.lock();
         match chunks {
             Ok(c) => st.done[file][field] = Some(c),
@@ -318,7 +328,7 @@ impl AheadWork {
                     None => return,
                 }
             };
-            self.run(task.0, task.1, &task.2);
+            self.run(task);
         }
     }
 
@@ -337,8 +347,7 @@ impl AheadWork {
             taken_by_commit = rest.len(),
             "columns encoded ahead"
         );
-        rest.par_iter()
-            .for_each(|(file, field, values)| self.run(*file, *field, values));
+        rest.into_par_iter().for_each(|task| self.run(task));
         let mut st = self.lock();
         while st.running > 0 {
             st = self
@@ -412,22 +421,29 @@ pub(super) fn conform(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordB
     let columns = schema
         .fields()
         .iter()
-        .map(|f| -> Result<ArrayRef, DataFileError> {
-            let c = match batch.column_by_name(f.name()) {
-                Some(c) if c.data_type() == f.data_type() => c.clone(),
-                Some(c) => arrow::compute::cast(c, f.data_type())?,
-                None => new_null_array(f.data_type(), batch.num_rows()),
-            };
-            if !f.is_nullable() && c.null_count() > 0 {
-                return Err(DataFileError::Column {
-                    column: f.name().clone(),
-                    reason: format!("{} null values in a column that allows none", c.null_count()),
-                });
-            }
-            Ok(c)
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => conform_column(f, c),
+            None => conform_column(f, &new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// One column in its table field's type, checked for nulls where the
+/// field allows none.
+pub(super) fn conform_column(field: &Field, c: &ArrayRef) -> Result<ArrayRef, DataFileError> {
+    let c = if c.data_type() == field.data_type() {
+        c.clone()
+    } else {
+        arrow::compute::cast(c, field.data_type())?
+    };
+    if !field.is_nullable() && c.null_count() > 0 {
+        return Err(DataFileError::Column {
+            column: field.name().clone(),
+            reason: format!("{} null values in a column that allows none", c.null_count()),
+        });
+    }
+    Ok(c)
 }
 
 /// Leaf indexes with statistics, chosen as delta-rs chooses them.
@@ -544,8 +560,8 @@ enum Scalar {
     Float32(f32),
     Float64(f64),
     Date(chrono::NaiveDate),
-    Timestamp(chrono::NaiveDateTime),
-    TimestampNtz(chrono::NaiveDateTime),
+    /// A time, and whether it is UTC (else without time zone).
+    Timestamp(chrono::NaiveDateTime, bool),
     String(String),
 }
 
@@ -574,11 +590,7 @@ impl Scalar {
                     ),
                 }?
                 .naive_utc();
-                if t.is_adjusted_to_u_t_c {
-                    Self::Timestamp(at)
-                } else {
-                    Self::TimestampNtz(at)
-                }
+                Self::Timestamp(at, t.is_adjusted_to_u_t_c)
             }
             (Statistics::Int64(_), Some(LogicalType::Decimal { .. })) => return None,
             (Statistics::Int64(v), _) => Self::Int64(pick!(v)),
@@ -600,19 +612,13 @@ impl Scalar {
             Self::Float32(v) => Value::from(v),
             Self::Float64(v) => Value::from(v),
             Self::Date(v) => Value::from(v.format("%Y-%m-%d").to_string()),
-            Self::Timestamp(v) => {
-                let format = if v.nanosecond() == 0 {
-                    "%Y-%m-%dT%H:%M:%SZ"
-                } else {
-                    "%Y-%m-%dT%H:%M:%S%.3fZ"
-                };
-                Value::from(v.format(format).to_string())
-            }
-            Self::TimestampNtz(v) => {
-                let format = if v.nanosecond() == 0 {
-                    "%Y-%m-%d %H:%M:%S"
-                } else {
-                    "%Y-%m-%d %H:%M:%S%.3f"
+            Self::Timestamp(v, utc) => {
+                // Milliseconds at most, the fraction only when there is one.
+                let format = match (utc, v.nanosecond() == 0) {
+                    (true, true) => "%Y-%m-%dT%H:%M:%SZ",
+                    (true, false) => "%Y-%m-%dT%H:%M:%S%.3fZ",
+                    (false, true) => "%Y-%m-%d %H:%M:%S",
+                    (false, false) => "%Y-%m-%d %H:%M:%S%.3f",
                 };
                 Value::from(v.format(format).to_string())
             }

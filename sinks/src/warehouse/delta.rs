@@ -895,25 +895,25 @@ impl Warehouse {
                     reason: format!("{} values where the other columns have {rows}", values.len()),
                 }));
             }
-            fields.push(schema.field(i).clone());
-            indexed.push((i, values));
+            let field = schema.field(i);
+            indexed.push((i, data_files::conform_column(field, &values).map_err(data_err)?));
+            fields.push(field.clone());
         }
         // The sample that picks each column's encoding: the same first rows
         // the commit would sample, so the same choice.
-        let part = Arc::new(arrow::datatypes::Schema::new(fields));
-        let sample = RecordBatch::try_new(part.clone(), indexed.iter().map(|(_, a)| a.clone()).collect())?;
-        let sample = data_files::conform(&part, &sample).map_err(data_err)?;
+        let sample = RecordBatch::try_new(
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            indexed.iter().map(|(_, a)| a.clone()).collect(),
+        )?;
         let props = writer_properties(std::slice::from_ref(&sample));
-        let indexed: Vec<(usize, ArrayRef)> = indexed
-            .into_iter()
-            .zip(sample.columns())
-            .map(|((i, _), a)| (i, a.clone()))
-            .collect();
-        let work = Arc::new(data_files::AheadWork::new(
-            data_files::Encoder::new(&schema, props, &stats).map_err(data_err)?,
-            &indexed,
-            ROWS_PER_FILE,
-        ));
+        let work = Arc::new(
+            data_files::AheadWork::new(
+                data_files::Encoder::new(&schema, props, &stats).map_err(data_err)?,
+                &indexed,
+                ROWS_PER_FILE,
+            )
+            .map_err(data_err)?,
+        );
         let worker = work.clone();
         std::thread::Builder::new()
             .name(format!("encode-{table}"))
@@ -1254,6 +1254,21 @@ mod tests {
         assert_eq!(props.compression(&path("status")), Compression::SNAPPY);
     }
 
+    /// Run `r1` of pipeline `p` (app `app`, version 1) writing one table.
+    fn one_table(table: &str, mode: WriteMode, batches: Vec<RecordBatch>) -> StagedCommit {
+        StagedCommit {
+            pipeline: "p".into(),
+            run_id: "r1".into(),
+            app_id: "app".into(),
+            version: 1,
+            tables: vec![StagedTable {
+                table: table.into(),
+                mode,
+                batches,
+            }],
+        }
+    }
+
     async fn open(dir: &Path, spec: TableSpec) -> Warehouse {
         let cfg = WarehouseConfig {
             uri: dir.display().to_string(),
@@ -1459,17 +1474,7 @@ mod tests {
     async fn a_staged_commit_is_finished_by_recover() {
         let dir = tempfile::tempdir().unwrap();
         let wh = open(dir.path(), spec()).await;
-        let commit = StagedCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            app_id: "app".into(),
-            version: 1,
-            tables: vec![StagedTable {
-                table: "people".into(),
-                mode: WriteMode::Append,
-                batches: vec![rows(&["a"], 1)],
-            }],
-        };
+        let commit = one_table("people", WriteMode::Append, vec![rows(&["a"], 1)]);
         // Stage only, as a run that crashed before applying anything.
         PreparedCommit::save_all_rows(&commit, &wh.staging_dir("p")).unwrap();
         let done = wh.recover("p").await.unwrap().expect("a pending commit");
@@ -1488,17 +1493,11 @@ mod tests {
         let wh = open(dir.path(), spec()).await;
         let ids: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let commit = StagedCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            app_id: "app".into(),
-            version: 1,
-            tables: vec![StagedTable {
-                table: "people".into(),
-                mode: WriteMode::Upsert,
-                batches: vec![rows(&ids[..600], 1), rows(&ids[600..], 2)],
-            }],
-        };
+        let commit = one_table(
+            "people",
+            WriteMode::Upsert,
+            vec![rows(&ids[..600], 1), rows(&ids[600..], 2)],
+        );
         // Staged as a crash right after the manifest would leave it.
         let staged = wh.stage(&commit, Vec::new(), &wh.staging_dir("p")).await.unwrap();
         let Prepared::Files { rows: n, adds, .. } = &staged.tables[0] else {
@@ -1545,17 +1544,7 @@ mod tests {
         let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let adds = wh.write_files("people", &[rows(&ids, 1)]).await.unwrap();
         assert_eq!(adds.len(), 2);
-        let commit = StagedCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            app_id: "app".into(),
-            version: 1,
-            tables: vec![StagedTable {
-                table: "people".into(),
-                mode: WriteMode::Append,
-                batches: vec![rows(&ids, 1)],
-            }],
-        };
+        let commit = one_table("people", WriteMode::Append, vec![rows(&ids, 1)]);
         wh.commit(&commit, |_| {}).await.unwrap();
         assert_eq!(
             count(&wh, "SELECT count(*) FROM people").await,
@@ -1666,17 +1655,7 @@ mod tests {
         assert!(ours["minValues"].get("none").is_none() && ours["nullCount"]["none"] == n as i64);
 
         // Committed, the rows read back as written.
-        let commit = StagedCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            app_id: "app".into(),
-            version: 1,
-            tables: vec![StagedTable {
-                table: "wide".into(),
-                mode: WriteMode::Append,
-                batches: vec![batch.clone()],
-            }],
-        };
+        let commit = one_table("wide", WriteMode::Append, vec![batch.clone()]);
         wh.commit(&commit, |_| {}).await.unwrap();
         let ctx = SessionContext::new();
         wh.register(&ctx, &["wide"]).await.unwrap();
@@ -1741,17 +1720,7 @@ mod tests {
             .unwrap();
         assert_eq!(stats(&adds), plain_stats);
 
-        let commit = StagedCommit {
-            pipeline: "p".into(),
-            run_id: "r1".into(),
-            app_id: "app".into(),
-            version: 1,
-            tables: vec![StagedTable {
-                table: "people".into(),
-                mode: WriteMode::Append,
-                batches: vec![batch.clone()],
-            }],
-        };
+        let commit = one_table("people", WriteMode::Append, vec![batch.clone()]);
         let ahead = wh
             .encode_ahead("people", vec![("id".into(), batch.column(0).clone())])
             .await
