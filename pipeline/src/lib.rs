@@ -8,6 +8,7 @@ pub mod crm_links;
 pub mod daemon;
 pub mod eval;
 pub mod generate;
+pub mod memory;
 pub mod progress;
 pub mod reminders;
 pub mod retry;

@@ -589,6 +589,7 @@ fn select(
 }
 
 fn main() -> ExitCode {
+    leadflow::memory::tune_allocator();
     let cli = Cli::parse();
     ENTITY.set(cli.entity.clone()).expect("set once");
     // Rust ignores SIGPIPE, so `leadflow review list | head` would panic on

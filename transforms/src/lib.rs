@@ -4,6 +4,7 @@
 
 pub mod datetime;
 pub mod dedupe;
+pub mod hex;
 pub mod linkage;
 pub mod mapping;
 pub mod normalise;

@@ -165,6 +165,9 @@ pub struct FileDrop {
     source_name: String,
     config: FilesSourceConfig,
     store: Arc<dyn ObjectStore>,
+    /// The same store when the drop is a local folder: its files are read
+    /// with `pread` on every core (`read_local`) rather than one `get`.
+    local: Option<Arc<LocalFileSystem>>,
     prefix: Path,
     root: Root,
     glob: GlobSet,
@@ -413,6 +416,7 @@ impl FileDrop {
         } else {
             classify(&config.path)
         };
+        let mut local = None;
         let main: Option<(Arc<dyn ObjectStore>, Path, Root)> = match classified {
             Err(e) => {
                 problems.push(format!("path: {e}"));
@@ -427,11 +431,11 @@ impl FileDrop {
                 }
                 match std::fs::canonicalize(&p) {
                     Ok(dir) if dir.is_dir() => match LocalFileSystem::new_with_prefix(&dir) {
-                        Ok(fs) => Some((
-                            Arc::new(fs) as Arc<dyn ObjectStore>,
-                            Path::default(),
-                            Root::Local(dir),
-                        )),
+                        Ok(fs) => {
+                            let fs = Arc::new(fs);
+                            local = Some(fs.clone());
+                            Some((fs as Arc<dyn ObjectStore>, Path::default(), Root::Local(dir)))
+                        }
                         Err(e) => {
                             problems.push(format!("path '{}': {e}", p.display()));
                             None
@@ -499,6 +503,7 @@ impl FileDrop {
             source_name: source_name.to_string(),
             config: config.clone(),
             store,
+            local,
             prefix,
             root,
             glob: glob.expect("no problems means the glob compiled"),
@@ -614,14 +619,31 @@ impl FileDrop {
 
     /// Reads the whole object and hashes it (xxh3-128, hex).
     pub async fn fetch(&self, entry: &FileEntry) -> Result<FetchedFile, FilesError> {
-        let bytes = self
-            .store
-            .get(&entry.location)
-            .await
-            .map_err(|e| self.store_err("read", &entry.display, e))?
-            .bytes()
-            .await
-            .map_err(|e| self.store_err("read", &entry.display, e))?;
+        let bytes = match &self.local {
+            Some(fs) => {
+                let path = fs
+                    .path_to_filesystem(&entry.location)
+                    .map_err(|e| self.store_err("read", &entry.display, e))?;
+                tokio::task::spawn_blocking(move || read_local(&path))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|e| FilesError::Store {
+                        source_name: self.source_name.clone(),
+                        operation: "read",
+                        location: entry.display.clone(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => self
+                .store
+                .get(&entry.location)
+                .await
+                .map_err(|e| self.store_err("read", &entry.display, e))?
+                .bytes()
+                .await
+                .map_err(|e| self.store_err("read", &entry.display, e))?,
+        };
         Ok(FetchedFile {
             entry: entry.clone(),
             content_hash: content_hash(&bytes),
@@ -737,6 +759,59 @@ impl FileDrop {
             message: "too many files of the same name at the destination".to_string(),
         })
     }
+}
+
+/// A local file read whole by one thread per core, each `pread`ing its own
+/// pieces straight into one buffer. A 162 MB export took one core ~0.25 s
+/// through object_store's `get` (which also zero-fills the buffer first);
+/// the copying and the first touch of the pages now run on every core.
+#[cfg(unix)]
+fn read_local(path: &std::path::Path) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    /// Pieces small enough to share out evenly, big enough for few calls.
+    const PIECE: usize = 8 << 20;
+    let file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    // Fresh zeroed memory is not written by the allocator: the reads are
+    // the first touch of each page, spread over the threads.
+    let mut buf = vec![0u8; len];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(len.div_ceil(PIECE))
+        .max(1);
+    let mut shares: Vec<Vec<(u64, &mut [u8])>> = (0..threads).map(|_| Vec::new()).collect();
+    for (k, piece) in buf.chunks_mut(PIECE).enumerate() {
+        shares[k % threads].push(((k * PIECE) as u64, piece));
+    }
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                let file = &file;
+                scope.spawn(move || -> std::io::Result<()> {
+                    for (offset, piece) in share {
+                        file.read_exact_at(piece, offset).map_err(|e| match e.kind() {
+                            std::io::ErrorKind::UnexpectedEof => std::io::Error::other(
+                                "the file became shorter while it was read; it is read again next run",
+                            ),
+                            _ => e,
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        readers.into_iter().try_for_each(|r| {
+            r.join()
+                .map_err(|_| std::io::Error::other("file reader panicked"))?
+        })
+    })?;
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(not(unix))]
+fn read_local(path: &std::path::Path) -> std::io::Result<Bytes> {
+    std::fs::read(path).map(Bytes::from)
 }
 
 /// xxh3-128 of `bytes` as 32 lowercase hex digits.
@@ -902,6 +977,26 @@ mod tests {
 
     fn relatives(entries: &[FileEntry]) -> Vec<&str> {
         entries.iter().map(|e| e.relative.as_str()).collect()
+    }
+
+    /// A local file larger than several read pieces comes back whole, in
+    /// order, with the hash of its bytes; a path with characters object
+    /// store paths encode is found.
+    #[tokio::test]
+    async fn local_files_are_read_whole_by_pieces() {
+        let tmp = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..(8usize << 20) * 3 + 12_345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        write(tmp.path(), "big leads #1.csv", &content);
+        write(tmp.path(), "empty.csv", b"");
+        let fd = FileDrop::new("crm", &drop_at(tmp.path())).unwrap();
+        let entries = fd.list().await.unwrap();
+        assert_eq!(relatives(&entries), ["big leads #1.csv", "empty.csv"]);
+        let got = fd.fetch(&entries[0]).await.unwrap();
+        assert!(got.bytes == content, "bytes differ");
+        assert_eq!(got.content_hash, content_hash(&content));
+        assert!(fd.fetch(&entries[1]).await.unwrap().bytes.is_empty());
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ async fn score(cfg: &Path, sources: &[(&str, &Path)]) -> leadflow::eval::Scores 
 }
 
 fn main() {
+    leadflow::memory::tune_allocator();
     leadflow::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(leadflow::log_filter("warn"))

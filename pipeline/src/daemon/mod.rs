@@ -161,7 +161,10 @@ impl AppState {
         // Its own task, so even a panic deep in a dependency ends as a failed
         // run instead of a pipeline stuck "running" forever.
         let handle = tokio::spawn(async move { run_pipeline(&config, &p, &warehouse, &opts).await });
-        let view = match handle.await {
+        let outcome = handle.await;
+        // The run's columns are freed; hand the pages back between runs.
+        crate::memory::release();
+        let view = match outcome {
             Ok(report) => {
                 let at = Utc::now();
                 self.metrics

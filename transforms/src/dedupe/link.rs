@@ -96,7 +96,10 @@ pub(super) fn list_values(a: &ListArray, i: usize) -> Vec<String> {
 /// Master id of a new person: derived from the first record that created
 /// them, so re-running the same input gives the same id.
 pub fn new_master_id(source: &str, record_id: &str) -> String {
-    format!("m-{:024x}", joined_digest(&[source, record_id]) >> 32)
+    let mut id = String::with_capacity(26);
+    id.push_str("m-");
+    crate::hex::push_hex(&mut id, joined_digest(&[source, record_id]) >> 32, 24);
+    id
 }
 
 pub(super) fn event_id(parts: &[&str]) -> String {
@@ -107,7 +110,8 @@ pub(super) fn event_id(parts: &[&str]) -> String {
 
 /// [`event_id`] appended to `out` (a buffer reused across rows).
 pub(super) fn write_event_id(out: &mut String, parts: &[&str]) {
-    write!(out, "e-{:032x}", joined_digest(parts)).expect("write to String");
+    out.push_str("e-");
+    crate::hex::push_hex(out, joined_digest(parts), 32);
 }
 
 /// xxh3-128 of the parts joined by U+001F, gathered in a per-thread buffer

@@ -8,8 +8,11 @@
 //! query keep their case; a fragment is dropped; a path that is only "/" is
 //! dropped ("https://x.com/" → "https://x.com").
 
+use std::collections::HashMap;
+
 use ::url::{Host, Position, Url};
 use arrow::array::{Array, StringArray, StringBuilder};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 /// Normalise one website URL; `None` when it is blank or not a URL.
 pub fn normalise_url(raw: &str) -> Option<String> {
@@ -56,10 +59,16 @@ pub fn normalise_url(raw: &str) -> Option<String> {
 }
 
 /// Normalise a column of website URLs; null, blank and non-URLs become null.
+/// Each distinct value is parsed once: a company's site repeats on every
+/// lead from it (the 1M bench: 495,428 websites, 180 distinct).
 pub fn normalise_url_array(raw: &StringArray) -> StringArray {
     let mut out = StringBuilder::with_capacity(raw.len(), raw.len() * 24);
+    let mut seen: HashMap<&str, Option<String>, Xxh3DefaultBuilder> = HashMap::default();
     for v in raw.iter() {
-        out.append_option(v.and_then(normalise_url));
+        match v {
+            None => out.append_null(),
+            Some(v) => out.append_option(seen.entry(v).or_insert_with(|| normalise_url(v)).as_deref()),
+        }
     }
     out.finish()
 }
@@ -123,9 +132,20 @@ mod tests {
 
     #[test]
     fn array_version() {
-        let arr = StringArray::from(vec![Some("www.acme.io"), None, Some("n/a")]);
+        let arr = StringArray::from(vec![
+            Some("www.acme.io"),
+            None,
+            Some("n/a"),
+            Some("www.acme.io"),
+            Some("acme.io/"),
+            Some("n/a"),
+        ]);
         let out = normalise_url_array(&arr);
         assert_eq!(out.value(0), "https://www.acme.io");
         assert!(out.is_null(1) && out.is_null(2));
+        // Repeats give the same answer as their first occurrence.
+        assert_eq!(out.value(3), "https://www.acme.io");
+        assert_eq!(out.value(4), "https://acme.io");
+        assert!(out.is_null(5));
     }
 }
