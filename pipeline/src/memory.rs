@@ -7,7 +7,7 @@
 //! free, the top of the heap is trimmed, and each thread (tokio workers,
 //! rayon, blocking pool) allocates from its own arena, so what one stage's
 //! threads free the next stage's threads cannot reuse. Measured on the 1M
-//! bench (BENCHMARKS.md, seventeenth session): page faults 630k -> 425k,
+//! bench (BENCHMARKS.md, sixteenth session): page faults 630k -> 425k,
 //! system time -0.5 s. Memory kept is given back after each daemon run
 //! (`release`), so a long-lived daemon does not hold a run's peak.
 //!

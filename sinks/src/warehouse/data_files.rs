@@ -315,6 +315,12 @@ impl AheadWork {
         self.lock().todo.clear();
     }
 
+    /// Tasks not started yet.
+    #[cfg(test)]
+    pub(super) fn pending(&self) -> usize {
+        self.lock().todo.len()
+    }
+
     /// The background worker: takes tasks until none is left.
     pub(super) fn work(&self) {
         loop {

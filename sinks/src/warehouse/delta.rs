@@ -86,14 +86,25 @@ pub struct TableSpec {
 }
 
 /// Columns of a table's next append being encoded on a thread of their own
-/// ([`Warehouse::encode_ahead`]), for [`Warehouse::commit_with`].
+/// ([`Warehouse::encode_ahead`]), for [`Warehouse::commit_with`]. Dropped
+/// unused (a run that fails before its commit, a table upserted), it
+/// cancels the tasks not started, so no thread keeps encoding for nothing.
 #[derive(Debug)]
 pub struct EncodedAhead {
     table: String,
     rows: usize,
     /// The table schema the columns were encoded for.
     schema: SchemaRef,
-    work: Arc<data_files::AheadWork>,
+    /// Taken by the commit that uses it; still here when dropped unused.
+    work: Option<Arc<data_files::AheadWork>>,
+}
+
+impl Drop for EncodedAhead {
+    fn drop(&mut self) {
+        if let Some(work) = &self.work {
+            work.cancel();
+        }
+    }
 }
 
 /// How a staged table is applied.
@@ -816,7 +827,7 @@ impl Warehouse {
         let as_files = rows > 0 && (t.mode == WriteMode::Append || !self.has_data(&t.table).await?);
         if !as_files {
             if let Some(a) = ahead {
-                a.work.cancel();
+                drop(a);
                 debug!(table = %t.table, "columns encoded ahead unused: the table is upserted");
             }
             let dir = dir.to_path_buf();
@@ -926,7 +937,7 @@ impl Warehouse {
             table: table.to_string(),
             rows,
             schema,
-            work,
+            work: Some(work),
         })
     }
 
@@ -967,9 +978,9 @@ impl Warehouse {
         }
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let ahead = match ahead {
-            Some(a) if a.rows == rows && a.schema == schema => Some(a.work),
+            Some(mut a) if a.rows == rows && a.schema == schema => a.work.take(),
             Some(a) => {
-                a.work.cancel();
+                drop(a);
                 debug!(table = name, "columns encoded ahead unused: other rows or schema");
                 None
             }
@@ -1734,5 +1745,38 @@ mod tests {
             count(&wh, "SELECT count(*) FROM people WHERE id = '0262153'").await,
             1
         );
+    }
+
+    /// Columns encoded ahead and dropped unused (a run that failed before
+    /// its commit) leave no task for the background thread.
+    #[tokio::test]
+    async fn columns_encoded_ahead_and_dropped_unused_are_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = open(dir.path(), spec()).await;
+        let ids: Vec<String> = (0..100).map(|i| format!("{i:07}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let batch = rows(&ids, 4);
+        let table = wh.table("people").await.unwrap();
+        let (schema, stats) = Warehouse::file_schema(&table, "people").unwrap();
+        let props = writer_properties(std::slice::from_ref(&batch));
+        let id = schema.index_of("id").unwrap();
+        // No thread takes these tasks: ten files of ten rows, all pending.
+        let work = Arc::new(
+            data_files::AheadWork::new(
+                data_files::Encoder::new(&schema, props, &stats).unwrap(),
+                &[(id, batch.column(0).clone())],
+                10,
+            )
+            .unwrap(),
+        );
+        assert_eq!(work.pending(), 10);
+        let ahead = EncodedAhead {
+            table: "people".into(),
+            rows: 100,
+            schema,
+            work: Some(work.clone()),
+        };
+        drop(ahead);
+        assert_eq!(work.pending(), 0);
     }
 }
