@@ -1395,14 +1395,14 @@ fn record_lead_columns(
     let n = leads.num_rows();
     let source = text(leads, "source");
     let rid = text(leads, "source_record_id");
-    // One lookup per row (none for a pipeline without CRM sources), shared
-    // by the three origin columns.
+    // One lookup per row, shared by the three origin columns; none (and no
+    // per-row list) for a pipeline without CRM sources.
     let origins: Vec<Option<&crm_links::CrmOrigin>> = if crm.is_empty() {
-        vec![None; n]
+        Vec::new()
     } else {
         (0..n).map(|i| crm.get(source.value(i))).collect()
     };
-    let origin = |i: usize| origins[i];
+    let origin = |i: usize| origins.get(i).copied().flatten();
     RECORDS_SCHEMA
         .fields()
         .iter()

@@ -884,6 +884,25 @@ impl Warehouse {
         table: &str,
         columns: Vec<(String, ArrayRef)>,
     ) -> Result<EncodedAhead, WarehouseError> {
+        let ahead = self.ahead_tasks(table, columns).await?;
+        let worker = ahead.work.clone().expect("not taken yet");
+        std::thread::Builder::new()
+            .name(format!("encode-{table}"))
+            .spawn(move || {
+                data_files::lowest_priority();
+                worker.work();
+            })
+            .map_err(|e| WarehouseError::Task(e.to_string()))?;
+        Ok(ahead)
+    }
+
+    /// The tasks of [`Warehouse::encode_ahead`], with no thread taking them
+    /// yet.
+    async fn ahead_tasks(
+        &self,
+        table: &str,
+        columns: Vec<(String, ArrayRef)>,
+    ) -> Result<EncodedAhead, WarehouseError> {
         let t = self.table(table).await?;
         let (schema, stats) = Self::file_schema(&t, table)?;
         let data_err = |source| WarehouseError::DataFile {
@@ -925,14 +944,6 @@ impl Warehouse {
             )
             .map_err(data_err)?,
         );
-        let worker = work.clone();
-        std::thread::Builder::new()
-            .name(format!("encode-{table}"))
-            .spawn(move || {
-                data_files::lowest_priority();
-                worker.work();
-            })
-            .map_err(|e| WarehouseError::Task(e.to_string()))?;
         Ok(EncodedAhead {
             table: table.to_string(),
             rows,
@@ -1167,11 +1178,11 @@ mod tests {
         }
     }
 
-    fn rows(ids: &[&str], n: i64) -> RecordBatch {
+    fn rows(ids: &[impl AsRef<str>], n: i64) -> RecordBatch {
         RecordBatch::try_new(
             spec().schema,
             vec![
-                Arc::new(StringArray::from(ids.to_vec())),
+                Arc::new(StringArray::from_iter_values(ids.iter().map(AsRef::as_ref))),
                 Arc::new(Int64Array::from(vec![n; ids.len()])),
             ],
         )
@@ -1503,7 +1514,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wh = open(dir.path(), spec()).await;
         let ids: Vec<String> = (0..1000).map(|i| format!("id{i}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let commit = one_table(
             "people",
             WriteMode::Upsert,
@@ -1552,7 +1562,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wh = open(dir.path(), spec()).await;
         let ids: Vec<String> = (0..ROWS_PER_FILE + 10).map(|i| format!("{i}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let adds = wh.write_files("people", &[rows(&ids, 1)]).await.unwrap();
         assert_eq!(adds.len(), 2);
         let commit = one_table("people", WriteMode::Append, vec![rows(&ids, 1)]);
@@ -1691,7 +1700,6 @@ mod tests {
     #[tokio::test]
     async fn columns_encoded_ahead_give_the_same_files() {
         let ids: Vec<String> = (0..ROWS_PER_FILE + 10).map(|i| format!("{i:07}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let batch = rows(&ids, 4);
         let stats = |adds: &[Add]| -> Vec<serde_json::Value> {
             adds.iter()
@@ -1753,29 +1761,14 @@ mod tests {
     async fn columns_encoded_ahead_and_dropped_unused_are_cancelled() {
         let dir = tempfile::tempdir().unwrap();
         let wh = open(dir.path(), spec()).await;
-        let ids: Vec<String> = (0..100).map(|i| format!("{i:07}")).collect();
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let batch = rows(&ids, 4);
-        let table = wh.table("people").await.unwrap();
-        let (schema, stats) = Warehouse::file_schema(&table, "people").unwrap();
-        let props = writer_properties(std::slice::from_ref(&batch));
-        let id = schema.index_of("id").unwrap();
-        // No thread takes these tasks: ten files of ten rows, all pending.
-        let work = Arc::new(
-            data_files::AheadWork::new(
-                data_files::Encoder::new(&schema, props, &stats).unwrap(),
-                &[(id, batch.column(0).clone())],
-                10,
-            )
-            .unwrap(),
-        );
-        assert_eq!(work.pending(), 10);
-        let ahead = EncodedAhead {
-            table: "people".into(),
-            rows: 100,
-            schema,
-            work: Some(work.clone()),
-        };
+        let ids: Vec<String> = (0..ROWS_PER_FILE * 2).map(|i| format!("{i:07}")).collect();
+        // No thread takes these tasks: two files of one column, both pending.
+        let ahead = wh
+            .ahead_tasks("people", vec![("id".into(), rows(&ids, 4).column(0).clone())])
+            .await
+            .unwrap();
+        let work = ahead.work.clone().unwrap();
+        assert_eq!(work.pending(), 2);
         drop(ahead);
         assert_eq!(work.pending(), 0);
     }

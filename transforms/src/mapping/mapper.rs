@@ -574,19 +574,20 @@ impl FileMapping {
                 repeats
             })
             .collect();
-        let mut counts: Vec<Vec<u32>> = all.iter().map(|d| vec![1; d.len()]).collect();
-        let starts: Vec<usize> = all
+        let mut flat = vec![1u32; total];
+        for (at, c) in repeats.into_iter().flatten() {
+            flat[at] = c;
+        }
+        // Each batch's own run of the file-order counts.
+        let mut rest = flat.as_slice();
+        let counts: Vec<&[u32]> = all
             .iter()
-            .scan(0, |at, d| {
-                let start = *at;
-                *at += d.len();
-                Some(start)
+            .map(|d| {
+                let (mine, after) = rest.split_at(d.len());
+                rest = after;
+                mine
             })
             .collect();
-        for (at, c) in repeats.into_iter().flatten() {
-            let batch = starts.partition_point(|&s| s <= at) - 1;
-            counts[batch][at - starts[batch]] = c;
-        }
         let id_column = self.id_column;
         mapped
             .into_par_iter()
@@ -599,7 +600,7 @@ impl FileMapping {
                 }
                 let mut ids = StringBuilder::with_capacity(digests.len(), digests.len() * 34);
                 let mut buf = String::with_capacity(40);
-                for (d, c) in digests.iter().zip(counts) {
+                for (d, &c) in digests.iter().zip(counts) {
                     buf.clear();
                     crate::hex::push_hex(&mut buf, *d, 32);
                     if c > 1 {
