@@ -853,12 +853,27 @@ fn arrival_order(
         }
     }
     let at = |&(k, i): &(usize, usize)| pos[k].value(i);
-    if !picks.windows(2).all(|w| at(&w[0]) < at(&w[1])) {
+    let sorted = picks.windows(2).all(|w| at(&w[0]) < at(&w[1]));
+    if !sorted {
         picks.sort_unstable_by_key(at);
-        let columns = (0..schema.fields().len())
+    }
+    drop(pos);
+    // The batches taken apart into columns, each column's pieces owned by
+    // one task: a column's source arrays are freed as soon as it is
+    // copied, so the allocator hands that memory to the next column's copy
+    // instead of fresh pages, and the peak is the input plus the columns in
+    // flight rather than the input plus a whole second copy.
+    let mut by_column: Vec<Vec<ArrayRef>> = vec![Vec::with_capacity(batches.len()); schema.fields().len()];
+    for (b, _) in batches {
+        for (c, column) in b.columns().iter().enumerate() {
+            by_column[c].push(column.clone());
+        }
+    }
+    if !sorted {
+        let columns = by_column
             .into_par_iter()
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = batches.iter().map(|(b, _)| b.column(c).as_ref()).collect();
+            .map(|pieces| {
+                let arrays: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
                 arrow::compute::interleave(&arrays, &picks)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -874,15 +889,19 @@ fn arrival_order(
             _ => runs.push((k, i, i + 1)),
         }
     }
-    let columns = (0..schema.fields().len())
+    let rows = picks.len();
+    drop(picks);
+    let columns = by_column
         .into_par_iter()
-        .map(|c| -> Result<ArrayRef, arrow::error::ArrowError> {
+        .zip(schema.fields().par_iter())
+        .map(|(pieces, field)| -> Result<ArrayRef, arrow::error::ArrowError> {
             use arrow::array::{Capacities, MutableArrayData};
-            let data: Vec<_> = batches.iter().map(|(b, _)| b.column(c).to_data()).collect();
-            let capacity = match schema.field(c).data_type() {
+            let data: Vec<_> = pieces.iter().map(|a| a.to_data()).collect();
+            drop(pieces);
+            let capacity = match field.data_type() {
                 // Text: offsets and value bytes sized up front (an upper bound).
                 DataType::Utf8 => Capacities::Binary(
-                    picks.len(),
+                    rows,
                     Some(
                         data.iter()
                             .map(|d| {
@@ -892,7 +911,7 @@ fn arrival_order(
                             .sum(),
                     ),
                 ),
-                _ => Capacities::Array(picks.len()),
+                _ => Capacities::Array(rows),
             };
             let mut out = MutableArrayData::with_capacities(data.iter().collect(), false, capacity);
             for &(k, start, end) in &runs {
