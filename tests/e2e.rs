@@ -229,6 +229,132 @@ fn changed_file_is_imported_again_and_its_rows_dedupe() {
     let _ = first;
 }
 
+/// Upserts leave the files they rewrote behind, and a crashed run can leave
+/// a file it never committed; `vacuum` deletes both once they are older than
+/// the retention, and the tables read the same after. The default retention
+/// (7 days) keeps new files, a short one is refused unless the check is
+/// skipped, and a dry run deletes nothing.
+#[test]
+fn vacuum_deletes_rewritten_and_orphaned_files_and_the_tables_read_the_same() {
+    let sb = Sandbox::new();
+    sb.run();
+    let csv = sb.path().join("drops/extra.csv");
+    std::fs::write(
+        &csv,
+        "Name,Mobile,Email,Project\nAsha Verma,+91 98111 22334,asha@example.in,Riverside Towers\n",
+    )
+    .unwrap();
+    sb.run();
+    // Asha again, in a second project: her master and link are upserted,
+    // which rewrites the files holding them.
+    std::fs::write(
+        &csv,
+        "Name,Mobile,Email,Project\nAsha Verma,+91 98111 22334,asha@example.in,Riverside Towers\n\"Verma, Asha\",098111-22334,,Lakeside Villas\n",
+    )
+    .unwrap();
+    let third = sb.run();
+    assert_eq!(third["matched_existing"], 1, "{third}");
+    let orphan = sb
+        .path()
+        .join("warehouse/masters/part-00000-never-committed.snappy.parquet");
+    std::fs::write(&orphan, b"PAR1 written by a run that crashed before its commit").unwrap();
+    // Data files of every table folder.
+    let parquet_files = || {
+        std::fs::read_dir(sb.path().join("warehouse"))
+            .unwrap()
+            .map(|t| t.unwrap().path())
+            .filter(|t| t.join("_delta_log").is_dir())
+            .map(|t| {
+                std::fs::read_dir(t)
+                    .unwrap()
+                    .filter(|e| {
+                        e.as_ref()
+                            .unwrap()
+                            .file_name()
+                            .to_string_lossy()
+                            .ends_with(".parquet")
+                    })
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let before = sb.dump();
+    let config = sb.config();
+    let vacuum = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["vacuum", config.as_str(), "--json"];
+        all.extend_from_slice(args);
+        let o = leadflow(&all, &[]);
+        exited(&o, 0);
+        serde_json::from_slice(&o.stdout).expect("json outcome")
+    };
+    let files_of = |v: &serde_json::Value, table: &str| {
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == table)
+            .unwrap_or_else(|| panic!("no {table} in {v}"))["files"]
+            .as_u64()
+            .unwrap()
+    };
+    let total = |v: &serde_json::Value| {
+        v["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["files"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+
+    // A crashed run's file from last week: the one file the default
+    // retention (7 days) lets go.
+    let old_orphan = sb
+        .path()
+        .join("warehouse/records/part-00000-crashed-last-week.snappy.parquet");
+    std::fs::write(&old_orphan, b"PAR1 left by a run that crashed eight days ago").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old_orphan)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600))
+        .unwrap();
+    let kept = vacuum(&[]);
+    assert_eq!(total(&kept), 1, "only last week's orphan is old enough: {kept}");
+    assert_eq!(files_of(&kept, "records"), 1, "{kept}");
+    assert!(!old_orphan.exists() && orphan.exists());
+    let files_before = parquet_files();
+    let refused = leadflow(&["vacuum", &config, "--retain", "0s"], &[]);
+    let said = exited(&refused, 1);
+    assert!(said.contains("shorter than the table's own"), "{said}");
+    let dry = vacuum(&["--retain", "0s", "--skip-retention-check", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(
+        files_of(&dry, "masters") >= 2,
+        "the rewritten masters file and the orphan: {dry}"
+    );
+    assert!(files_of(&dry, "project_links") >= 1, "{dry}");
+    assert_eq!(
+        parquet_files(),
+        files_before,
+        "the refusal and the dry run deleted nothing"
+    );
+    assert!(orphan.exists());
+
+    let done = vacuum(&["--retain", "0s", "--skip-retention-check"]);
+    assert_eq!(done["tables"], dry["tables"], "deleted what the dry run listed");
+    assert!(!orphan.exists(), "the uncommitted file is gone");
+    assert_eq!(parquet_files(), files_before - total(&done) as usize);
+    assert_eq!(sb.dump(), before, "the tables read the same");
+    assert_eq!(
+        total(&vacuum(&["--retain", "0s", "--skip-retention-check"])),
+        0,
+        "nothing left to delete"
+    );
+    let again = sb.run();
+    assert_eq!(again["files_imported"], 0, "{again}");
+    assert_eq!(sb.dump(), before, "runs go on after a vacuum");
+}
+
 #[test]
 fn a_run_killed_during_its_commit_ends_like_an_uninterrupted_one() {
     let clean = Sandbox::new();

@@ -70,6 +70,29 @@ pub async fn warehouse_for(warehouse: &Warehouse, entity: Option<&str>) -> Resul
     }
 }
 
+/// Vacuum every table of the warehouse: the leads' tables and the shared
+/// ones, then each entity type's own (`entities/<entity>/`) of the
+/// pipelines in `config`.
+pub async fn vacuum_warehouse(
+    config: &config::Config,
+    warehouse: &Warehouse,
+    opts: leadflow_sinks::VacuumOptions,
+) -> Result<Vec<leadflow_sinks::VacuumOutcome>, WarehouseError> {
+    let mut names: Vec<&str> = table_specs().iter().map(|t| t.name).collect();
+    names.sort_unstable();
+    let mut out = warehouse.vacuum(&names, opts).await?;
+    let entities: std::collections::BTreeSet<&str> = config
+        .pipelines
+        .iter()
+        .filter_map(|p| p.entity.as_deref())
+        .collect();
+    for e in entities {
+        let view = warehouse_for(warehouse, Some(e)).await?;
+        out.extend(view.vacuum(ENTITY_TABLES, opts).await?);
+    }
+    Ok(out)
+}
+
 /// TLS for object stores: one process-wide rustls provider (ring).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -107,6 +107,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete data files the warehouse's tables no longer read: files that
+    /// upserts rewrote, and files of runs that crashed before their commit.
+    /// Exit 0 when every table was vacuumed, 1 on an error, 2 when CONFIG
+    /// is invalid.
+    Vacuum {
+        config: PathBuf,
+        /// Keep files removed less than this long ago (e.g. 24h); default:
+        /// each table's `delta.deletedFileRetentionDuration`, 7 days unless
+        /// set. Older table versions stay readable for this long.
+        #[arg(long, value_parser = leadflow::reminders::cli::parse_duration)]
+        retain: Option<std::time::Duration>,
+        /// Accept --retain shorter than a table's own retention. Only while
+        /// no run writes (daemon stopped): a commit in progress could lose
+        /// its new files.
+        #[arg(long, requires = "retain")]
+        skip_retention_check: bool,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Linkage quality: link a file and score it against a truth file
     /// (`row,person_id`): pairwise precision, recall, F1.
     Eval {
@@ -790,6 +813,48 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Vacuum {
+                config,
+                retain,
+                skip_retention_check,
+                dry_run,
+                json,
+            } => {
+                let loaded = match load(&config).await {
+                    Ok(l) => l,
+                    Err(code) => return code,
+                };
+                let opts = leadflow_sinks::VacuumOptions {
+                    retain,
+                    skip_retention_check,
+                    dry_run,
+                };
+                let outcome = match leadflow::open_warehouse(&loaded).await {
+                    Ok(wh) => leadflow::vacuum_warehouse(&loaded.config, &wh, opts).await,
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(tables) => {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&serde_json::json!({
+                                    "dry_run": dry_run,
+                                    "tables": tables,
+                                }))
+                                .expect("outcome serialises")
+                            );
+                        } else {
+                            print_vacuum(&tables, dry_run);
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("vacuum: {e}");
+                        ExitCode::from(EXIT_FAILED)
+                    }
+                }
+            }
             Command::Eval { what } => eval_command(what).await,
             Command::Train {
                 config,
@@ -846,6 +911,23 @@ fn entity() -> Option<&'static str> {
 /// The survivorship rules of the `--entity` a command works on.
 fn rules(loaded: &LoadedConfig) -> &leadflow_transforms::dedupe::SurvivorshipConfig {
     loaded.config.survivorship_for(entity())
+}
+
+/// One line per table, then the total.
+fn print_vacuum(tables: &[leadflow_sinks::VacuumOutcome], dry_run: bool) {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mb = |b: u64| b as f64 / 1e6;
+    let width = tables.iter().map(|t| t.table.len()).max().unwrap_or(0);
+    for t in tables {
+        println!(
+            "  {:width$}  {verb} {} files, {:.1} MB",
+            t.table,
+            t.files,
+            mb(t.bytes)
+        );
+    }
+    let (files, bytes) = tables.iter().fold((0, 0), |(f, b), t| (f + t.files, b + t.bytes));
+    println!("vacuum: {verb} {files} files, {:.1} MB in all", mb(bytes));
 }
 
 /// Load a config and open its warehouse.

@@ -6,7 +6,8 @@ pub mod warehouse;
 
 pub use events::{EventOutput, EventsConfig};
 pub use warehouse::{
-    EncodedAhead, StagedCommit, StagedTable, TableSpec, Warehouse, WarehouseConfig, WarehouseError, WriteMode,
+    EncodedAhead, StagedCommit, StagedTable, TableSpec, VacuumOptions, VacuumOutcome, Warehouse,
+    WarehouseConfig, WarehouseError, WriteMode,
 };
 
 /// Did a write lose a race with another writer of the same Delta table?

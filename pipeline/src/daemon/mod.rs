@@ -422,6 +422,7 @@ impl Daemon {
         state.catch_up(&last).await;
         state.rebuild_schedules();
         let events_loop = events::spawn_loop(state.clone());
+        let vacuum_loop = spawn_vacuum_loop(state.clone());
 
         let how = loop {
             tokio::select! {
@@ -447,6 +448,7 @@ impl Daemon {
             events_loop.abort();
             let _ = events_loop.await;
         }
+        vacuum_loop.abort();
         let _ = http_stop.send(true);
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Ok(()))) => {}
@@ -471,4 +473,43 @@ impl Daemon {
             EXIT_FAILED
         }
     }
+}
+
+/// Vacuum the warehouse 5 minutes after start (a daemon restarted more
+/// often than `daemon.vacuum_every` still vacuums), then every
+/// `vacuum_every` (read again each time, so a reload applies), with the
+/// tables' own retention, until shutdown.
+fn spawn_vacuum_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stop = state.shutdown_signal();
+        let mut first = true;
+        loop {
+            let every = state.config().config.daemon.vacuum_every;
+            let wait = match (every.is_zero(), first) {
+                // Off: look again after a minute (a reload may turn it on).
+                (true, _) => Duration::from_secs(60),
+                (false, true) => every.min(Duration::from_secs(300)),
+                (false, false) => every,
+            };
+            first = false;
+            let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping => break,
+            }
+            let config = state.config();
+            if config.config.daemon.vacuum_every.is_zero() {
+                continue;
+            }
+            let opts = leadflow_sinks::VacuumOptions::default();
+            match crate::vacuum_warehouse(&config.config, &state.warehouse, opts).await {
+                Ok(tables) => info!(
+                    files = tables.iter().map(|t| t.files).sum::<usize>(),
+                    bytes = tables.iter().map(|t| t.bytes).sum::<u64>(),
+                    "warehouse vacuumed"
+                ),
+                Err(e) => warn!(error = %e, "warehouse vacuum failed; trying again next time"),
+            }
+        }
+    })
 }

@@ -73,6 +73,17 @@ pub enum WarehouseError {
     },
     #[error("warehouse write task failed: {0}")]
     Task(String),
+    #[error(
+        "warehouse table `{table}`: a retention of {retain} is shorter than the table's own ({min}, \
+         `delta.deletedFileRetentionDuration`): a run committing meanwhile could lose its new files \
+         and older versions could no longer be read; retain longer, or stop every run and skip the \
+         retention check; nothing was deleted"
+    )]
+    VacuumRetention {
+        table: String,
+        retain: String,
+        min: String,
+    },
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -288,6 +299,31 @@ fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
     })
 }
 
+/// How `Warehouse::vacuum` decides which files are old enough to delete.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VacuumOptions {
+    /// Keep files removed from the table less than this long ago (default:
+    /// each table's `delta.deletedFileRetentionDuration`, 7 days unless set).
+    pub retain: Option<std::time::Duration>,
+    /// Accept `retain` below the table's own retention. Only with no run
+    /// writing: a commit in progress can lose its new files, and versions
+    /// older than `retain` can no longer be read.
+    pub skip_retention_check: bool,
+    /// List what would be deleted; delete nothing.
+    pub dry_run: bool,
+}
+
+/// What `Warehouse::vacuum` deleted (or, in a dry run, would delete) from
+/// one table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VacuumOutcome {
+    /// The table's folder under the warehouse root (`masters`,
+    /// `entities/partners/masters`).
+    pub table: String,
+    pub files: usize,
+    pub bytes: u64,
+}
+
 impl Warehouse {
     /// Open the warehouse at `config.uri` (relative paths resolve against
     /// `base`), creating any missing table.
@@ -382,6 +418,102 @@ impl Warehouse {
             table: table.to_string(),
             source,
         }
+    }
+
+    /// Delete the data files of `names` that no version within the
+    /// retention reads any more: files an upsert rewrote or a run replaced,
+    /// and files a crashed run wrote but never committed (Delta's VACUUM in
+    /// its full mode, which also lists the folder). Tables never written
+    /// are skipped. With `dry_run` nothing is deleted and the outcome says
+    /// what would be.
+    pub async fn vacuum(
+        &self,
+        names: &[&str],
+        opts: VacuumOptions,
+    ) -> Result<Vec<VacuumOutcome>, WarehouseError> {
+        use deltalake::operations::vacuum::VacuumMode;
+        // Beyond chrono's range (~292 million years) is "keep everything".
+        let retain = opts
+            .retain
+            .map(|r| chrono::Duration::from_std(r).unwrap_or(chrono::Duration::MAX));
+        // Every table checked before any is vacuumed: a refused retention
+        // deletes nothing anywhere.
+        let mut tables = Vec::with_capacity(names.len());
+        for &name in names {
+            let table = self.table(name).await?;
+            if table.version().is_none() {
+                continue;
+            }
+            if let Some(r) = opts.retain
+                && !opts.skip_retention_check
+            {
+                use deltalake::table::config::TablePropertiesExt as _;
+                let min = table
+                    .snapshot()
+                    .map_err(Self::delta_err(name))?
+                    .table_config()
+                    .deleted_file_retention_duration();
+                if r < min {
+                    return Err(WarehouseError::VacuumRetention {
+                        table: name.into(),
+                        retain: humantime_serde::re::humantime::format_duration(r).to_string(),
+                        min: humantime_serde::re::humantime::format_duration(min).to_string(),
+                    });
+                }
+            }
+            tables.push((name, table));
+        }
+        let mut out = Vec::with_capacity(tables.len());
+        for (name, table) in tables {
+            let dir = self.dir(name);
+            let builder = |t: DeltaTable, dry_run: bool| {
+                let mut b = t
+                    .vacuum()
+                    .with_mode(VacuumMode::Full)
+                    .with_dry_run(dry_run)
+                    .with_enforce_retention_duration(!opts.skip_retention_check);
+                if let Some(r) = retain {
+                    b = b.with_retention_period(r);
+                }
+                b
+            };
+            // Listed first, sizes read while the files are still there. The
+            // list repeats files an earlier vacuum already deleted (their
+            // removal stays in the log): only files still there count.
+            let (table, listed) = builder(table, true).await.map_err(Self::delta_err(name))?;
+            let sizes: HashMap<String, u64> = listed
+                .files_deleted
+                .into_iter()
+                .filter_map(|f| std::fs::metadata(dir.join(&f)).ok().map(|m| (f, m.len())))
+                .collect();
+            let removed: Vec<String> = if sizes.is_empty() {
+                Vec::new()
+            } else if opts.dry_run {
+                sizes.keys().cloned().collect()
+            } else {
+                builder(table, false)
+                    .await
+                    .map_err(Self::delta_err(name))?
+                    .1
+                    .files_deleted
+                    .into_iter()
+                    .filter(|f| sizes.contains_key(f))
+                    .collect()
+            };
+            let bytes = removed.iter().map(|f| sizes[f]).sum();
+            let table = dir
+                .strip_prefix(&self.root)
+                .unwrap_or(&dir)
+                .to_string_lossy()
+                .into_owned();
+            debug!(table = %table, files = removed.len(), bytes, dry_run = opts.dry_run, "vacuumed");
+            out.push(VacuumOutcome {
+                table,
+                files: removed.len(),
+                bytes,
+            });
+        }
+        Ok(out)
     }
 
     /// Load a table at its latest version.

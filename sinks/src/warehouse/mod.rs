@@ -10,6 +10,8 @@ mod rewrite;
 mod staging;
 
 pub use config::WarehouseConfig;
-pub use delta::{EncodedAhead, TableSpec, Warehouse, WarehouseError, WriteMode};
+pub use delta::{
+    EncodedAhead, TableSpec, VacuumOptions, VacuumOutcome, Warehouse, WarehouseError, WriteMode,
+};
 pub use rewrite::RewriteError;
 pub use staging::{StagedCommit, StagedTable};
