@@ -355,6 +355,30 @@ fn vacuum_deletes_rewritten_and_orphaned_files_and_the_tables_read_the_same() {
     assert_eq!(sb.dump(), before, "runs go on after a vacuum");
 }
 
+/// A commit staged but not applied names data files the log does not hold
+/// yet: vacuum refuses until a run has finished it.
+#[test]
+fn vacuum_waits_for_a_staged_commit_to_be_finished() {
+    let sb = Sandbox::new();
+    let o = leadflow(
+        &["run", &sb.config()],
+        &[("LEADFLOW_FAULT_AFTER_TABLE", "masters")],
+    );
+    assert!(!o.status.success(), "the fault hook must abort: {}", text(&o));
+    let vacuum = || {
+        leadflow(
+            &["vacuum", &sb.config(), "--retain", "0s", "--skip-retention-check"],
+            &[],
+        )
+    };
+    let refused = exited(&vacuum(), 1);
+    assert!(refused.contains("staged but not applied"), "{refused}");
+    assert!(refused.contains("quickstart"), "names the pipeline: {refused}");
+    let again = sb.run();
+    assert!(again["recovered_run"].is_string(), "{again}");
+    exited(&vacuum(), 0);
+}
+
 #[test]
 fn a_run_killed_during_its_commit_ends_like_an_uninterrupted_one() {
     let clean = Sandbox::new();

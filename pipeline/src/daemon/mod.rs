@@ -482,16 +482,18 @@ impl Daemon {
 fn spawn_vacuum_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut stop = state.shutdown_signal();
-        let mut first = true;
+        // 5 minutes: the first vacuum, and the retry after one that found
+        // a commit being applied.
+        let mut soon = true;
         loop {
             let every = state.config().config.daemon.vacuum_every;
-            let wait = match (every.is_zero(), first) {
+            let wait = match (every.is_zero(), soon) {
                 // Off: look again after a minute (a reload may turn it on).
                 (true, _) => Duration::from_secs(60),
                 (false, true) => every.min(Duration::from_secs(300)),
                 (false, false) => every,
             };
-            first = false;
+            soon = false;
             let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -508,6 +510,10 @@ fn spawn_vacuum_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     bytes = tables.iter().map(|t| t.bytes).sum::<u64>(),
                     "warehouse vacuumed"
                 ),
+                Err(e @ leadflow_sinks::WarehouseError::PendingCommit { .. }) => {
+                    info!(reason = %e, "warehouse vacuum put off: a commit is being applied");
+                    soon = true;
+                }
                 Err(e) => warn!(error = %e, "warehouse vacuum failed; trying again next time"),
             }
         }

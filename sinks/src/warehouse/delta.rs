@@ -84,6 +84,12 @@ pub enum WarehouseError {
         retain: String,
         min: String,
     },
+    #[error(
+        "pipeline {pipelines}: a commit is staged but not applied (a run is committing now, or one \
+         stopped during its commit); a vacuum now could delete files it still needs. Run the pipeline \
+         again to finish it, then vacuum; nothing was deleted"
+    )]
+    PendingCommit { pipelines: String },
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -432,6 +438,15 @@ impl Warehouse {
         opts: VacuumOptions,
     ) -> Result<Vec<VacuumOutcome>, WarehouseError> {
         use deltalake::operations::vacuum::VacuumMode;
+        // A staged commit not yet applied (a run committing now, or one
+        // that stopped during its commit) names data files the log does not
+        // hold yet: never vacuum under it.
+        let pending = self.pending_commits()?;
+        if !pending.is_empty() {
+            return Err(WarehouseError::PendingCommit {
+                pipelines: pending.join(", "),
+            });
+        }
         // Beyond chrono's range (~292 million years) is "keep everything".
         let retain = opts
             .retain
@@ -1272,6 +1287,29 @@ impl Warehouse {
         self.apply_prepared(&commit, &mut |_| {}).await?;
         PreparedCommit::clear(&dir)?;
         Ok(Some(commit.run_id))
+    }
+
+    /// Pipelines with a staged commit not yet applied (its manifest is
+    /// there), sorted.
+    pub fn pending_commits(&self) -> Result<Vec<String>, WarehouseError> {
+        let root = self.root.join("_leadflow").join("staging");
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(WarehouseError::Staging { path: root, source }),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|source| WarehouseError::Staging {
+                path: root.clone(),
+                source,
+            })?;
+            if e.path().join("manifest.json").is_file() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn staging_dir(&self, pipeline: &str) -> PathBuf {
