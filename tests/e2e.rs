@@ -311,13 +311,7 @@ fn vacuum_deletes_rewritten_and_orphaned_files_and_the_tables_read_the_same() {
     let old_orphan = sb
         .path()
         .join("warehouse/records/part-00000-crashed-last-week.snappy.parquet");
-    std::fs::write(&old_orphan, b"PAR1 left by a run that crashed eight days ago").unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&old_orphan)
-        .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600))
-        .unwrap();
+    orphan_from_last_week(&old_orphan);
     let kept = vacuum(&[]);
     assert_eq!(total(&kept), 1, "only last week's orphan is old enough: {kept}");
     assert_eq!(files_of(&kept, "records"), 1, "{kept}");
@@ -353,6 +347,48 @@ fn vacuum_deletes_rewritten_and_orphaned_files_and_the_tables_read_the_same() {
     let again = sb.run();
     assert_eq!(again["files_imported"], 0, "{again}");
     assert_eq!(sb.dump(), before, "runs go on after a vacuum");
+}
+
+/// A data file a run wrote eight days ago and never committed.
+fn orphan_from_last_week(path: &Path) {
+    std::fs::write(path, b"PAR1 left by a run that crashed eight days ago").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600))
+        .unwrap();
+}
+
+/// Runs vacuum the warehouse by themselves once `warehouse.vacuum_every`
+/// (default 24h) has passed since the last vacuum; a new warehouse starts
+/// counting at its first run, and `0s` turns it off.
+#[test]
+fn a_run_vacuums_the_warehouse_once_vacuum_every_has_passed() {
+    let sb = Sandbox::new();
+    sb.run();
+    let marker = sb.path().join("warehouse/_leadflow/vacuumed_at");
+    let started = std::fs::read_to_string(&marker).expect("the first run starts the count");
+    let orphan = sb
+        .path()
+        .join("warehouse/masters/part-00000-crashed-last-week.snappy.parquet");
+    orphan_from_last_week(&orphan);
+    sb.run();
+    assert!(orphan.exists(), "not due yet");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), started);
+
+    let yesterday = || (chrono::Utc::now() - chrono::Duration::hours(25)).to_rfc3339();
+    std::fs::write(&marker, yesterday()).unwrap();
+    sb.run();
+    assert!(!orphan.exists(), "a day after the last vacuum, the run vacuumed");
+    let at = chrono::DateTime::parse_from_rfc3339(std::fs::read_to_string(&marker).unwrap().trim()).unwrap();
+    assert!(chrono::Utc::now().signed_duration_since(at) < chrono::Duration::minutes(5));
+
+    sb.edit_config("uri: ./warehouse", "uri: ./warehouse\n  vacuum_every: 0s");
+    orphan_from_last_week(&orphan);
+    std::fs::write(&marker, yesterday()).unwrap();
+    sb.run();
+    assert!(orphan.exists(), "vacuum_every: 0s turns it off");
 }
 
 /// A commit staged but not applied names data files the log does not hold

@@ -667,6 +667,14 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             message: e.to_string(),
         });
     }
+    for (key, message) in config.warehouse.problems() {
+        let key = path(&[&"warehouse", &key]);
+        problems.push(ConfigProblem {
+            line: at(&key).or_else(|| at(&path(&[&"warehouse"]))),
+            key: key.join("."),
+            message,
+        });
+    }
     for (key, message) in config.daemon.problems() {
         let key = path(&[&"daemon", &key]);
         problems.push(ConfigProblem {

@@ -72,12 +72,14 @@ pub async fn warehouse_for(warehouse: &Warehouse, entity: Option<&str>) -> Resul
 
 /// Vacuum every table of the warehouse: the leads' tables and the shared
 /// ones, then each entity type's own (`entities/<entity>/`) of the
-/// pipelines in `config`.
+/// pipelines in `config`. A vacuum that deleted (not a dry run) marks the
+/// warehouse vacuumed now (`warehouse.vacuum_every` counts from it).
 pub async fn vacuum_warehouse(
     config: &config::Config,
     warehouse: &Warehouse,
     opts: leadflow_sinks::VacuumOptions,
 ) -> Result<Vec<leadflow_sinks::VacuumOutcome>, WarehouseError> {
+    let warehouse = &warehouse.shared();
     let mut names: Vec<&str> = table_specs().iter().map(|t| t.name).collect();
     names.sort_unstable();
     let mut out = warehouse.vacuum(&names, opts).await?;
@@ -89,6 +91,9 @@ pub async fn vacuum_warehouse(
     for e in entities {
         let view = warehouse_for(warehouse, Some(e)).await?;
         out.extend(view.vacuum(ENTITY_TABLES, opts).await?);
+    }
+    if !opts.dry_run {
+        warehouse.mark_vacuumed()?;
     }
     Ok(out)
 }

@@ -193,6 +193,7 @@ pub async fn run_pipeline(
                 seconds = report.duration_seconds,
                 "run succeeded"
             );
+            vacuum_when_due(loaded, warehouse).await;
         }
         Err(e) => {
             report.status = "failed".into();
@@ -794,6 +795,36 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// After a committed run: vacuum the warehouse once `warehouse.vacuum_every`
+/// has passed since the last vacuum, with the tables' own retention. A
+/// failure is logged, not the run's: the next run tries again. One that
+/// finds another pipeline's commit staged is put off the same way.
+async fn vacuum_when_due(loaded: &LoadedConfig, warehouse: &Warehouse) {
+    let every = loaded.config.warehouse.vacuum_every;
+    if every.is_zero() {
+        return;
+    }
+    let due = match warehouse.vacuum_due(every) {
+        Ok(due) => due,
+        Err(e) => {
+            warn!(error = %e, "could not read when the warehouse was last vacuumed");
+            return;
+        }
+    };
+    if !due {
+        return;
+    }
+    let opts = leadflow_sinks::VacuumOptions::default();
+    match crate::vacuum_warehouse(&loaded.config, warehouse, opts).await {
+        Ok(tables) => info!(
+            files = tables.iter().map(|t| t.files).sum::<usize>(),
+            bytes = tables.iter().map(|t| t.bytes).sum::<u64>(),
+            "warehouse vacuumed"
+        ),
+        Err(e) => warn!(error = %e, "warehouse vacuum failed; the next run tries again"),
+    }
 }
 
 /// Raw values of one source row as a JSON object (header -> value).

@@ -38,16 +38,6 @@ pub struct DaemonConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub events_every: Duration,
-    /// How often the daemon vacuums the warehouse: deletes the data files no
-    /// table version within the tables' retention reads any more (what
-    /// upserts rewrote, what crashed runs wrote and never committed), as
-    /// `leadflow vacuum` does, e.g. "24h"; "0s" turns it off. Default 24h;
-    /// the first 5 minutes after start (or after `vacuum_every`, if shorter).
-    /// Safe beside runs: files are kept for each table's
-    /// `delta.deletedFileRetentionDuration` (7 days unless set).
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub vacuum_every: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -59,7 +49,6 @@ impl Default for DaemonConfig {
             auth: AuthMode::Bearer,
             shutdown_grace: Duration::from_secs(60),
             events_every: Duration::from_secs(5),
-            vacuum_every: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -182,9 +171,6 @@ impl DaemonConfig {
         if self.events_every < Duration::from_millis(200) {
             out.push(("events_every", "must be at least 200ms".into()));
         }
-        if !self.vacuum_every.is_zero() && self.vacuum_every < Duration::from_secs(60) {
-            out.push(("vacuum_every", "must be 0s (off) or at least 1m".into()));
-        }
         out
     }
 }
@@ -297,19 +283,5 @@ mod tests {
         let keys: Vec<_> = cfg.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec!["listen", "token_file"]);
         assert!(DaemonConfig::default().problems().is_empty());
-    }
-
-    /// Vacuum runs daily by default; it can be turned off, but not made so
-    /// frequent that it lists the warehouse all the time.
-    #[test]
-    fn vacuum_every_is_off_or_at_least_a_minute() {
-        let d = DaemonConfig::default();
-        assert_eq!(d.vacuum_every, Duration::from_secs(24 * 3600));
-        let with = |yaml: &str| serde_norway::from_str::<DaemonConfig>(yaml).unwrap().problems();
-        assert!(with("vacuum_every: 0s").is_empty());
-        assert!(with("vacuum_every: 6h").is_empty());
-        let p = with("vacuum_every: 10s");
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].0, "vacuum_every");
     }
 }

@@ -422,7 +422,6 @@ impl Daemon {
         state.catch_up(&last).await;
         state.rebuild_schedules();
         let events_loop = events::spawn_loop(state.clone());
-        let vacuum_loop = spawn_vacuum_loop(state.clone());
 
         let how = loop {
             tokio::select! {
@@ -448,7 +447,6 @@ impl Daemon {
             events_loop.abort();
             let _ = events_loop.await;
         }
-        vacuum_loop.abort();
         let _ = http_stop.send(true);
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Ok(()))) => {}
@@ -473,49 +471,4 @@ impl Daemon {
             EXIT_FAILED
         }
     }
-}
-
-/// Vacuum the warehouse 5 minutes after start (a daemon restarted more
-/// often than `daemon.vacuum_every` still vacuums), then every
-/// `vacuum_every` (read again each time, so a reload applies), with the
-/// tables' own retention, until shutdown.
-fn spawn_vacuum_loop(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut stop = state.shutdown_signal();
-        // 5 minutes: the first vacuum, and the retry after one that found
-        // a commit being applied.
-        let mut soon = true;
-        loop {
-            let every = state.config().config.daemon.vacuum_every;
-            let wait = match (every.is_zero(), soon) {
-                // Off: look again after a minute (a reload may turn it on).
-                (true, _) => Duration::from_secs(60),
-                (false, true) => every.min(Duration::from_secs(300)),
-                (false, false) => every,
-            };
-            soon = false;
-            let stopping = async { stop.wait_for(|s| *s).await.map(|_| ()) };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stopping => break,
-            }
-            let config = state.config();
-            if config.config.daemon.vacuum_every.is_zero() {
-                continue;
-            }
-            let opts = leadflow_sinks::VacuumOptions::default();
-            match crate::vacuum_warehouse(&config.config, &state.warehouse, opts).await {
-                Ok(tables) => info!(
-                    files = tables.iter().map(|t| t.files).sum::<usize>(),
-                    bytes = tables.iter().map(|t| t.bytes).sum::<u64>(),
-                    "warehouse vacuumed"
-                ),
-                Err(e @ leadflow_sinks::WarehouseError::PendingCommit { .. }) => {
-                    info!(reason = %e, "warehouse vacuum put off: a commit is being applied");
-                    soon = true;
-                }
-                Err(e) => warn!(error = %e, "warehouse vacuum failed; trying again next time"),
-            }
-        }
-    })
 }

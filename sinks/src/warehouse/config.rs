@@ -1,5 +1,7 @@
 //! Where the warehouse lives.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -12,14 +14,42 @@ pub struct WarehouseConfig {
     /// Object-store warehouses (s3://, gs://, az://) are not built yet.
     #[serde(default = "default_uri")]
     pub uri: String,
+    /// How often runs vacuum the warehouse: after a run's commit, once this
+    /// long has passed since the last vacuum, the data files no table
+    /// version within the tables' retention reads (what upserts rewrote,
+    /// what crashed runs wrote and never committed) are deleted, as
+    /// `leadflow vacuum` does, e.g. "24h"; "0s" turns it off. Default 24h.
+    /// Safe beside other runs: files are kept for each table's
+    /// `delta.deletedFileRetentionDuration` (7 days unless set).
+    #[serde(default = "default_vacuum_every", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub vacuum_every: Duration,
 }
 
 fn default_uri() -> String {
     "./warehouse".into()
 }
 
+fn default_vacuum_every() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl WarehouseConfig {
+    /// Problems as (key under `warehouse`, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !self.vacuum_every.is_zero() && self.vacuum_every < Duration::from_secs(60) {
+            out.push(("vacuum_every", "must be 0s (off) or at least 1m".into()));
+        }
+        out
+    }
+}
+
 impl Default for WarehouseConfig {
     fn default() -> Self {
-        Self { uri: default_uri() }
+        Self {
+            uri: default_uri(),
+            vacuum_every: default_vacuum_every(),
+        }
     }
 }

@@ -1289,6 +1289,51 @@ impl Warehouse {
         Ok(Some(commit.run_id))
     }
 
+    /// The warehouse's own tables (leads and shared), whatever entity view
+    /// this is.
+    pub fn shared(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            specs: self.specs.clone(),
+            entity: None,
+        }
+    }
+
+    fn vacuum_marker(&self) -> PathBuf {
+        self.root.join("_leadflow").join("vacuumed_at")
+    }
+
+    /// Has `every` passed since the last vacuum? A warehouse never vacuumed
+    /// starts counting now (its marker is written, the answer is no), so a
+    /// new warehouse is not vacuumed by its first run.
+    pub fn vacuum_due(&self, every: std::time::Duration) -> Result<bool, WarehouseError> {
+        let path = self.vacuum_marker();
+        let last = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok());
+        match last {
+            Some(at) => {
+                let since = chrono::Utc::now().signed_duration_since(at);
+                Ok(since.to_std().is_ok_and(|d| d >= every))
+            }
+            None => {
+                self.mark_vacuumed()?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Record that the whole warehouse was vacuumed now.
+    pub fn mark_vacuumed(&self) -> Result<(), WarehouseError> {
+        let path = self.vacuum_marker();
+        let io = |source| WarehouseError::Staging {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(path.parent().expect("marker has a folder")).map_err(io)?;
+        std::fs::write(&path, chrono::Utc::now().to_rfc3339()).map_err(io)
+    }
+
     /// Pipelines with a staged commit not yet applied (its manifest is
     /// there), sorted.
     pub fn pending_commits(&self) -> Result<Vec<String>, WarehouseError> {
@@ -1464,6 +1509,7 @@ mod tests {
     async fn open(dir: &Path, spec: TableSpec) -> Warehouse {
         let cfg = WarehouseConfig {
             uri: dir.display().to_string(),
+            ..Default::default()
         };
         Warehouse::open(&cfg, dir, vec![spec]).await.unwrap()
     }
