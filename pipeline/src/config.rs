@@ -667,21 +667,19 @@ fn check(config: &Config, text: &str, base: &Path, problems: &mut Vec<ConfigProb
             message: e.to_string(),
         });
     }
-    for (key, message) in config.warehouse.problems() {
-        let key = path(&[&"warehouse", &key]);
-        problems.push(ConfigProblem {
-            line: at(&key).or_else(|| at(&path(&[&"warehouse"]))),
-            key: key.join("."),
-            message,
-        });
-    }
-    for (key, message) in config.daemon.problems() {
-        let key = path(&[&"daemon", &key]);
-        problems.push(ConfigProblem {
-            line: at(&key).or_else(|| at(&path(&[&"daemon"]))),
-            key: key.join("."),
-            message,
-        });
+    let sections = [
+        ("warehouse", config.warehouse.problems()),
+        ("daemon", config.daemon.problems()),
+    ];
+    for (section, found) in sections {
+        for (key, message) in found {
+            let key = path(&[&section, &key]);
+            problems.push(ConfigProblem {
+                line: at(&key).or_else(|| at(&path(&[&section]))),
+                key: key.join("."),
+                message,
+            });
+        }
     }
     // Survivorship rules: the top-level ones (source names of any
     // pipeline), then each entity's own (source names of its pipelines).

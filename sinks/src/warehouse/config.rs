@@ -53,3 +53,30 @@ impl Default for WarehouseConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs vacuum daily by default; it can be turned off, but not made so
+    /// frequent that every run lists the whole warehouse.
+    #[test]
+    fn vacuum_every_is_off_or_at_least_a_minute() {
+        assert_eq!(
+            WarehouseConfig::default().vacuum_every,
+            Duration::from_secs(24 * 3600)
+        );
+        let with = |every: u64| {
+            WarehouseConfig {
+                vacuum_every: Duration::from_secs(every),
+                ..Default::default()
+            }
+            .problems()
+        };
+        assert!(with(0).is_empty());
+        assert!(with(6 * 3600).is_empty());
+        let p = with(10);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "vacuum_every");
+    }
+}
