@@ -928,7 +928,6 @@ fn arrival_order(
         .map(|(pieces, field)| -> Result<ArrayRef, arrow::error::ArrowError> {
             use arrow::array::{Capacities, MutableArrayData};
             let data: Vec<_> = pieces.iter().map(|a| a.to_data()).collect();
-            drop(pieces);
             let capacity = match field.data_type() {
                 // Text: offsets and value bytes sized up front (an upper bound).
                 DataType::Utf8 => Capacities::Binary(

@@ -541,11 +541,17 @@ impl FileDrop {
         location: impl Into<String>,
         e: object_store::Error,
     ) -> FilesError {
+        self.failed(operation, location, &e.to_string())
+    }
+
+    /// A failed store operation on `location`, its message with the
+    /// source's secrets redacted.
+    fn failed(&self, operation: &'static str, location: impl Into<String>, message: &str) -> FilesError {
         FilesError::Store {
             source_name: self.source_name.clone(),
             operation,
             location: location.into(),
-            message: redact(&e.to_string(), &self.secrets),
+            message: redact(message, &self.secrets),
         }
     }
 
@@ -628,12 +634,7 @@ impl FileDrop {
                     .await
                     .map_err(std::io::Error::other)
                     .and_then(|r| r)
-                    .map_err(|e| FilesError::Store {
-                        source_name: self.source_name.clone(),
-                        operation: "read",
-                        location: entry.display.clone(),
-                        message: e.to_string(),
-                    })?
+                    .map_err(|e| self.failed("read", &entry.display, &e.to_string()))?
             }
             None => self
                 .store
@@ -722,12 +723,7 @@ impl FileDrop {
     async fn free_destination(&self, target: &Target, entry: &FileEntry) -> Result<Path, FilesError> {
         let parts: Vec<&str> = entry.relative.split('/').collect();
         let (dirs, name) = parts.split_at(parts.len() - 1);
-        let base = join(&target.prefix, dirs).map_err(|m| FilesError::Store {
-            source_name: self.source_name.clone(),
-            operation: "copy",
-            location: entry.display.clone(),
-            message: m,
-        })?;
+        let base = join(&target.prefix, dirs).map_err(|m| self.failed("copy", &entry.display, &m))?;
         let name = name[0];
         let (stem, ext) = match name.rsplit_once('.') {
             Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
@@ -740,24 +736,19 @@ impl FileDrop {
                 1 => format!("{stem}.{stamp}{ext}"),
                 n => format!("{stem}.{stamp}-{n}{ext}"),
             };
-            let dest = join(&base, [candidate.as_str()]).map_err(|m| FilesError::Store {
-                source_name: self.source_name.clone(),
-                operation: "copy",
-                location: entry.display.clone(),
-                message: m,
-            })?;
+            let dest =
+                join(&base, [candidate.as_str()]).map_err(|m| self.failed("copy", &entry.display, &m))?;
             match target.store.head(&dest).await {
                 Err(object_store::Error::NotFound { .. }) => return Ok(dest),
                 Ok(_) => continue,
                 Err(e) => return Err(self.store_err("check", dest.to_string(), e)),
             }
         }
-        Err(FilesError::Store {
-            source_name: self.source_name.clone(),
-            operation: "copy",
-            location: entry.display.clone(),
-            message: "too many files of the same name at the destination".to_string(),
-        })
+        Err(self.failed(
+            "copy",
+            &entry.display,
+            "too many files of the same name at the destination",
+        ))
     }
 }
 

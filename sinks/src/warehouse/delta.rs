@@ -1337,7 +1337,7 @@ impl Warehouse {
     /// Pipelines with a staged commit not yet applied (its manifest is
     /// there), sorted.
     pub fn pending_commits(&self) -> Result<Vec<String>, WarehouseError> {
-        let root = self.root.join("_leadflow").join("staging");
+        let root = self.staging_root();
         let entries = match std::fs::read_dir(&root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1357,8 +1357,13 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// One folder per pipeline with a commit being staged or applied.
+    fn staging_root(&self) -> PathBuf {
+        self.root.join("_leadflow").join("staging")
+    }
+
     fn staging_dir(&self, pipeline: &str) -> PathBuf {
-        self.root.join("_leadflow").join("staging").join(pipeline)
+        self.staging_root().join(pipeline)
     }
 
     /// Read a query's result into batches.
