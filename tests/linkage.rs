@@ -144,3 +144,172 @@ fn probabilistic_dedupe_links_fuzzy_matches_reviews_uncertain_ones_and_keeps_fam
     let o = leadflow(&["show", &sb.config(), "--id", &v1], &[]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn a_record_linked_strongly_to_two_masters_merges_them_unless_rejected_or_siblings() {
+    let sb = sandbox(concat!(
+        // rows 2-3 and 4-5: maybe the same person (a phone, another
+        // e-mail) -> two reviews; Rahul's is rejected below.
+        "Neha Kapoor,+91 98202 22222,neha.k@gmail.com,Delta,Delhi,IN,Riverside\n",
+        "Neha Kapoor,,nehakapoor88@gmail.com,Delta,Delhi,IN,Hilltop\n",
+        "Rahul Verma,+91 98204 44444,rahul.v@gmail.com,Zeta,Chennai,IN,Riverside\n",
+        "Rahul Verma,,rverma77@gmail.com,Zeta,Chennai,IN,Riverside\n",
+        // rows 6-7: two sisters, one known by phone, one by e-mail.
+        "Sunita Rao,+91 98206 66666,,,Pune,IN,Riverside\n",
+        "Kiran Rao,,kiran.rao@gmail.com,,Pune,IN,Riverside\n",
+    ));
+    let cfg = sb.config();
+    sb.run();
+    let m: Vec<String> = (2..=7).map(|r| master_of(&sb, r)).collect();
+    assert_eq!(
+        m.iter().collect::<std::collections::HashSet<_>>().len(),
+        6,
+        "{m:?}"
+    );
+    let review_of = |a: &str| {
+        strings(
+            &sb,
+            &format!("SELECT review_id FROM review WHERE master_id = '{a}' OR other_master_id = '{a}'"),
+        )[0][0]
+            .clone()
+            .unwrap()
+    };
+    let (neha, rahul) = (review_of(&m[0]), review_of(&m[2]));
+    let o = leadflow(&["review", "reject", &cfg, &rahul, "--note", "cousins"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Each pair is bridged by a record with one's phone and the other's
+    // e-mail; the sisters by a form a parent filled in without a name.
+    std::fs::write(
+        sb.path().join("drops/second.csv"),
+        format!(
+            "{HEADER}{}{}{}",
+            "Neha Kapoor,+91 98202 22222,nehakapoor88@gmail.com,Delta,Delhi,IN,\n",
+            "Rahul Verma,+91 98204 44444,rverma77@gmail.com,Zeta,Chennai,IN,\n",
+            ",+91 98206 66666,kiran.rao@gmail.com,,Pune,IN,\n",
+        ),
+    )
+    .unwrap();
+    let s2 = sb.run();
+    assert_eq!(s2["masters_merged"].as_u64(), Some(1), "{s2}");
+
+    // Neha: one master now, holding all three records; the review approved
+    // by the run, the merge in `merges` (undoable) and an event.
+    let survivor = m[0].as_str().min(m[1].as_str());
+    let neha_masters = strings(
+        &sb,
+        "SELECT DISTINCT master_id FROM records WHERE full_name = 'Neha Kapoor'",
+    );
+    assert_eq!(neha_masters, vec![vec![Some(survivor.to_string())]]);
+    assert_eq!(
+        sb.count(&format!(
+            "SELECT count(*) FROM masters WHERE master_id IN ('{}', '{}')",
+            m[0], m[1]
+        )),
+        1
+    );
+    let decided = strings(
+        &sb,
+        &format!("SELECT status FROM review WHERE review_id = '{neha}'"),
+    );
+    assert_eq!(decided[0][0].as_deref(), Some("approved"));
+    let merge = strings(
+        &sb,
+        "SELECT event_id, explanation FROM merges WHERE kind = 'merge'",
+    );
+    assert_eq!(merge.len(), 1, "{merge:?}");
+    assert!(
+        merge[0][1].as_ref().unwrap().contains("leadflow run"),
+        "{merge:?}"
+    );
+    let o = leadflow(&["master", "unmerge", &cfg, merge[0][0].as_deref().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        sb.count(&format!(
+            "SELECT count(*) FROM masters WHERE master_id IN ('{}', '{}')",
+            m[0], m[1]
+        )),
+        2
+    );
+
+    // Rahul: rejected by a person, so apart for good; the bridging record
+    // joined one of the two.
+    assert_eq!(
+        strings(
+            &sb,
+            &format!("SELECT status FROM review WHERE review_id = '{rahul}'")
+        )[0][0]
+            .as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(
+        sb.count(&format!(
+            "SELECT count(*) FROM masters WHERE master_id IN ('{}', '{}')",
+            m[2], m[3]
+        )),
+        2
+    );
+    // The sisters: the nameless record links to both, but their golden
+    // records disagree on the name: the pair waits for a person.
+    let sisters = strings(
+        &sb,
+        &format!(
+            "SELECT status FROM review WHERE (master_id = '{a}' AND other_master_id = '{b}') OR (master_id = '{b}' AND other_master_id = '{a}')",
+            a = m[4],
+            b = m[5]
+        ),
+    );
+    assert_eq!(sisters, vec![vec![Some("open".to_string())]]);
+    assert_eq!(
+        sb.count(&format!(
+            "SELECT count(*) FROM masters WHERE master_id IN ('{}', '{}')",
+            m[4], m[5]
+        )),
+        2
+    );
+}
+
+#[test]
+fn bridged_masters_merge_in_rounds_when_one_master_is_bridged_twice() {
+    // Three masters of one woman kept apart by a first run: a phone and an
+    // e-mail, and two other e-mails (each pair only a question for review).
+    let sb = sandbox(concat!(
+        "Asha Iyer,+91 98207 77777,asha.iyer@gmail.com,Orbit,Pune,IN,Riverside\n",
+        "Asha Iyer,,ashaiyer.work@outlook.com,Orbit,Pune,IN,Hilltop\n",
+        "Asha Iyer,,asha1990@yahoo.com,Orbit,Pune,IN,Lakeside\n",
+    ));
+    sb.run();
+    let m: Vec<String> = (2..=4).map(|r| master_of(&sb, r)).collect();
+    assert_eq!(
+        m.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "{m:?}"
+    );
+    // Her phone with each other e-mail: one master bridged to two others.
+    std::fs::write(
+        sb.path().join("drops/second.csv"),
+        format!(
+            "{HEADER}{}{}",
+            "Asha Iyer,+91 98207 77777,ashaiyer.work@outlook.com,Orbit,Pune,IN,\n",
+            "Asha Iyer,+91 98207 77777,asha1990@yahoo.com,Orbit,Pune,IN,\n",
+        ),
+    )
+    .unwrap();
+    let s2 = sb.run();
+    assert_eq!(s2["masters_merged"].as_u64(), Some(2), "{s2}");
+    assert_eq!(sb.count("SELECT count(DISTINCT master_id) FROM records"), 1);
+    assert_eq!(sb.count("SELECT count(*) FROM masters"), 1);
+    assert_eq!(sb.count("SELECT count(*) FROM records"), 5);
+    let links = strings(&sb, "SELECT project FROM project_links ORDER BY project");
+    assert_eq!(links.len(), 3, "{links:?}");
+    assert_eq!(sb.count("SELECT count(*) FROM merges WHERE kind = 'merge'"), 2);
+    assert_eq!(
+        sb.count("SELECT count(*) FROM review WHERE status = 'open'"),
+        0,
+        "{:?}",
+        strings(
+            &sb,
+            "SELECT review_id, master_id, other_master_id, status FROM review"
+        )
+    );
+}

@@ -31,6 +31,15 @@
 //! too, but the `phonenumber` crate 0.3 takes their leading 91 for the
 //! country code: a normaliser has to try the national reading first.
 //!
+//! The hard profile ([`GenerateOptions::hard`]) makes a file of the kind
+//! that defeats key-based dedupe, for comparing linkers: 6 % of pairs of
+//! people are each family, colleagues and namesakes (18 % in all, instead of
+//! 1.2 %), namesakes live in the same city, a fifth of rows are sparse
+//! Sheets rows (name and phone only; the country where a national number
+//! needs it), and a tenth of later appearances come with a new mobile
+//! number, an e-mail at the new employer when the job changed. Its extra
+//! draws come from a stream of their own: the standard file keeps its bytes.
+//!
 //! About 1 % of rows are invalid on purpose and have no usable contact at all
 //! (an e-mail such as `john@` and no phone, a phone such as `12345` and no
 //! e-mail, or a name only): a pipeline must reject them. Generated fields
@@ -70,6 +79,9 @@ pub struct GenerateOptions {
     /// was 0). All other rows are new people, each once. Timestamps then
     /// start 180 days later.
     pub existing_people: u64,
+    /// The hard profile (see the module docs): many more planted families,
+    /// colleagues and namesakes, sparse rows, changed numbers.
+    pub hard: bool,
 }
 
 impl Default for GenerateOptions {
@@ -85,6 +97,7 @@ impl Default for GenerateOptions {
             ],
             id_offset: 0,
             existing_people: 0,
+            hard: false,
         }
     }
 }
@@ -150,6 +163,10 @@ pub fn generate_csv(path: &Path, opts: &GenerateOptions) -> io::Result<GenerateS
     let base_time: i64 = 1_735_689_600 + if existing > 0 { 180 * 86_400 } else { 0 }; // 2025-01-01T00:00:00Z
     let span: i64 = 180 * 86_400;
 
+    // The hard profile's own draws, so that the standard stream stays as it was.
+    let mut hard_rng = opts
+        .hard
+        .then(|| Rng::new(key(key(seed, 0x6861_7264), key(opts.id_offset, existing))));
     let mut s = Scratch::default();
     let mut line: Vec<u8> = Vec::with_capacity(512);
     let mut num = itoa_buf();
@@ -172,9 +189,9 @@ pub fn generate_csv(path: &Path, opts: &GenerateOptions) -> io::Result<GenerateS
         if pid < existing {
             existing_seen.insert(pid);
         }
-        let p = core(seed, pid);
+        let p = core(seed, pid, opts.hard);
         let t = base_time + (i as i64 * span) / (opts.rows.max(1) as i64) + rng.below(600) as i64;
-        render_row(&p, repeat, t, opts, &mut rng, &mut s);
+        render_row(&p, repeat, t, opts, &mut rng, hard_rng.as_mut(), &mut s);
 
         line.clear();
         for (k, f) in [
@@ -211,7 +228,12 @@ pub fn generate_csv(path: &Path, opts: &GenerateOptions) -> io::Result<GenerateS
 /// The person with a given id, deterministic in (seed, id): used to make
 /// later appearances of the same person.
 pub fn person(seed: u64, id: u64) -> Person {
-    let p = core(seed, id);
+    person_in(seed, id, false)
+}
+
+/// [`person`] of the standard (`hard: false`) or the hard profile.
+pub fn person_in(seed: u64, id: u64, hard: bool) -> Person {
+    let p = core(seed, id, hard);
     let mut email = String::new();
     email_local(&mut email, &p);
     email.push('@');
@@ -919,12 +941,13 @@ enum PairKind {
     Namesake,
 }
 
-fn pair_kind(seed: u64, pair: u64) -> PairKind {
+fn pair_kind(seed: u64, pair: u64, hard: bool) -> PairKind {
     let mut r = Rng::new(key(key(seed, 0x7061_6972), pair));
-    match r.below(1000) {
-        0..=3 => PairKind::Family,
-        4..=7 => PairKind::Office,
-        8..=11 => PairKind::Namesake,
+    let per_kind = if hard { 60 } else { 4 };
+    match r.below(1000) / per_kind {
+        0 => PairKind::Family,
+        1 => PairKind::Office,
+        2 => PairKind::Namesake,
         _ => PairKind::Plain,
     }
 }
@@ -1044,10 +1067,10 @@ fn base_person(seed: u64, id: u64) -> Core {
 }
 
 /// The person with this id, including the planted pair relations.
-fn core(seed: u64, id: u64) -> Core {
+fn core(seed: u64, id: u64, hard: bool) -> Core {
     let pair = id / 2;
     let second = id % 2 == 1;
-    let kind = pair_kind(seed, pair);
+    let kind = pair_kind(seed, pair, hard);
     if kind == PairKind::Plain {
         return base_person(seed, id);
     }
@@ -1128,6 +1151,12 @@ fn core(seed: u64, id: u64) -> Core {
                 if p.em_domain == Domain::Company && p.company == b.company {
                     p.em_domain = Domain::Free("outlook.com");
                 }
+                if hard {
+                    // Namesakes in one city.
+                    p.country = b.country;
+                    p.city = b.city;
+                    p.phone = mobile(b.country, &b.country.cities()[b.city], &mut r);
+                }
                 if p.phone == b.phone {
                     p.phone.national ^= 1;
                 }
@@ -1158,7 +1187,15 @@ struct Scratch {
     last: String,
 }
 
-fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rng, s: &mut Scratch) {
+fn render_row(
+    p: &Core,
+    repeat: bool,
+    t: i64,
+    opts: &GenerateOptions,
+    r: &mut Rng,
+    mut hard: Option<&mut Rng>,
+    s: &mut Scratch,
+) {
     for f in [
         &mut s.name,
         &mut s.phone,
@@ -1177,10 +1214,22 @@ fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rn
     }
     write_name(p, r, s);
 
+    // Hard profile: a sparse Sheets row, or a later appearance with a new number.
+    let (sparse, new_phone) = match hard.as_deref_mut() {
+        Some(h) => {
+            let sparse = h.chance(0.2);
+            let new = (repeat && h.chance(0.1)).then(|| mobile(p.country, &p.country.cities()[p.city], h));
+            (sparse, new)
+        }
+        None => (false, None),
+    };
+    let phone = new_phone.unwrap_or(p.phone);
+
     // Contact fields: normally at most one of phone / e-mail is missing; about
     // 1 % of rows have no usable contact at all, on purpose.
     let mut international = false;
-    if r.chance(0.01) {
+    let unusable = r.chance(0.01);
+    if unusable {
         match r.below(10) {
             0..=3 => bad_email(p, r, &mut s.email),
             4..=6 => s.phone.push_str(r.pick(INVALID_PHONES)),
@@ -1189,7 +1238,7 @@ fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rn
     } else {
         let roll = r.below(100);
         if roll >= 8 {
-            international = write_phone(&p.phone, r, &mut s.phone);
+            international = write_phone(&phone, r, &mut s.phone);
         }
         // roll < 8: phone missing, e-mail kept; roll >= 92: e-mail missing.
         if roll < 92 {
@@ -1211,6 +1260,17 @@ fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rn
         if r.chance(0.08) {
             city = r.index(p.country.cities().len());
         }
+    }
+    if let Some(h) = hard.as_deref_mut()
+        && company != p.company
+        && p.em_domain == Domain::Company
+        && !unusable
+        && !s.email.is_empty()
+    {
+        // A new employer, a new work address.
+        s.email.clear();
+        let moved = Core { company, ..*p };
+        write_email(&moved, h, &mut s.email, &mut s.first);
     }
     if r.chance(0.9) {
         let (name, _) = COMPANIES[company];
@@ -1246,6 +1306,29 @@ fn render_row(p: &Core, repeat: bool, t: i64, opts: &GenerateOptions, r: &mut Rn
     s.status.push_str(r.pick(STATUSES));
     s.owner.push_str(r.pick(OWNERS));
     write_time(t, r, &mut s.created);
+    if let Some(h) = hard
+        && sparse
+        && !unusable
+    {
+        // A Sheets row: name and phone, the country only where the number needs it.
+        for f in [
+            &mut s.email,
+            &mut s.company,
+            &mut s.job,
+            &mut s.city,
+            &mut s.website,
+        ] {
+            f.clear();
+        }
+        if s.phone.is_empty() {
+            international = write_phone(&phone, h, &mut s.phone);
+        }
+        s.country.clear();
+        if !international {
+            let (names, w) = p.country.spellings();
+            s.country.push_str(names[h.weighted(w)]);
+        }
+    }
 }
 
 fn write_name(p: &Core, r: &mut Rng, s: &mut Scratch) {
@@ -1896,7 +1979,7 @@ mod tests {
         let (mut family, mut office, mut namesake) = (0, 0, 0);
         for pair in 0..20_000u64 {
             let (a, b) = (person(42, 2 * pair), person(42, 2 * pair + 1));
-            match pair_kind(42, pair) {
+            match pair_kind(42, pair, false) {
                 PairKind::Family => {
                     family += 1;
                     assert_eq!(
@@ -1924,6 +2007,83 @@ mod tests {
         for n in [family, office, namesake] {
             assert!((40..=130).contains(&n), "{family} {office} {namesake}");
         }
+    }
+
+    #[test]
+    fn generate_hard_profile_plants_many_hard_cases_sparse_rows_and_new_numbers() {
+        // Planted pairs: about 6 % of pairs per kind; namesakes share a city.
+        let mut kinds = [0usize; 3];
+        for pair in 0..20_000u64 {
+            let (a, b) = (person_in(42, 2 * pair, true), person_in(42, 2 * pair + 1, true));
+            match pair_kind(42, pair, true) {
+                PairKind::Family => kinds[0] += 1,
+                PairKind::Office => kinds[1] += 1,
+                PairKind::Namesake => {
+                    kinds[2] += 1;
+                    assert_eq!((&a.first_name, &a.last_name), (&b.first_name, &b.last_name));
+                    assert_eq!((&a.city, a.country), (&b.city, b.country));
+                    assert_ne!((&a.email, &a.phone_e164), (&b.email, &b.phone_e164));
+                }
+                PairKind::Plain => {}
+            }
+        }
+        for n in kinds {
+            assert!((1000..=1400).contains(&n), "{kinds:?}");
+        }
+
+        let (std_path, hard_path) = (scratch("hard-std"), scratch("hard"));
+        generate_csv(&std_path, &opts(20_000)).unwrap();
+        let hard = GenerateOptions {
+            hard: true,
+            ..opts(20_000)
+        };
+        let summary = generate_csv(&hard_path, &hard).unwrap();
+        let std_recs = parse_csv(&std::fs::read_to_string(&std_path).unwrap());
+        let recs = parse_csv(&std::fs::read_to_string(&hard_path).unwrap());
+        let rows = &recs[1..];
+        // Sparse rows: name and phone, nothing else a linker could use.
+        let sparse = |f: &[String]| {
+            !f[0].is_empty() && !f[1].is_empty() && (2..=5).all(|c| f[c].is_empty()) && f[7].is_empty()
+        };
+        let share = rows.iter().filter(|(_, f)| sparse(f)).count() as f64 / rows.len() as f64;
+        assert!((0.17..0.23).contains(&share), "sparse share {share}");
+        let std_share = std_recs[1..].iter().filter(|(_, f)| sparse(f)).count() as f64 / 20_000.0;
+        assert!(std_share < 0.01, "standard sparse share {std_share}");
+        // A national number keeps its country; an international one may not.
+        assert!(
+            rows.iter()
+                .filter(|(_, f)| sparse(f) && !["+", "00", "(+"].iter().any(|p| f[1].starts_with(p)))
+                .all(|(_, f)| !f[6].is_empty())
+        );
+        // Later appearances with a number the person's first row did not have.
+        let truth = read_truth(&summary.truth_path);
+        let mut first_phone: HashMap<u64, String> = HashMap::new();
+        let (mut repeats, mut changed) = (0, 0);
+        for ((_, f), (_, pid)) in rows.iter().zip(&truth) {
+            let d = digits(&f[1]);
+            if d.len() < 8 {
+                continue;
+            }
+            let tail = d[d.len() - 8..].to_string();
+            match first_phone.get(pid) {
+                None => {
+                    first_phone.insert(*pid, tail);
+                }
+                Some(t) => {
+                    repeats += 1;
+                    changed += usize::from(*t != tail);
+                }
+            }
+        }
+        let share = changed as f64 / repeats as f64;
+        assert!(
+            (0.07..0.2).contains(&share),
+            "changed numbers {share} of {repeats}"
+        );
+        // Same options, same bytes; the standard profile is not touched by hard's draws.
+        let again = scratch("hard-again");
+        generate_csv(&again, &hard).unwrap();
+        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&hard_path).unwrap());
     }
 
     #[test]

@@ -174,6 +174,11 @@ enum Command {
         /// new people get ids from there on.
         #[arg(long, default_value_t = 0)]
         existing_people: u64,
+        /// The hard profile: 18 % of pairs of people planted as families,
+        /// colleagues and namesakes (one city), a fifth of rows name and
+        /// phone only, a tenth of repeats with a new number.
+        #[arg(long)]
+        hard: bool,
     },
 }
 
@@ -870,6 +875,7 @@ fn main() -> ExitCode {
                 seed,
                 duplicate_rate,
                 existing_people,
+                hard,
             } => {
                 let opts = leadflow::generate::GenerateOptions {
                     rows,
@@ -877,6 +883,7 @@ fn main() -> ExitCode {
                     duplicate_rate,
                     id_offset: existing_people,
                     existing_people,
+                    hard,
                     ..Default::default()
                 };
                 match leadflow::generate::generate_csv(&out, &opts) {
@@ -1348,6 +1355,12 @@ fn print_summary(r: &RunReport, warehouse: &str) {
         "  people  {} new masters, {} matched existing, {} merged within the run, {} already known, {} conflicts kept apart",
         r.masters_new, r.matched_existing, r.merged_in_batch, r.records_known, r.conflicts
     );
+    if r.masters_merged > 0 {
+        println!(
+            "  merged  {} pair(s) of existing masters a record linked strongly to both (see `merges`)",
+            r.masters_merged
+        );
+    }
     if r.outbound_linked > 0 {
         println!("  crm     {} linked by outbound link", r.outbound_linked);
     }

@@ -125,6 +125,12 @@ pub struct RunReport {
     /// from a Google Sheet), marked with `deleted_at` in `records` (and
     /// `crm_links` for CRM records). Also a `runs` column.
     pub records_deleted: u64,
+    /// Pairs of existing masters merged after the commit because a record
+    /// of this run linked strongly to both (`linkage.merge_bridged_masters`).
+    pub masters_merged: u64,
+    /// The pairs (master ids), for the merge after the commit.
+    #[serde(skip)]
+    pub bridged: Vec<(String, String)>,
     pub recovered_run: Option<String>,
     pub files: Vec<FileReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,6 +199,7 @@ pub async fn run_pipeline(
                 seconds = report.duration_seconds,
                 "run succeeded"
             );
+            merge_bridged_masters(loaded, pipeline, warehouse, &mut report).await;
             vacuum_when_due(loaded, warehouse).await;
         }
         Err(e) => {
@@ -616,6 +623,7 @@ async fn execute(
             ),
         )
         .await?;
+        report.bridged = std::mem::take(&mut outcome.bridged);
         let outbound = crm_links::apply_outbound(&leads, &mut outcome, &pinned, &stamp)?;
         report.outbound_linked = outbound;
         let s = &outcome.stats;
@@ -795,6 +803,53 @@ async fn execute(
         }
     }
     Ok(())
+}
+
+/// After a committed run: merge the pairs of existing masters a record of
+/// the run linked strongly to both, as approving their reviews would (the
+/// run could not: it never rewrites masters it did not load, nor their
+/// records). A pair a person rejected stays apart; a failure leaves the
+/// review open for a person and the run succeeded all the same.
+async fn merge_bridged_masters(
+    loaded: &LoadedConfig,
+    pipeline: &PipelineConfig,
+    warehouse: &Warehouse,
+    report: &mut RunReport,
+) {
+    let pairs = std::mem::take(&mut report.bridged);
+    if pairs.is_empty() {
+        return;
+    }
+    let warehouse = match crate::warehouse_for(warehouse, pipeline.entity.as_deref()).await {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "bridged masters not merged; their reviews stay open");
+            return;
+        }
+    };
+    let rules = loaded.config.survivorship_for(pipeline.entity.as_deref());
+    let note = format!(
+        "a record of run {} links to both masters above the link threshold",
+        report.run_id
+    );
+    let by = format!("leadflow run {}", report.run_id);
+    let clock = Instant::now();
+    // Pairs whose review is no longer open (a person rejected it) are left
+    // alone by `merge_bridged`: theirs to say.
+    match crate::review::merge_bridged(&warehouse, rules, &pairs, &note, &by, Utc::now()).await {
+        Ok(merged) => {
+            report.masters_merged = merged.len() as u64;
+            info!(
+                pairs = pairs.len(),
+                merged = merged.len(),
+                seconds = clock.elapsed().as_secs_f64(),
+                "bridged masters merged"
+            );
+        }
+        Err(e) => {
+            warn!(pairs = pairs.len(), error = %e, "bridged masters not merged; their reviews stay open")
+        }
+    }
 }
 
 /// After a committed run: vacuum the warehouse once `warehouse.vacuum_every`

@@ -222,10 +222,29 @@ pub async fn moved_reminders(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Reminder>, ReminderError> {
-    if !warehouse.has_data("reminders").await? {
+    let all = reminders_of(warehouse, &[from, to]).await?;
+    Ok(moved_from(&all, from, to, projects, by, now))
+}
+
+/// Every reminder of `masters` (none when the table is empty).
+pub async fn reminders_of(warehouse: &Warehouse, masters: &[&str]) -> Result<Vec<Reminder>, ReminderError> {
+    if !warehouse.has_data("reminders").await? || masters.is_empty() {
         return Ok(Vec::new());
     }
-    let all = state::load(warehouse, &format!("master_id IN ({}, {})", lit(from), lit(to))).await?;
+    let ids: Vec<String> = masters.iter().map(|m| lit(m)).collect();
+    state::load(warehouse, &format!("master_id IN ({})", ids.join(", "))).await
+}
+
+/// [`moved_reminders`] from reminders already read (`all` holds at least
+/// those of `from` and `to`; others are ignored).
+pub fn moved_from(
+    all: &[Reminder],
+    from: &str,
+    to: &str,
+    projects: Option<&[String]>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Vec<Reminder> {
     let held: HashSet<&str> = all
         .iter()
         .filter(|r| r.master_id == to && !r.state.is_closed())
@@ -249,7 +268,7 @@ pub async fn moved_reminders(
         close(&mut closed, ReminderState::Moved, by, now);
         rows.push(closed);
     }
-    Ok(rows)
+    rows
 }
 
 fn close(r: &mut Reminder, to: ReminderState, by: &str, now: DateTime<Utc>) {

@@ -21,8 +21,8 @@ mod ops;
 mod tables;
 
 pub use ops::{
-    MergeOutcome, Review, ReviewDetail, SplitOutcome, approve, list, merge, merged_into, reject, run_turn,
-    show, split, unmerge,
+    MergeOutcome, Review, ReviewDetail, SplitOutcome, approve, list, merge, merge_bridged, merged_into,
+    reject, run_turn, show, split, unmerge,
 };
 
 /// Transaction app id of every write this module makes.

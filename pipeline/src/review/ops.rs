@@ -319,33 +319,38 @@ type ReviewOut = (u32, String, String, String, String, Option<i64>);
 /// `approving`: the review this merge decides, left to the caller.
 /// Also returns what an unmerge needs to put each changed row back
 /// ([`ReviewUndo`]).
-async fn carried_reviews(
-    warehouse: &Warehouse,
-    s: &str,
-    x: &str,
-    approving: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<(RecordBatch, Vec<ReviewUndo>), ReviewError> {
+/// Review rows that name any of `masters`, by id.
+async fn reviews_of(warehouse: &Warehouse, masters: &[&str]) -> Result<RecordBatch, ReviewError> {
     if !warehouse.has_data("review").await? {
-        return Ok((RecordBatch::new_empty(REVIEW_SCHEMA.clone()), Vec::new()));
+        return Ok(RecordBatch::new_empty(REVIEW_SCHEMA.clone()));
     }
     let rows = query(
         warehouse,
         &["review"],
         &format!(
             "SELECT * FROM review WHERE master_id IN ({xs}) OR other_master_id IN ({xs}) ORDER BY review_id",
-            xs = lits(&[x, s])
+            xs = lits(masters)
         ),
     )
     .await?;
-    let b = conform(&rows, &REVIEW_SCHEMA)?;
+    conform(&rows, &REVIEW_SCHEMA)
+}
+
+/// `b`: review rows read by [`reviews_of`] for (at least) `s` and `x`.
+fn carried_reviews(
+    b: &RecordBatch,
+    s: &str,
+    x: &str,
+    approving: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(RecordBatch, Vec<ReviewUndo>), ReviewError> {
     let (id, a, o, st) = (
-        text(&b, "review_id")?,
-        text(&b, "master_id")?,
-        text(&b, "other_master_id")?,
-        text(&b, "status")?,
+        text(b, "review_id")?,
+        text(b, "master_id")?,
+        text(b, "other_master_id")?,
+        text(b, "status")?,
     );
-    let decided = times(&b, "decided_at")?;
+    let decided = times(b, "decided_at")?;
     let decided_at = |i: usize| (!decided.is_null(i)).then(|| decided.value(i));
     // The survivor's own pairs: other master -> row.
     let mut of_s: HashMap<&str, usize> = HashMap::new();
@@ -411,7 +416,7 @@ async fn carried_reviews(
         }
     }
     let rows = arrow::array::UInt32Array::from(out.iter().map(|r| r.0).collect::<Vec<_>>());
-    let picked = arrow::compute::take_record_batch(&b, &rows)?;
+    let picked = arrow::compute::take_record_batch(b, &rows)?;
     let texts = |f: fn(&ReviewOut) -> &str| -> ArrayRef {
         Arc::new(out.iter().map(|r| Some(f(r))).collect::<StringArray>())
     };
@@ -506,7 +511,21 @@ async fn decided_review(
         &format!("SELECT * FROM review WHERE review_id = {}", lit(id)),
     )
     .await?;
-    let b = conform(&rows, &REVIEW_SCHEMA)?;
+    decided_from(&conform(&rows, &REVIEW_SCHEMA)?, id, status, now)
+}
+
+/// [`decided_review`] from review rows already read.
+fn decided_from(
+    reviews: &RecordBatch,
+    id: &str,
+    status: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    let ids = text(reviews, "review_id")?;
+    let keep: arrow::array::BooleanArray = (0..reviews.num_rows())
+        .map(|i| Some(ids.value(i) == id))
+        .collect();
+    let b = filter_record_batch(reviews, &keep)?;
     let n = b.num_rows();
     restamped(
         &b,
@@ -614,17 +633,96 @@ async fn merge_once(
             "cannot merge master {a} with itself"
         )));
     }
-    let found = master_rows(warehouse, &[a, b]).await?;
+    let reads = MergeReads::load(warehouse, &[a, b]).await?;
     for id in [a, b] {
-        if !found.iter().any(|m| m.0 == id) {
+        if !reads.masters.iter().any(|m| m.0 == id) {
             return Err(missing_master(warehouse, id).await);
         }
     }
+    let version = next_version(warehouse, now).await?;
+    let plan = plan_merge(warehouse, &reads, a, b, keep, why, now).await?;
+    apply_merges(warehouse, version, plan.tables, &plan.removed).await?;
+    log_merge(&plan.outcome, why);
+    Ok(plan.outcome)
+}
+
+/// What merges read, for one pair or for many at once (the pairs a run
+/// bridged): one query per table for all of them.
+struct MergeReads {
+    /// (master_id, first_seen) of the masters found.
+    masters: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Their records, in arrival order.
+    records: RecordBatch,
+    links: HashMap<String, Vec<Link>>,
+    crm: RecordBatch,
+    /// Review rows that name any of them.
+    reviews: RecordBatch,
+    reminders: Vec<crate::reminders::state::Reminder>,
+    /// Held until the writes are done, so a reminders tick of this process
+    /// cannot move the same reminders meanwhile.
+    _reminders_turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl MergeReads {
+    async fn load(warehouse: &Warehouse, ids: &[&str]) -> Result<Self, ReviewError> {
+        let masters = master_rows(warehouse, ids).await?;
+        let records = records_of(warehouse, ids).await?;
+        let links = links_of_many(warehouse, ids).await?;
+        let crm = crm_links_of(warehouse, ids).await?;
+        let reviews = reviews_of(warehouse, ids).await?;
+        let turn = crate::reminders::engine::write_turn().await;
+        let reminders = crate::reminders::engine::reminders_of(warehouse, ids).await?;
+        Ok(Self {
+            masters,
+            records,
+            links,
+            crm,
+            reviews,
+            reminders,
+            _reminders_turn: turn,
+        })
+    }
+
+    /// The records of `a` and `b`, in arrival order.
+    fn records_of(&self, a: &str, b: &str) -> Result<RecordBatch, ReviewError> {
+        let m = text(&self.records, "master_id")?;
+        let keep: arrow::array::BooleanArray = (0..self.records.num_rows())
+            .map(|i| Some(m.value(i) == a || m.value(i) == b))
+            .collect();
+        Ok(filter_record_batch(&self.records, &keep)?)
+    }
+}
+
+/// One merge's writes, not applied yet.
+struct MergePlan {
+    tables: Vec<StagedTable>,
+    /// Review rows it writes (two merges of one batch must not share one).
+    review_ids: Vec<String>,
+    /// What goes: the absorbed master and its project links (master, project).
+    removed: Removed,
+    outcome: MergeOutcome,
+}
+
+/// Plan the merge of `a` and `b` from `reads`. Both must be in `reads.masters`.
+async fn plan_merge(
+    warehouse: &Warehouse,
+    reads: &MergeReads,
+    a: &str,
+    b: &str,
+    keep: Option<&str>,
+    why: &Why<'_>,
+    now: DateTime<Utc>,
+) -> Result<MergePlan, ReviewError> {
+    let found: Vec<_> = reads
+        .masters
+        .iter()
+        .filter(|m| m.0 == a || m.0 == b)
+        .cloned()
+        .collect();
     let (s, x) = survivor(&found, keep)?;
     let (s, x) = (s.to_string(), x.to_string());
-    let version = next_version(warehouse, now).await?;
 
-    let records = records_of(warehouse, &[&s, &x]).await?;
+    let records = reads.records_of(&s, &x)?;
     let mids = text(&records, "master_id")?;
     let moved: Vec<usize> = (0..records.num_rows()).filter(|&i| mids.value(i) == x).collect();
     // The absorbed master still there without records: an earlier attempt
@@ -658,10 +756,21 @@ async fn merge_once(
         explanation["conflicts"] = c;
     }
     let moved_rows = repoint(&records, &moved, &s)?;
-    let links = merged_links(warehouse, &s, &x, &event_id).await?;
-    let crm = repointed_crm_links(warehouse, &x, None, &s, now).await?;
-    let (carried, mut review_undo) =
-        carried_reviews(warehouse, &s, &x, why.review.map(|r| r.review_id.as_str()), now).await?;
+    let no_links = Vec::new();
+    let links = merged_links(
+        reads.links.get(&s).unwrap_or(&no_links),
+        reads.links.get(&x).unwrap_or(&no_links),
+        &s,
+        &event_id,
+    )?;
+    let crm = repoint_crm(&reads.crm, &x, None, &s, now)?;
+    let (carried, mut review_undo) = carried_reviews(
+        &reads.reviews,
+        &s,
+        &x,
+        why.review.map(|r| r.review_id.as_str()),
+        now,
+    )?;
     if let Some(r) = why.review {
         // Undone, the approved pair is a question again.
         review_undo.push(ReviewUndo {
@@ -681,8 +790,14 @@ async fn merge_once(
         None => explanation,
     };
     // The absorbed person's open reminders go to the survivor.
-    let (reminders, _reminders_turn) =
-        moving_reminders(warehouse, &x, &s, None, &format!("merge {event_id}"), now).await?;
+    let reminders = crate::reminders::engine::moved_from(
+        &reads.reminders,
+        &x,
+        &s,
+        None,
+        &format!("merge {event_id}"),
+        now,
+    );
 
     let merges = merges_row(
         &event_id,
@@ -717,7 +832,12 @@ async fn merge_once(
     if links.num_rows() > 0 {
         tables.push(upsert("project_links", links));
     }
-    tables.extend(reminders);
+    if !reminders.is_empty() {
+        tables.push(upsert(
+            "reminders",
+            crate::reminders::state::reminders_batch(&reminders)?,
+        ));
+    }
     tables.push(upsert("masters", golden));
     // One review write: the approved pair and the carried ones.
     let mut review_rows = Vec::new();
@@ -725,48 +845,240 @@ async fn merge_once(
         review_rows.push(carried);
     }
     if let Some(r) = why.review {
-        review_rows.push(decided_review(warehouse, &r.review_id, "approved", now).await?);
+        review_rows.push(decided_from(&reads.reviews, &r.review_id, "approved", now)?);
     }
+    let mut review_ids = Vec::new();
     if !review_rows.is_empty() {
+        let rows = arrow::compute::concat_batches(&REVIEW_SCHEMA, &review_rows)?;
+        let ids = text(&rows, "review_id")?;
+        review_ids.extend((0..rows.num_rows()).map(|i| ids.value(i).to_string()));
+        tables.push(upsert("review", rows));
+    }
+    let removed = Removed {
+        masters: vec![x.clone()],
+        links: reads
+            .links
+            .get(&x)
+            .map(|l| l.iter().map(|l| (x.clone(), l.project.clone())).collect())
+            .unwrap_or_default(),
+    };
+    Ok(MergePlan {
+        tables,
+        review_ids,
+        removed,
+        outcome: MergeOutcome {
+            event_id,
+            master_id: s,
+            absorbed_master_id: x,
+            records_moved: moved.len(),
+            record_count: records.num_rows(),
+        },
+    })
+}
+
+/// Rows merges remove: absorbed masters and their project links.
+#[derive(Default)]
+struct Removed {
+    masters: Vec<String>,
+    /// (master_id, project)
+    links: Vec<(String, String)>,
+}
+
+impl Removed {
+    fn extend(&mut self, other: Removed) {
+        self.masters.extend(other.masters);
+        self.links.extend(other.links);
+    }
+}
+
+/// Write merges' tables at `version`. `masters` and `project_links` are
+/// replaced in one rewrite each: the survivors' rows in, the absorbed
+/// masters' rows out (gone from `masters`, an absorbed id is never a
+/// candidate of a later run).
+async fn apply_merges(
+    warehouse: &Warehouse,
+    version: i64,
+    mut tables: Vec<StagedTable>,
+    removed: &Removed,
+) -> Result<(), ReviewError> {
+    if !removed.links.is_empty() && !tables.iter().any(|t| t.table == "project_links") {
         tables.push(upsert(
-            "review",
-            arrow::compute::concat_batches(&REVIEW_SCHEMA, &review_rows)?,
+            "project_links",
+            RecordBatch::new_empty(PROJECT_LINKS_SCHEMA.clone()),
         ));
     }
-    apply_all(warehouse, version, tables).await?;
-    // Deletes last, one version on: the same table may have been written
-    // above with `version`. Gone from `masters`, the absorbed id is never a
-    // candidate of a later run.
-    let later = version + 1;
-    delete(
-        warehouse,
-        "project_links",
-        col("master_id").eq(datafusion::prelude::lit(x.clone())),
-        later,
-    )
-    .await?;
-    delete(
-        warehouse,
-        "masters",
-        col("master_id").eq(datafusion::prelude::lit(x.clone())),
-        later,
-    )
-    .await?;
+    let text_col = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+    let key_batch = |cols: Vec<(&str, ArrayRef)>| {
+        RecordBatch::try_from_iter(cols.into_iter().map(|(n, c)| (n.to_string(), c)))
+    };
+    for t in &tables {
+        let remove = match t.table.as_str() {
+            "masters" => Some(key_batch(vec![(
+                "master_id",
+                text_col(removed.masters.iter().map(String::as_str).collect()),
+            )])?),
+            "project_links" => Some(key_batch(vec![
+                (
+                    "master_id",
+                    text_col(removed.links.iter().map(|l| l.0.as_str()).collect()),
+                ),
+                (
+                    "project",
+                    text_col(removed.links.iter().map(|l| l.1.as_str()).collect()),
+                ),
+            ])?),
+            _ => None,
+        };
+        let done = match remove {
+            Some(keys) => warehouse.replace(t, &keys, APP_ID, version).await,
+            None => warehouse.apply(t, APP_ID, version).await,
+        };
+        match done {
+            Ok(true) => {}
+            // Another process committed this version first.
+            Ok(false) => return Err(ReviewError::Conflict(t.table.clone())),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn log_merge(m: &MergeOutcome, why: &Why<'_>) {
     info!(
-        event_id = %event_id,
-        master_id = %s,
-        absorbed = %x,
-        records_moved = moved.len(),
+        event_id = %m.event_id,
+        master_id = %m.master_id,
+        absorbed = %m.absorbed_master_id,
+        records_moved = m.records_moved,
         by = why.by,
         "masters merged"
     );
-    Ok(MergeOutcome {
-        event_id,
-        master_id: s,
-        absorbed_master_id: x,
-        records_moved: moved.len(),
-        record_count: records.num_rows(),
+}
+
+/// Merge the pairs of masters a run bridged (a record of it linked to
+/// both above the link threshold), as approving their open reviews would,
+/// with one set of writes for all pairs that share no master (and no review
+/// row); the others follow in further rounds, through the masters the
+/// earlier rounds kept. A pair whose review is no longer open (a person
+/// rejected it) is left alone.
+pub async fn merge_bridged(
+    warehouse: &Warehouse,
+    rules: &SurvivorshipConfig,
+    pairs: &[(String, String)],
+    note: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<MergeOutcome>, ReviewError> {
+    exclusive("merge bridged masters", move || async move {
+        let mut done: Vec<MergeOutcome> = Vec::new();
+        let mut pending: Vec<(String, String)> = pairs.to_vec();
+        while !pending.is_empty() {
+            // Earlier rounds' survivors stand for the masters they absorbed.
+            let into: HashMap<String, String> = done
+                .iter()
+                .map(|m| (m.absorbed_master_id.clone(), m.master_id.clone()))
+                .collect();
+            let resolve = |m: &String| {
+                let mut m = m.clone();
+                while let Some(s) = into.get(&m) {
+                    m = s.clone();
+                }
+                m
+            };
+            let mut current: Vec<(String, String)> = pending
+                .iter()
+                .map(|(a, b)| (resolve(a), resolve(b)))
+                .filter(|(a, b)| a != b)
+                .collect();
+            current.sort();
+            current.dedup();
+            let ids: Vec<String> = current
+                .iter()
+                .map(|(a, b)| leadflow_transforms::dedupe::review_id(a, b))
+                .collect();
+            let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let open: HashMap<String, Review> = if id_refs.is_empty() {
+                HashMap::new()
+            } else {
+                load_reviews(
+                    warehouse,
+                    &format!("r.review_id IN ({}) AND r.status = 'open'", lits(&id_refs)),
+                )
+                .await?
+                .into_iter()
+                .map(|r| (r.review_id.clone(), r))
+                .collect()
+            };
+            let mut used: HashSet<&str> = HashSet::new();
+            let mut round: Vec<(&str, &str, &Review)> = Vec::new();
+            let mut later: Vec<(String, String)> = Vec::new();
+            for ((a, b), id) in current.iter().zip(&ids) {
+                let Some(r) = open.get(id) else { continue };
+                if used.contains(a.as_str()) || used.contains(b.as_str()) {
+                    later.push((a.clone(), b.clone()));
+                    continue;
+                }
+                used.insert(a);
+                used.insert(b);
+                round.push((a, b, r));
+            }
+            if round.is_empty() {
+                break;
+            }
+            let masters: Vec<&str> = used.iter().copied().collect();
+            let reads = MergeReads::load(warehouse, &masters).await?;
+            let version = next_version(warehouse, now).await?;
+            let mut tables: Vec<StagedTable> = Vec::new();
+            let mut written: HashSet<String> = HashSet::new();
+            let mut outcomes = Vec::new();
+            let mut removed = Removed::default();
+            for (a, b, r) in round {
+                // Gone meanwhile (merged by someone else): not ours to redo.
+                if reads.masters.iter().filter(|m| m.0 == a || m.0 == b).count() < 2 {
+                    continue;
+                }
+                let why = Why {
+                    review: Some(r),
+                    note: Some(note),
+                    by,
+                    rules,
+                };
+                let plan = plan_merge(warehouse, &reads, a, b, None, &why, now).await?;
+                if plan.review_ids.iter().any(|id| written.contains(id)) {
+                    later.push((a.to_string(), b.to_string()));
+                    continue;
+                }
+                written.extend(plan.review_ids.iter().cloned());
+                removed.extend(plan.removed);
+                for t in plan.tables {
+                    match tables.iter_mut().find(|o| o.table == t.table) {
+                        Some(o) => o.batches.extend(t.batches),
+                        None => tables.push(t),
+                    }
+                }
+                outcomes.push(plan.outcome);
+            }
+            if outcomes.is_empty() {
+                break;
+            }
+            apply_merges(warehouse, version, tables, &removed).await?;
+            drop(reads);
+            for m in &outcomes {
+                log_merge(
+                    m,
+                    &Why {
+                        review: None,
+                        note: Some(note),
+                        by,
+                        rules,
+                    },
+                );
+            }
+            done.extend(outcomes);
+            pending = later;
+        }
+        Ok(done)
     })
+    .await
 }
 
 /// The latest `merge` event that absorbed `absorbed` into `survivor`: (event id, explanation).
@@ -1192,19 +1504,31 @@ struct Link {
 }
 
 async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, ReviewError> {
+    Ok(links_of_many(warehouse, &[master])
+        .await?
+        .remove(master)
+        .unwrap_or_default())
+}
+
+/// The project links of `masters`, per master, by project.
+async fn links_of_many(
+    warehouse: &Warehouse,
+    masters: &[&str],
+) -> Result<HashMap<String, Vec<Link>>, ReviewError> {
     if !warehouse.has_data("project_links").await? {
-        return Ok(Vec::new());
+        return Ok(HashMap::new());
     }
     let rows = query(
         warehouse,
         &["project_links"],
         &format!(
-            "SELECT * FROM project_links WHERE master_id = {} ORDER BY project",
-            lit(master)
+            "SELECT * FROM project_links WHERE master_id IN ({}) ORDER BY master_id, project",
+            lits(masters)
         ),
     )
     .await?;
     let b = conform(&rows, &PROJECT_LINKS_SCHEMA)?;
+    let m = text(&b, "master_id")?;
     let (p, s, o) = (text(&b, "project")?, text(&b, "status")?, text(&b, "owner")?);
     let by = text(&b, "updated_run_id")?;
     let c = b
@@ -1213,8 +1537,9 @@ async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, Revi
         .cloned()
         .ok_or_else(|| ReviewError::Schema("project_links.record_count".into()))?;
     let (f, l) = (times(&b, "first_seen")?, times(&b, "last_seen")?);
-    Ok((0..b.num_rows())
-        .map(|i| Link {
+    let mut out: HashMap<String, Vec<Link>> = HashMap::new();
+    for i in 0..b.num_rows() {
+        out.entry(m.value(i).to_string()).or_default().push(Link {
             project: p.value(i).to_string(),
             updated_by: opt_text(&by, i),
             status: opt_text(&s, i),
@@ -1222,8 +1547,9 @@ async fn links_of(warehouse: &Warehouse, master: &str) -> Result<Vec<Link>, Revi
             record_count: c.value(i),
             first_seen: (!f.is_null(i)).then(|| f.value(i)),
             last_seen: (!l.is_null(i)).then(|| l.value(i)),
-        })
-        .collect())
+        });
+    }
+    Ok(out)
 }
 
 /// A survivor's links combined with the absorbed master's, per project:
@@ -1268,22 +1594,14 @@ fn links_batch(master: &str, links: &[Link], event_id: &str) -> Result<RecordBat
     Ok(RecordBatch::try_new(PROJECT_LINKS_SCHEMA.clone(), cols)?)
 }
 
-async fn merged_links(
-    warehouse: &Warehouse,
-    survivor: &str,
-    absorbed: &str,
-    event_id: &str,
-) -> Result<RecordBatch, ReviewError> {
-    let (s, x) = (
-        links_of(warehouse, survivor).await?,
-        links_of(warehouse, absorbed).await?,
-    );
+/// The survivor's project links after a merge, from both masters' links.
+fn merged_links(s: &[Link], x: &[Link], survivor: &str, event_id: &str) -> Result<RecordBatch, ReviewError> {
     // Already combined by an earlier attempt of this merge: adding the
     // absorbed counts again would count them twice.
     if x.is_empty() || s.iter().any(|l| l.updated_by.as_deref() == Some(event_id)) {
         return links_batch(survivor, &[], event_id);
     }
-    links_batch(survivor, &combine_links(&s, &x), event_id)
+    links_batch(survivor, &combine_links(s, x), event_id)
 }
 
 /// Links after a split: the master keeps its rows for projects it still has
@@ -1369,16 +1687,37 @@ async fn repointed_crm_links(
     to: &str,
     now: DateTime<Utc>,
 ) -> Result<RecordBatch, ReviewError> {
-    if !warehouse.has_data("crm_links").await? || only.is_some_and(HashSet::is_empty) {
+    if only.is_some_and(HashSet::is_empty) {
+        return Ok(RecordBatch::new_empty(CRM_LINKS_SCHEMA.clone()));
+    }
+    repoint_crm(&crm_links_of(warehouse, &[from]).await?, from, only, to, now)
+}
+
+/// The CRM links of `masters`.
+async fn crm_links_of(warehouse: &Warehouse, masters: &[&str]) -> Result<RecordBatch, ReviewError> {
+    if !warehouse.has_data("crm_links").await? {
         return Ok(RecordBatch::new_empty(CRM_LINKS_SCHEMA.clone()));
     }
     let rows = query(
         warehouse,
         &["crm_links"],
-        &format!("SELECT * FROM crm_links WHERE master_id = {}", lit(from)),
+        &format!("SELECT * FROM crm_links WHERE master_id IN ({})", lits(masters)),
     )
     .await?;
-    let b = conform(&rows, &CRM_LINKS_SCHEMA)?;
+    conform(&rows, &CRM_LINKS_SCHEMA)
+}
+
+/// The CRM links of `from` among `crm` (all, or the `only` keys) moved to `to`.
+fn repoint_crm(
+    crm: &RecordBatch,
+    from: &str,
+    only: Option<&HashSet<(String, String)>>,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, ReviewError> {
+    let m = text(crm, "master_id")?;
+    let mine: arrow::array::BooleanArray = (0..crm.num_rows()).map(|i| Some(m.value(i) == from)).collect();
+    let b = filter_record_batch(crm, &mine)?;
     let b = match only {
         Some(keys) => {
             let (p, c) = (text(&b, "provider")?, text(&b, "crm_id")?);

@@ -298,6 +298,39 @@ fn key_predicate(spec: &TableSpec) -> datafusion::prelude::Expr {
         .expect("tables have keys")
 }
 
+/// `key = value AND ...` per row of `keys` (the table's key columns), ORed.
+fn keys_predicate(spec: &TableSpec, keys: &RecordBatch) -> Result<datafusion::prelude::Expr, WarehouseError> {
+    use datafusion::scalar::ScalarValue;
+    let mut any: Option<datafusion::prelude::Expr> = None;
+    for i in 0..keys.num_rows() {
+        let mut row: Option<datafusion::prelude::Expr> = None;
+        for k in spec.keys {
+            let c = keys.column_by_name(k).ok_or_else(|| {
+                arrow::error::ArrowError::SchemaError(format!(
+                    "table {}: rows to remove lack key column {k}",
+                    spec.name
+                ))
+            })?;
+            let v = ScalarValue::try_from_array(c, i).map_err(|source| WarehouseError::Query {
+                table: spec.name.to_string(),
+                source,
+            })?;
+            let eq = col(*k).eq(datafusion::prelude::lit(v));
+            row = Some(match row {
+                Some(r) => r.and(eq),
+                None => eq,
+            });
+        }
+        if let Some(r) = row {
+            any = Some(match any {
+                Some(a) => a.or(r),
+                None => r,
+            });
+        }
+    }
+    Ok(any.unwrap_or_else(|| datafusion::prelude::lit(false)))
+}
+
 fn table_url(dir: &Path) -> Result<Url, WarehouseError> {
     Url::from_directory_path(dir).map_err(|()| WarehouseError::Uri {
         uri: dir.display().to_string(),
@@ -859,6 +892,87 @@ impl Warehouse {
             files_rewritten = removed,
             rows_kept = kept_rows,
             "upserted by rewrite"
+        );
+        Ok(true)
+    }
+
+    /// Upsert `staged` and drop the rows whose keys are in `remove` (a batch
+    /// of the table's key columns), in one commit under `txn(app_id,
+    /// version)`; false when that version is already committed. One rewrite
+    /// of the touched files instead of an upsert and then a delete (a merge
+    /// of masters: the survivor's new golden record in, the absorbed one
+    /// out).
+    pub async fn replace(
+        &self,
+        staged: &StagedTable,
+        remove: &RecordBatch,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        let name = staged.table.as_str();
+        let spec = self.spec(name)?.clone();
+        let table = self.table(name).await?;
+        if Self::committed(&table, name, app_id, version).await? {
+            return Ok(false);
+        }
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
+        let empty = table
+            .snapshot()
+            .map(|s| s.log_data().num_files() == 0)
+            .unwrap_or(false);
+        if empty {
+            // Nothing to remove from; an append records the txn version.
+            table
+                .write(staged.batches.clone())
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+                .map_err(Self::delta_err(name))?;
+            return Ok(true);
+        }
+        let mut keys = staged.batches.clone();
+        keys.push(remove.clone());
+        let plan = rewrite::plan(&table, &self.dir(name), &spec, &keys)
+            .await
+            .map_err(|source| WarehouseError::Rewrite {
+                table: name.to_string(),
+                source,
+            })?;
+        let Some(plan) = plan else {
+            // A table the rewrite declines: MERGE, then a plain delete of
+            // the removed keys (not under the txn, already recorded).
+            if rows > 0 {
+                Self::upsert_by_merge(table, name, &spec, staged, props).await?;
+            }
+            let table = self.table(name).await?;
+            let predicate = keys_predicate(&spec, remove)?;
+            table
+                .delete()
+                .with_predicate(predicate)
+                .await
+                .map_err(Self::delta_err(name))?;
+            return Ok(true);
+        };
+        let removed_files = plan.removes.len();
+        let kept_rows = plan.kept.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let mut batches = plan.kept;
+        batches.extend(staged.batches.iter().cloned());
+        let adds = self.encode_files(&table, name, &batches, None).await?;
+        let operation = DeltaOperation::Delete {
+            predicate: Some(key_predicate(&spec).to_string()),
+        };
+        let mut actions: Vec<Action> = plan.removes.into_iter().map(Action::Remove).collect();
+        actions.extend(adds.into_iter().map(Action::Add));
+        Self::commit_actions(&table, name, props, actions, operation).await?;
+        debug!(
+            table = name,
+            upserted = rows,
+            rows_matched = plan.updated,
+            files_rewritten = removed_files,
+            rows_kept = kept_rows,
+            "replaced by rewrite"
         );
         Ok(true)
     }
@@ -1684,6 +1798,46 @@ mod tests {
         );
         // Re-applied (a recovered commit): the txn guard skips it.
         assert!(!wh.apply(&t, "app", 3).await.unwrap());
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_replace_upserts_and_removes_keys_in_one_commit_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let wh = open(dir.path(), spec()).await;
+        for (v, ids) in [(1, ["a", "b"]), (2, ["c", "d"]), (3, ["e", "f"])] {
+            let t = StagedTable {
+                table: "people".into(),
+                mode: WriteMode::Append,
+                batches: vec![rows(&ids, 1)],
+            };
+            assert!(wh.apply(&t, "app", v).await.unwrap());
+        }
+        let before = files(&wh.table("people").await.unwrap());
+        // b updated, c removed (a merge: survivor in, absorbed out).
+        let t = StagedTable {
+            table: "people".into(),
+            mode: WriteMode::Upsert,
+            batches: vec![rows(&["b"], 7)],
+        };
+        let remove =
+            RecordBatch::try_from_iter([("id", Arc::new(StringArray::from(vec!["c"])) as ArrayRef)]).unwrap();
+        assert!(wh.replace(&t, &remove, "app", 4).await.unwrap());
+        let table = wh.table("people").await.unwrap();
+        use futures::TryStreamExt as _;
+        let ops: Vec<_> = table.history(Some(1)).try_collect().await.unwrap();
+        assert_eq!(ops[0].operation.as_deref(), Some("DELETE"), "one commit");
+        assert_eq!(table.version(), Some(4), "0 creates, 1-3 append, 4 the replace");
+        let after = files(&table);
+        assert!(
+            before.iter().filter(|f| after.contains(f)).count() == 1,
+            "the file of e, f is untouched: {before:?} -> {after:?}"
+        );
+        assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 5);
+        assert_eq!(count(&wh, "SELECT count(*) FROM people WHERE id = 'c'").await, 0);
+        assert_eq!(count(&wh, "SELECT sum(n) FROM people").await, 1 + 7 + 1 + 1 + 1);
+        // Redone (a retried merge): the txn guard skips it.
+        assert!(!wh.replace(&t, &remove, "app", 4).await.unwrap());
         assert_eq!(count(&wh, "SELECT count(*) FROM people").await, 5);
     }
 

@@ -68,6 +68,9 @@ pub struct LinkOutcome {
     /// Pairs of masters for a person to decide (REVIEW_SCHEMA; probabilistic
     /// mode only).
     pub review: RecordBatch,
+    /// Pairs of existing masters (ids) a record linked to both strongly:
+    /// merged after the run's commit (probabilistic mode only).
+    pub bridged: Vec<(String, String)>,
     pub stats: LinkStats,
 }
 
@@ -639,6 +642,7 @@ pub fn link(
         masters: masters_out,
         merges: merge_parts,
         review: RecordBatch::new_empty(crate::schema::REVIEW_SCHEMA.clone()),
+        bridged: Vec::new(),
         stats,
     })
 }

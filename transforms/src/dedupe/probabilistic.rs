@@ -225,10 +225,23 @@ pub async fn link_probabilistic(
         );
     }
     let mut rv = ReviewRows::default();
+    let mut bridged = Vec::new();
     for &k in &c.review {
         let p = &pairs[k as usize];
         let (a, b) = (p.a as usize, p.b as usize);
         let (ma, mb_) = (node_master(a), node_master(b));
+        // A strong pair held apart only because each side already has its
+        // master: the two masters merge after the commit, unless their
+        // golden records themselves are vetoed (a nameless record bridging
+        // two siblings) - those wait for a person.
+        if scorer.config.merge_bridged_masters && p.probability >= scorer.config.link_threshold {
+            let masters = (master_of_root.get(&c.root[a]), master_of_root.get(&c.root[b]));
+            if let (Some(&x), Some(&y)) = masters
+                && !scorer.score(&frame, x, y).vetoed
+            {
+                bridged.push((ma.to_string(), mb_.to_string()));
+            }
+        }
         let text = format!(
             "{} and {}: {}",
             describe(a),
@@ -272,6 +285,7 @@ pub async fn link_probabilistic(
         masters: masters_out,
         merges,
         review: rv.finish(stamp)?,
+        bridged,
         stats,
     })
 }

@@ -125,6 +125,14 @@ pub struct LinkageConfig {
     /// `name.differs`). A vetoed pair is never linked, also not through
     /// other records; a strong one is written to `merges` as a conflict.
     pub veto: Vec<String>,
+    /// A record linked at or above `link_threshold` to two existing masters
+    /// merges them right after its run, as an approved review would (records
+    /// re-pointed, golden record rebuilt, a `merges` row and an event; undone
+    /// with `master unmerge`), unless the two golden records compared
+    /// directly are vetoed (e.g. siblings whose parent left no name) or a
+    /// person rejected the pair. `false`: every such pair waits in `review`
+    /// (default true).
+    pub merge_bridged_masters: bool,
     /// A model JSON written by `leadflow train`; default: the built-in lead
     /// model.
     pub model: Option<String>,
@@ -203,6 +211,7 @@ impl Default for LinkageConfig {
             veto: ["name.surname_only", "name.first_only", "name.differs"]
                 .map(String::from)
                 .to_vec(),
+            merge_bridged_masters: true,
             model: None,
         }
     }
