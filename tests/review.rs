@@ -133,6 +133,16 @@ fn review_approve_merges_reject_sticks_and_merges_can_be_split_and_undone() {
     );
     assert_eq!(survivor, n1.as_str().min(n2.as_str()));
     assert_eq!(absorbed, n1.as_str().max(n2.as_str()));
+    // `train` takes the approved pair's two records as a label.
+    let model = sb.path().join("model.json");
+    let o = leadflow(&["train", &cfg, "--out", model.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("and 1 approved review pairs"),
+        "{}",
+        text(&o)
+    );
+    assert!(std::fs::read_to_string(&model).unwrap().contains("\"format\""));
     // From here on n1 is the survivor; x_row / x_project are the absorbed one's.
     let (x_row, x_project) = if survivor == n1 {
         (3, "Hilltop")

@@ -171,12 +171,13 @@ pub async fn train_batch(
     config: &LinkageConfig,
     batch: &RecordBatch,
     group: Option<&[u32]>,
+    labels: &[(u32, u32)],
     name: &str,
 ) -> Result<(Model, linkage::TrainReport), EvalError> {
     let frame = Frame::new(config, &[(batch, &[])])?;
     let start = Model::for_config(config).unwrap_or_else(|_| Model::initial(&config.comparisons, 1e-4));
     let at = chrono::Utc::now().to_rfc3339();
-    Ok(linkage::train(config, &start, &frame, group, name, &at).await?)
+    Ok(linkage::train(config, &start, &frame, group, labels, name, &at).await?)
 }
 
 /// What `eval table` measured.
@@ -226,7 +227,7 @@ pub async fn eval_table(
         Model::for_config(&config)?
     } else {
         config.model = None;
-        let (m, r) = train_batch(&config, &batch, group.as_deref(), "eval").await?;
+        let (m, r) = train_batch(&config, &batch, group.as_deref(), &[], "eval").await?;
         trained = Some(r);
         m
     };
@@ -377,39 +378,139 @@ pub async fn train_warehouse(
     pipeline: &crate::config::PipelineConfig,
     sample: usize,
 ) -> Result<(Model, linkage::TrainReport), EvalError> {
-    let wh = crate::open_warehouse(loaded)
+    let other = |e: &dyn std::fmt::Display| EvalError::Other(e.to_string());
+    let wh = crate::open_warehouse(loaded).await.map_err(|e| other(&e))?;
+    let wh = crate::warehouse_for(&wh, pipeline.entity.as_deref())
         .await
-        .map_err(|e| EvalError::Other(e.to_string()))?;
+        .map_err(|e| other(&e))?;
+    let labelled = wh.has_data("review").await.map_err(|e| other(&e))?;
     let ctx = SessionContext::new();
-    wh.register(&ctx, &["records"])
-        .await
-        .map_err(|e| EvalError::Other(e.to_string()))?;
+    let tables: &[&str] = if labelled {
+        &["records", "review", "merges"]
+    } else {
+        &["records"]
+    };
+    wh.register(&ctx, tables).await.map_err(|e| other(&e))?;
     let config = &pipeline.dedupe.linkage;
     let cols: Vec<String> = linkage::frame::needed_columns(config)
         .iter()
-        .map(|c| format!("\"{c}\""))
+        .map(String::as_str)
+        .chain(["source", "source_record_id"])
+        .map(|c| format!("r.\"{c}\""))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let batches = ctx
-        .sql(&format!(
-            "SELECT {} FROM records WHERE deleted_at IS NULL LIMIT {sample}",
-            cols.join(", ")
-        ))
-        .await
-        .map_err(|e| EvalError::Other(e.to_string()))?
-        .collect()
-        .await
-        .map_err(|e| EvalError::Other(e.to_string()))?;
+    let cols = cols.join(", ");
+    let sql = |q: String| {
+        let ctx = &ctx;
+        async move {
+            ctx.sql(&q)
+                .await
+                .map_err(|e| other(&e))?
+                .collect()
+                .await
+                .map_err(|e| other(&e))
+        }
+    };
+    let mut batches = sql(format!(
+        "SELECT {cols} FROM records r WHERE r.deleted_at IS NULL LIMIT {sample}"
+    ))
+    .await?;
+    // Labels: the two records of each review a person approved (not the
+    // merges a run made itself for a record linked strongly to both).
+    let mut pairs: Vec<(String, String, String, String)> = Vec::new();
+    if labelled {
+        let mut by_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for b in &sql(
+            "SELECT explanation FROM merges WHERE kind = 'merge' AND explanation IS NOT NULL".to_string(),
+        )
+        .await?
+        {
+            let e = utf8(b.column(0)).map_err(|e| other(&e))?;
+            for i in 0..b.num_rows() {
+                let v: serde_json::Value = serde_json::from_str(e.value(i)).unwrap_or_default();
+                if v["by"].as_str().is_some_and(|by| by.starts_with("leadflow run "))
+                    && let Some(id) = v["review_id"].as_str()
+                {
+                    by_runs.insert(id.to_string());
+                }
+            }
+        }
+        let reviewed = sql(
+            "SELECT v.source, v.source_record_id, v.other_source, v.other_source_record_id, v.review_id \
+             FROM review v WHERE v.status = 'approved' AND v.source IS NOT NULL AND v.other_source IS NOT NULL"
+                .to_string(),
+        )
+        .await?;
+        for b in &reviewed {
+            let t: Vec<_> = (0..5)
+                .map(|c| utf8(b.column(c)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| other(&e))?;
+            for i in (0..b.num_rows()).filter(|&i| !by_runs.contains(t[4].value(i))) {
+                pairs.push((
+                    t[0].value(i).to_string(),
+                    t[1].value(i).to_string(),
+                    t[2].value(i).to_string(),
+                    t[3].value(i).to_string(),
+                ));
+            }
+        }
+        if !pairs.is_empty() {
+            // Their records, wherever the sample stopped.
+            batches.extend(
+                sql(format!(
+                    "SELECT {cols} FROM records r JOIN review v ON v.status = 'approved' AND \
+                     ((r.source = v.source AND r.source_record_id = v.source_record_id) OR \
+                     (r.source = v.other_source AND r.source_record_id = v.other_source_record_id))"
+                ))
+                .await?,
+            );
+        }
+    }
     let Some(first) = batches.first() else {
         return Err(EvalError::Other(
             "the warehouse holds no records to train on".into(),
         ));
     };
-    let batch = arrow::compute::concat_batches(&first.schema(), &batches)
-        .map_err(|e| EvalError::Other(e.to_string()))?;
+    let batch = arrow::compute::concat_batches(&first.schema(), &batches).map_err(|e| other(&e))?;
+    let column = |name: &str| -> Result<StringArray, EvalError> {
+        let c = batch
+            .column_by_name(name)
+            .ok_or_else(|| other(&format!("records lack {name}")))?;
+        utf8(c).map_err(|e| other(&e))
+    };
+    let (src, rid) = (column("source")?, column("source_record_id")?);
+    // One row per record: a labelled record may also be in the sample.
+    let mut row_of: HashMap<(&str, &str), u32> = HashMap::new();
+    let mut keep = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let next = row_of.len() as u32;
+        let new = match row_of.entry((src.value(i), rid.value(i))) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(next);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        };
+        keep.push(new);
+    }
+    let labels: Vec<(u32, u32)> = pairs
+        .iter()
+        .filter_map(|(s1, r1, s2, r2)| {
+            Some((
+                *row_of.get(&(s1.as_str(), r1.as_str()))?,
+                *row_of.get(&(s2.as_str(), r2.as_str()))?,
+            ))
+        })
+        .collect();
+    let batch = arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(keep))
+        .map_err(|e| other(&e))?;
     train_batch(
         config,
         &batch,
         None,
+        &labels,
         &format!(
             "trained on {} records of pipeline {}",
             batch.num_rows(),

@@ -528,7 +528,7 @@ async fn train_command(
             match eval::read_csv(&csv) {
                 Ok(b) => {
                     let b = b.slice(0, b.num_rows().min(sample));
-                    eval::train_batch(&cfg, &b, None, &format!("trained on {}", csv.display())).await
+                    eval::train_batch(&cfg, &b, None, &[], &format!("trained on {}", csv.display())).await
                 }
                 Err(e) => Err(e),
             }
@@ -561,12 +561,13 @@ async fn train_command(
                 return ExitCode::from(EXIT_FAILED);
             }
             println!(
-                "model written to {}: {} records, u from {} random pairs, m by EM over {} candidate pairs ({} iterations), prior {:.3e}",
+                "model written to {}: {} records, u from {} random pairs, m by EM over {} candidate pairs ({} iterations) and {} approved review pairs, prior {:.3e}",
                 out.display(),
                 model.trained_records,
                 report.random_pairs,
                 report.candidate_pairs,
                 report.em_iterations,
+                report.labelled_pairs,
                 model.prior
             );
             ExitCode::SUCCESS

@@ -304,7 +304,7 @@ mod tests {
         let frame = Frame::new(&config, &[(&b, &[])]).unwrap();
         let start = Model::initial(&config.comparisons, 1e-3);
         let (model, report) = rt()
-            .block_on(train(&config, &start, &frame, None, "test", "now"))
+            .block_on(train(&config, &start, &frame, None, &[], "test", "now"))
             .unwrap();
         assert!(report.em_iterations > 1);
         model.check(&config.comparisons).unwrap();
@@ -317,6 +317,25 @@ mod tests {
         let back = Model::from_json(&model.to_json()).unwrap();
         assert_eq!(back.comparisons.len(), 6);
         assert_eq!(model.prior_records, 400, "its prior holds for the records it saw");
+
+        // 30 pairs a person approved (rows 2p, 2p+1: the same e-mail) move
+        // m toward what they show, EM's estimate counting for 20 pairs.
+        let labels: Vec<(u32, u32)> = (0..30).map(|p| (2 * p, 2 * p + 1)).collect();
+        let (labelled, report) = rt()
+            .block_on(train(&config, &start, &frame, None, &labels, "test", "now"))
+            .unwrap();
+        assert_eq!(report.labelled_pairs, 30);
+        let (m0, m1) = (email[0].m, labelled.comparisons[2].levels[0].m);
+        let want = (m0 * 20.0 + 30.0) / 50.0;
+        assert!(
+            (m1 - want).abs() < 1e-4,
+            "exact e-mail m {m0} -> {m1}, want {want}"
+        );
+        let differs = |m: &Model| m.comparisons[2].levels.last().unwrap().m;
+        assert!(
+            differs(&labelled) < differs(&model),
+            "no labelled pair has another e-mail"
+        );
     }
 
     /// A common name swapped counts no more than the same name in order,

@@ -22,6 +22,42 @@ pub struct TrainReport {
     pub em_iterations: u32,
     /// Share of candidate pairs EM takes for matches.
     pub match_share: f64,
+    /// Pairs a person said are one person, added to m (see [`train`]).
+    pub labelled_pairs: u64,
+}
+
+/// How many pairs EM's m counts for beside labelled pairs: with more
+/// labels than this, the labels outweigh EM.
+const LABEL_WEIGHT: f64 = 20.0;
+
+/// m with the level counts of `labels` (pairs known to be one person)
+/// added: `(m * LABEL_WEIGHT + count) / (LABEL_WEIGHT + labelled)` per
+/// comparison, over the labelled pairs where it is not missing.
+fn with_labels(
+    config: &LinkageConfig,
+    f: &Frame,
+    mut m: Vec<Vec<f64>>,
+    labels: &[(u32, u32)],
+) -> Vec<Vec<f64>> {
+    for (c, cfg) in config.comparisons.iter().enumerate() {
+        let mut counts = vec![0.0; m[c].len()];
+        let mut n = 0.0;
+        for &(a, b) in labels {
+            if let Some(l) =
+                super::compare::compare(cfg, &f.prepared[c][a as usize], &f.prepared[c][b as usize])
+                && l < counts.len()
+            {
+                counts[l] += 1.0;
+                n += 1.0;
+            }
+        }
+        if n > 0.0 {
+            for (x, k) in m[c].iter_mut().zip(&counts) {
+                *x = (*x * LABEL_WEIGHT + k) / (LABEL_WEIGHT + n);
+            }
+        }
+    }
+    m
 }
 
 /// splitmix64: deterministic sampling without a `rand` dependency.
@@ -192,12 +228,17 @@ fn em(
 /// mean over the rules that estimated it; the prior from the match share
 /// of all candidates under the final m and u. `group` drops pairs within
 /// one group (linking two data sets). `start` seeds m when it fits the
-/// comparisons, else neutral guesses do.
+/// comparisons, else neutral guesses do. `labels`: pairs of rows a person
+/// said are one person (approved reviews); their level counts are added
+/// to m ([`with_labels`]). Pairs a person said are not one person are no
+/// sample of non-matches (they are the hard ones), so u stays from random
+/// pairs.
 pub async fn train(
     config: &LinkageConfig,
     start: &Model,
     f: &Frame,
     group: Option<&[u32]>,
+    labels: &[(u32, u32)],
     name: &str,
     trained_at: &str,
 ) -> Result<(Model, TrainReport), super::LinkageError> {
@@ -268,6 +309,7 @@ pub async fn train(
             }
         })
         .collect();
+    let m = with_labels(config, f, m, labels);
     // The prior: the match share of all candidates, m and u fixed.
     let (all, _) = super::candidates(config, f, f.len, group).await?;
     let pats = patterns(&scorer, f, &all, &vec![false; k]);
@@ -333,6 +375,7 @@ pub async fn train(
             candidate_pairs: all.len() as u64,
             em_iterations: iterations,
             match_share: lambda,
+            labelled_pairs: labels.len() as u64,
         },
     ))
 }
