@@ -94,6 +94,15 @@ pub enum WarehouseError {
     Arrow(#[from] arrow::error::ArrowError),
 }
 
+/// See [`Warehouse::write_start`].
+struct WriteStart {
+    table: DeltaTable,
+    spec: TableSpec,
+    props: CommitProperties,
+    /// The table holds no data file yet.
+    empty: bool,
+}
+
 /// A table of the warehouse: its name, Arrow schema and key columns.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -740,6 +749,34 @@ impl Warehouse {
         Ok(max)
     }
 
+    /// What a write of `name` under `txn(app_id, version)` starts from, or
+    /// `None` when this app id already committed that version (or a later
+    /// one) to it. One load of the table serves the check and the write.
+    async fn write_start(
+        &self,
+        name: &str,
+        app_id: &str,
+        version: i64,
+    ) -> Result<Option<WriteStart>, WarehouseError> {
+        let spec = self.spec(name)?.clone();
+        let table = self.table(name).await?;
+        if Self::committed(&table, name, app_id, version).await? {
+            return Ok(None);
+        }
+        let props =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        let empty = table
+            .snapshot()
+            .map(|s| s.log_data().num_files() == 0)
+            .unwrap_or(false);
+        Ok(Some(WriteStart {
+            table,
+            spec,
+            props,
+            empty,
+        }))
+    }
+
     /// Apply one staged table unless this app id already committed this
     /// version (or a later one) to it. Returns whether it wrote.
     pub async fn apply(
@@ -749,21 +786,18 @@ impl Warehouse {
         version: i64,
     ) -> Result<bool, WarehouseError> {
         let name = staged.table.as_str();
-        let spec = self.spec(name)?.clone();
-        // One load of the table serves the txn check and the write.
-        let table = self.table(name).await?;
-        if Self::committed(&table, name, app_id, version).await? {
+        let Some(WriteStart {
+            table,
+            spec,
+            props,
+            empty,
+        }) = self.write_start(name, app_id, version).await?
+        else {
             return Ok(false);
-        }
-        let props =
-            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        };
         let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
         // Nothing to match against (or nothing to write): an append is the
         // same result, much cheaper, and still records the txn version.
-        let empty = table
-            .snapshot()
-            .map(|s| s.log_data().num_files() == 0)
-            .unwrap_or(false);
         let mode = if empty || rows == 0 {
             WriteMode::Append
         } else {
@@ -910,18 +944,16 @@ impl Warehouse {
         version: i64,
     ) -> Result<bool, WarehouseError> {
         let name = staged.table.as_str();
-        let spec = self.spec(name)?.clone();
-        let table = self.table(name).await?;
-        if Self::committed(&table, name, app_id, version).await? {
+        let Some(WriteStart {
+            table,
+            spec,
+            props,
+            empty,
+        }) = self.write_start(name, app_id, version).await?
+        else {
             return Ok(false);
-        }
-        let props =
-            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        };
         let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
-        let empty = table
-            .snapshot()
-            .map(|s| s.log_data().num_files() == 0)
-            .unwrap_or(false);
         if empty {
             // Nothing to remove from; an append records the txn version.
             table
