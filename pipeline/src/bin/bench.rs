@@ -158,6 +158,16 @@ fn main() {
                 r.merged_in_batch,
                 r.conflicts
             );
+            if r.masters_merged > 0 {
+                // The run (link + commit) and, after it, the merges of the
+                // masters a record linked strongly to both.
+                println!(
+                    "  of which the run {:.2}s, then {} pairs of existing masters merged in {:.2}s",
+                    r.duration_seconds,
+                    r.masters_merged,
+                    secs - r.duration_seconds
+                );
+            }
             let s = score(&cfg, &[(drops, truth)]).await;
             println!("  dedupe vs truth ({drops}): {s}");
             if drops == "second" {
