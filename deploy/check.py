@@ -39,6 +39,7 @@ METRICS = {
     "leadflow_masters_created_total",
     "leadflow_records_linked_total",
     "leadflow_link_conflicts_total",
+    "leadflow_masters_merged_total",
     "leadflow_files_total",
     "leadflow_reminders_total",
     "leadflow_reminders_open",

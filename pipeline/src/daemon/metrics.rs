@@ -36,6 +36,7 @@ pub struct Metrics {
     masters_created: IntCounterVec,
     records_linked: IntCounterVec,
     link_conflicts: IntCounterVec,
+    masters_merged: IntCounterVec,
     files: IntCounterVec,
     reminders: IntCounterVec,
     reminders_open: IntGaugeVec,
@@ -148,6 +149,12 @@ impl Metrics {
                 "Shared keys kept apart because the names disagree.",
                 &["pipeline"],
             ),
+            masters_merged: counter(
+                &r,
+                "leadflow_masters_merged_total",
+                "Pairs of existing masters merged after a run because one of its records linked strongly to both.",
+                &["pipeline"],
+            ),
             files: counter(
                 &r,
                 "leadflow_files_total",
@@ -225,6 +232,7 @@ impl Metrics {
             self.records_linked.with_label_values(&[pipeline, rule]);
         }
         self.link_conflicts.with_label_values(&[pipeline]);
+        self.masters_merged.with_label_values(&[pipeline]);
         for status in FILE_STATUSES {
             self.files.with_label_values(&[pipeline, status]);
         }
@@ -285,6 +293,9 @@ impl Metrics {
             self.records_linked.with_label_values(&[p, rule]).inc_by(n);
         }
         self.link_conflicts.with_label_values(&[p]).inc_by(r.conflicts);
+        self.masters_merged
+            .with_label_values(&[p])
+            .inc_by(r.masters_merged);
         self.reminders
             .with_label_values(&[p, "created"])
             .inc_by(r.reminders_created);
@@ -358,6 +369,7 @@ mod tests {
             masters_new: 39,
             merged_in_batch: 8,
             conflicts: 3,
+            masters_merged: 2,
             ..Default::default()
         };
         r.rejected_by_reason.insert("invalid_email".into(), 2);
@@ -379,6 +391,7 @@ mod tests {
             "leadflow_masters_created_total{pipeline=\"quick\"} 39",
             "leadflow_records_linked_total{pipeline=\"quick\",rule=\"merged_in_batch\"} 8",
             "leadflow_link_conflicts_total{pipeline=\"quick\"} 3",
+            "leadflow_masters_merged_total{pipeline=\"quick\"} 2",
             "leadflow_files_total{pipeline=\"quick\",status=\"imported\"} 1",
             "leadflow_last_success_timestamp_seconds{pipeline=\"quick\"} 1700000000",
             "leadflow_run_in_progress{pipeline=\"quick\"} 0",
