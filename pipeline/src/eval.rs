@@ -422,7 +422,7 @@ pub async fn train_warehouse(
     if labelled {
         let mut by_runs: std::collections::HashSet<String> = std::collections::HashSet::new();
         for b in &sql(
-            "SELECT explanation FROM merges WHERE kind = 'merge' AND explanation IS NOT NULL".to_string(),
+            "SELECT explanation FROM merges WHERE kind = 'merge' AND explanation LIKE '%\"by\":\"leadflow run %'".to_string(),
         )
         .await?
         {

@@ -933,12 +933,7 @@ async fn apply_merges(
             Some(keys) => warehouse.replace(t, &keys, APP_ID, version).await,
             None => warehouse.apply(t, APP_ID, version).await,
         };
-        match done {
-            Ok(true) => {}
-            // Another process committed this version first.
-            Ok(false) => return Err(ReviewError::Conflict(t.table.clone())),
-            Err(e) => return Err(e.into()),
-        }
+        wrote(&t.table, done)?;
     }
     Ok(())
 }
@@ -1813,14 +1808,19 @@ async fn next_version(warehouse: &Warehouse, now: DateTime<Utc>) -> Result<i64, 
     Ok(now.timestamp_micros().max(last + 2))
 }
 
+/// A write under this module's txn version: `Ok(false)` means another
+/// process committed that version to `table` first.
+fn wrote(table: &str, done: Result<bool, leadflow_sinks::WarehouseError>) -> Result<(), ReviewError> {
+    match done {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ReviewError::Conflict(table.into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn apply_all(warehouse: &Warehouse, version: i64, tables: Vec<StagedTable>) -> Result<(), ReviewError> {
     for t in &tables {
-        match warehouse.apply(t, APP_ID, version).await {
-            Ok(true) => {}
-            // Another process committed this version first.
-            Ok(false) => return Err(ReviewError::Conflict(t.table.clone())),
-            Err(e) => return Err(e.into()),
-        }
+        wrote(&t.table, warehouse.apply(t, APP_ID, version).await)?;
     }
     Ok(())
 }
@@ -1831,11 +1831,10 @@ async fn delete(
     predicate: Expr,
     version: i64,
 ) -> Result<(), ReviewError> {
-    match warehouse.delete_where(table, predicate, APP_ID, version).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ReviewError::Conflict(table.into())),
-        Err(e) => Err(e.into()),
-    }
+    wrote(
+        table,
+        warehouse.delete_where(table, predicate, APP_ID, version).await,
+    )
 }
 
 /// Take this process's write turn, then run `op`, redone from fresh state

@@ -785,6 +785,34 @@ impl Warehouse {
         app_id: &str,
         version: i64,
     ) -> Result<bool, WarehouseError> {
+        self.write(staged, None, app_id, version).await
+    }
+
+    /// Upsert `staged` and drop the rows whose keys are in `remove` (a batch
+    /// of the table's key columns), in one commit under `txn(app_id,
+    /// version)`; false when that version is already committed. One rewrite
+    /// of the touched files instead of an upsert and then a delete (a merge
+    /// of masters: the survivor's new golden record in, the absorbed one
+    /// out).
+    pub async fn replace(
+        &self,
+        staged: &StagedTable,
+        remove: &RecordBatch,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
+        self.write(staged, Some(remove).filter(|r| r.num_rows() > 0), app_id, version)
+            .await
+    }
+
+    /// [`Self::apply`], and with `remove` [`Self::replace`].
+    async fn write(
+        &self,
+        staged: &StagedTable,
+        remove: Option<&RecordBatch>,
+        app_id: &str,
+        version: i64,
+    ) -> Result<bool, WarehouseError> {
         let name = staged.table.as_str();
         let Some(WriteStart {
             table,
@@ -796,10 +824,13 @@ impl Warehouse {
             return Ok(false);
         };
         let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
-        // Nothing to match against (or nothing to write): an append is the
-        // same result, much cheaper, and still records the txn version.
-        let mode = if empty || rows == 0 {
+        // Nothing to match against (or nothing to write or remove): an
+        // append is the same result, much cheaper, and still records the
+        // txn version.
+        let mode = if empty || (rows == 0 && remove.is_none()) {
             WriteMode::Append
+        } else if remove.is_some() {
+            WriteMode::Upsert
         } else {
             staged.mode
         };
@@ -816,10 +847,23 @@ impl Warehouse {
             }
             WriteMode::Upsert => {
                 if !self
-                    .upsert_by_rewrite(&table, name, &spec, staged, rows, props.clone())
+                    .upsert_by_rewrite(&table, name, &spec, staged, remove, rows, props.clone())
                     .await?
                 {
-                    Self::upsert_by_merge(table, name, &spec, staged, props).await?;
+                    if rows > 0 {
+                        Self::upsert_by_merge(table, name, &spec, staged, props).await?;
+                    }
+                    // The removed keys by a plain delete (the txn version
+                    // is recorded by the merge, or not at all: a table the
+                    // rewrite declines is not one leadflow writes).
+                    if let Some(remove) = remove {
+                        self.table(name)
+                            .await?
+                            .delete()
+                            .with_predicate(keys_predicate(&spec, remove)?)
+                            .await
+                            .map_err(Self::delta_err(name))?;
+                    }
                 }
             }
         }
@@ -874,14 +918,16 @@ impl Warehouse {
     }
 
     /// Upsert by rewriting the files that hold a staged key (`rewrite.rs`
-    /// says why not MERGE). Returns false, having written nothing, when the
-    /// table needs MERGE.
+    /// says why not MERGE), dropping the rows of the `remove` keys too.
+    /// Returns false, having written nothing, when the table needs MERGE.
+    #[allow(clippy::too_many_arguments)] // one write's parts
     async fn upsert_by_rewrite(
         &self,
         table: &DeltaTable,
         name: &str,
         spec: &TableSpec,
         staged: &StagedTable,
+        remove: Option<&RecordBatch>,
         rows: usize,
         props: CommitProperties,
     ) -> Result<bool, WarehouseError> {
@@ -889,7 +935,9 @@ impl Warehouse {
             table: name.to_string(),
             source,
         };
-        let Some(plan) = rewrite::plan(table, &self.dir(name), spec, &staged.batches)
+        let mut keys = staged.batches.clone();
+        keys.extend(remove.cloned());
+        let Some(plan) = rewrite::plan(table, &self.dir(name), spec, &keys)
             .await
             .map_err(rewrite_err)?
         else {
@@ -902,109 +950,37 @@ impl Warehouse {
         let mut batches = plan.kept;
         batches.extend(staged.batches.iter().cloned());
         let adds = self.encode_files(table, name, &batches, None).await?;
-        let operation = DeltaOperation::Merge {
-            // No pruning predicate: for conflict checks the whole table was read.
-            predicate: None,
-            merge_predicate: Some(key_predicate(spec).to_string()),
-            matched_predicates: vec![MergePredicate {
-                action_type: "update".into(),
+        let operation = match remove {
+            // Rows go: the log says so.
+            Some(_) => DeltaOperation::Delete {
+                predicate: Some(key_predicate(spec).to_string()),
+            },
+            None => DeltaOperation::Merge {
+                // No pruning predicate: for conflict checks the whole table was read.
                 predicate: None,
-            }],
-            not_matched_predicates: vec![MergePredicate {
-                action_type: "insert".into(),
-                predicate: None,
-            }],
-            not_matched_by_source_predicates: Vec::new(),
+                merge_predicate: Some(key_predicate(spec).to_string()),
+                matched_predicates: vec![MergePredicate {
+                    action_type: "update".into(),
+                    predicate: None,
+                }],
+                not_matched_predicates: vec![MergePredicate {
+                    action_type: "insert".into(),
+                    predicate: None,
+                }],
+                not_matched_by_source_predicates: Vec::new(),
+            },
         };
         let mut actions: Vec<Action> = plan.removes.into_iter().map(Action::Remove).collect();
         actions.extend(adds.into_iter().map(Action::Add));
         Self::commit_actions(table, name, props, actions, operation).await?;
         debug!(
             table = name,
-            updated = plan.updated,
-            inserted = rows - plan.updated,
+            staged = rows,
+            rows_matched = plan.updated,
+            removed_keys = remove.map_or(0, RecordBatch::num_rows),
             files_rewritten = removed,
             rows_kept = kept_rows,
             "upserted by rewrite"
-        );
-        Ok(true)
-    }
-
-    /// Upsert `staged` and drop the rows whose keys are in `remove` (a batch
-    /// of the table's key columns), in one commit under `txn(app_id,
-    /// version)`; false when that version is already committed. One rewrite
-    /// of the touched files instead of an upsert and then a delete (a merge
-    /// of masters: the survivor's new golden record in, the absorbed one
-    /// out).
-    pub async fn replace(
-        &self,
-        staged: &StagedTable,
-        remove: &RecordBatch,
-        app_id: &str,
-        version: i64,
-    ) -> Result<bool, WarehouseError> {
-        let name = staged.table.as_str();
-        let Some(WriteStart {
-            table,
-            spec,
-            props,
-            empty,
-        }) = self.write_start(name, app_id, version).await?
-        else {
-            return Ok(false);
-        };
-        let rows: usize = staged.batches.iter().map(RecordBatch::num_rows).sum();
-        if empty {
-            // Nothing to remove from; an append records the txn version.
-            table
-                .write(staged.batches.clone())
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await
-                .map_err(Self::delta_err(name))?;
-            return Ok(true);
-        }
-        let mut keys = staged.batches.clone();
-        keys.push(remove.clone());
-        let plan = rewrite::plan(&table, &self.dir(name), &spec, &keys)
-            .await
-            .map_err(|source| WarehouseError::Rewrite {
-                table: name.to_string(),
-                source,
-            })?;
-        let Some(plan) = plan else {
-            // A table the rewrite declines: MERGE, then a plain delete of
-            // the removed keys (not under the txn, already recorded).
-            if rows > 0 {
-                Self::upsert_by_merge(table, name, &spec, staged, props).await?;
-            }
-            let table = self.table(name).await?;
-            let predicate = keys_predicate(&spec, remove)?;
-            table
-                .delete()
-                .with_predicate(predicate)
-                .await
-                .map_err(Self::delta_err(name))?;
-            return Ok(true);
-        };
-        let removed_files = plan.removes.len();
-        let kept_rows = plan.kept.iter().map(RecordBatch::num_rows).sum::<usize>();
-        let mut batches = plan.kept;
-        batches.extend(staged.batches.iter().cloned());
-        let adds = self.encode_files(&table, name, &batches, None).await?;
-        let operation = DeltaOperation::Delete {
-            predicate: Some(key_predicate(&spec).to_string()),
-        };
-        let mut actions: Vec<Action> = plan.removes.into_iter().map(Action::Remove).collect();
-        actions.extend(adds.into_iter().map(Action::Add));
-        Self::commit_actions(&table, name, props, actions, operation).await?;
-        debug!(
-            table = name,
-            upserted = rows,
-            rows_matched = plan.updated,
-            files_rewritten = removed_files,
-            rows_kept = kept_rows,
-            "replaced by rewrite"
         );
         Ok(true)
     }
